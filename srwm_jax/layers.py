@@ -1,0 +1,346 @@
+"""Flax (linen) layers around the functional cells, as in the paper and the original code.
+
+Legend: B batch, T time, D model width (= num_heads * head_dim), H heads, d head dim.
+
+Every recurrent layer has the signature
+    y, new_state = layer(x [B, T, D], state, reset=None, *, deterministic=True)
+and an `initial_state(batch_size)` method (callable on the unbound module). `state=None`
+means a fresh sequence. `reset` is an optional bool [B, T]: where reset[b, t] is True the
+state of sequence b is reset to fresh *before* step t (episode boundaries in RL). Carry
+`new_state` into the next call for truncated BPTT (wrap it in `jax.lax.stop_gradient` to cut
+gradients between calls).
+
+For SRWM-based layers the state is the change of the fast weights from the slow (learned)
+weights, as in the original code, so a parameter update between calls keeps the learned
+change on top of the new slow weights.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from srwm_jax.ops.delta_rule import delta_rule
+from srwm_jax.ops.srwm import SRWMWeights, srwm
+
+MEMORY_KINDS = ("srwm", "deltanet", "srdelta", "fakesr", "lstm")
+
+
+def elu_p1_sum_norm(x, eps=0.0):
+    """elu(x) + 1 normalised to sum one over the last axis (DeltaNet's key/query map)."""
+    y = jax.nn.elu(x) + 1.0
+    return y / (jnp.sum(y, axis=-1, keepdims=True) + eps)
+
+
+def _reset_state(state, reset_t):
+    """Zeroes the state of sequences where reset_t [B] is True (leading axis of every leaf is B)."""
+    return jax.tree.map(
+        lambda s: jnp.where(reset_t.reshape((-1,) + (1,) * (s.ndim - 1)), jnp.zeros_like(s), s),
+        state)
+
+
+def run_with_reset(run, state, inputs, reset):
+    """Runs `run(state, inputs) -> (state, outputs)` over time with optional per-step resets.
+
+    inputs/outputs: pytrees of [B, T, ...] arrays; reset: None or bool [B, T]. Without a reset
+    the whole sequence goes through `run` in one call (the fast path); with one, `run` is
+    called one step at a time inside a `lax.scan` so the state can be cleared between steps.
+    """
+    if reset is None:
+        return run(state, inputs)
+    tm = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
+
+    def step(s, xs):
+        x_t, r_t = xs
+        s = _reset_state(s, r_t)
+        s, out = run(s, jax.tree.map(lambda a: a[:, None], x_t))
+        return s, jax.tree.map(lambda a: a[:, 0], out)
+
+    state, outs = lax.scan(step, state, (jax.tree.map(tm, inputs), tm(reset)))
+    return state, jax.tree.map(tm, outs)
+
+
+def _normal(mean, std):
+    def init(key, shape, dtype=jnp.float32):
+        return mean + std * jax.random.normal(key, shape, dtype)
+    return init
+
+
+class FeedForward(nn.Module):
+    """Transformer feed-forward block: x + Drop(Linear(Drop(ReLU(Linear(LN(x))))))."""
+    ff_dim: int
+    dropout: float = 0.0
+    use_layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, deterministic=True):
+        out = nn.LayerNorm(epsilon=1e-5)(x) if self.use_layer_norm else x
+        out = nn.relu(nn.Dense(self.ff_dim)(out))
+        out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
+        out = nn.Dense(x.shape[-1])(out)
+        out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
+        return x + out
+
+
+class _SlowSRWM(nn.Module):
+    """The learned initial weights of an SRWM, shared by all sequences: fields [H, d, *]."""
+    num_heads: int
+    head_dim: int
+    y_dim: int
+    beta_init: float
+
+    @nn.compact
+    def __call__(self):
+        H, d = self.num_heads, self.head_dim
+        std = 1.0 / d ** 0.5
+        return SRWMWeights(
+            y=self.param("W_y", _normal(0.0, std), (H, d, self.y_dim)),
+            q=self.param("W_q", _normal(0.0, std), (H, d, d)),
+            k=self.param("W_k", _normal(0.0, std), (H, d, d)),
+            b=self.param("w_b", _normal(self.beta_init, std), (H, d, 4)))
+
+
+def _srwm_zero_state(batch_size, num_heads, head_dim, y_dim):
+    H, d = num_heads, head_dim
+    return SRWMWeights(*(jnp.zeros((batch_size, H, d, n), jnp.float32)
+                         for n in (y_dim, d, d, 4)))
+
+
+def _run_srwm(slow, x, state, reset, input_softmax, impl):
+    """x [B, T, H, d], state: weight change [B, H, d, *] -> (y [B, T, H, dy], new change)."""
+
+    def run(change, x_seg):
+        W = SRWMWeights(*(s[None] + c for s, c in zip(slow, change)))
+        y, W_T = srwm(x_seg, W, input_softmax=input_softmax, impl=impl)
+        return SRWMWeights(*(w - s[None] for w, s in zip(W_T, slow))), y
+
+    return run_with_reset(run, state, x, reset)
+
+
+class SRWMLayer(nn.Module):
+    """Self-referential weight matrix layer (paper Sec. 3; original `SRWMlayer` / RL `SRlayer`).
+
+    Heads are split from the residual stream h [B, T, D]: x = h.reshape(B, T, H, d). Output
+    = out_proj(srwm(x)) with dropout, added to LN(h) if `use_layer_norm` (few-shot models)
+    or to h (RL agents).
+    """
+    num_heads: int
+    head_dim: int
+    dropout: float = 0.0
+    input_softmax: bool = False
+    use_layer_norm: bool = True
+    beta_init: float = -1.0
+    impl: str = "auto"
+
+    def initial_state(self, batch_size):
+        return _srwm_zero_state(batch_size, self.num_heads, self.head_dim, self.head_dim)
+
+    @nn.compact
+    def __call__(self, h, state=None, reset=None, *, deterministic=True):
+        B, T, D = h.shape
+        H, d = self.num_heads, self.head_dim
+        if D != H * d:
+            raise ValueError(f"SRWMLayer: input width {D} must equal num_heads*head_dim = {H * d}.")
+        slow = _SlowSRWM(H, d, d, self.beta_init, name="slow")()
+        state = self.initial_state(B) if state is None else state
+        new_state, y = _run_srwm(slow, h.reshape(B, T, H, d), state, reset,
+                                 self.input_softmax, self.impl)
+        out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
+        out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
+        residual = nn.LayerNorm(epsilon=1e-5)(h) if self.use_layer_norm else h
+        return residual + out, new_state
+
+
+class FakeSRLayer(nn.Module):
+    """SRWM without self-modification ("Fake SR", paper Sec. 4.3): a fixed per-head W_y."""
+    num_heads: int
+    head_dim: int
+    dropout: float = 0.0
+
+    def initial_state(self, batch_size):
+        return ()
+
+    @nn.compact
+    def __call__(self, h, state=None, reset=None, *, deterministic=True):
+        B, T, D = h.shape
+        H, d = self.num_heads, self.head_dim
+        W_y = self.param("W_y", _normal(0.0, 1.0 / d ** 0.5), (H, d, d))
+        y = jnp.einsum("bthi,hio->btho", h.reshape(B, T, H, d), W_y)
+        out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
+        out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
+        return h + out, ()
+
+
+def _split_qkvb(qkvb, d):
+    """[..., 3d+1] -> q, k, v [..., d] and beta [...] (raw, before activations)."""
+    return qkvb[..., :d], qkvb[..., d:2 * d], qkvb[..., 2 * d:3 * d], qkvb[..., 3 * d]
+
+
+class DeltaNetLayer(nn.Module):
+    """DeltaNet layer (Schlag et al. 2021; original `FastFFlayer`).
+
+    LN(x) -> bias-free projection to q, k, v, beta per head; q, k: elu+1 and sum-normalised
+    (`sum_norm_eps`: 0 in the few-shot code, 1e-5 in the RL code); beta: sigmoid; fast weights
+    start at zero; y = W_t q after the update; out projection, dropout, x + out.
+    """
+    num_heads: int
+    head_dim: int
+    dropout: float = 0.0
+    sum_norm_eps: float = 0.0
+    impl: str = "auto"
+
+    def initial_state(self, batch_size):
+        d = self.head_dim
+        return jnp.zeros((batch_size, self.num_heads, d, d), jnp.float32)
+
+    @nn.compact
+    def __call__(self, x, state=None, reset=None, *, deterministic=True):
+        B, T, D = x.shape
+        H, d = self.num_heads, self.head_dim
+        qkvb = nn.Dense(H * (3 * d + 1), use_bias=False, name="slow_proj")(
+            nn.LayerNorm(epsilon=1e-5)(x)).reshape(B, T, H, 3 * d + 1)
+        q, k, v, beta = _split_qkvb(qkvb, d)
+        q = elu_p1_sum_norm(q, self.sum_norm_eps)
+        k = elu_p1_sum_norm(k, self.sum_norm_eps)
+        beta = jax.nn.sigmoid(beta)
+        state = self.initial_state(B) if state is None else state
+
+        def run(S, inputs):
+            y, S_T = delta_rule(*inputs, S, impl=self.impl)
+            return S_T, y
+
+        new_state, y = run_with_reset(run, state, (q, k, v, beta), reset)
+        out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, H * d))
+        out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
+        return x + out, new_state
+
+
+class SRDeltaNetLayer(nn.Module):
+    """Self-referential DeltaNet (RL `SMFWPlayer`): the DeltaNet's slow projection is an SRWM.
+
+    Per head, an SRWM with W_y [d, 3d+1] (input softmax) produces q, k, v, beta for a delta-rule
+    fast weight memory: q, k softmax, beta sigmoid; out projection, dropout, h + out. The state
+    is (SRWM weight change, delta-rule fast weights). (The released original of this layer calls
+    an undefined function and does not run; this is the layer as described in the paper.)
+    """
+    num_heads: int
+    head_dim: int
+    dropout: float = 0.0
+    input_softmax: bool = True
+    beta_init: float = 0.0
+    impl: str = "auto"
+
+    def initial_state(self, batch_size):
+        H, d = self.num_heads, self.head_dim
+        return (_srwm_zero_state(batch_size, H, d, 3 * d + 1),
+                jnp.zeros((batch_size, H, d, d), jnp.float32))
+
+    @nn.compact
+    def __call__(self, h, state=None, reset=None, *, deterministic=True):
+        B, T, D = h.shape
+        H, d = self.num_heads, self.head_dim
+        if D != H * d:
+            raise ValueError(f"SRDeltaNetLayer: input width {D} must equal num_heads*head_dim = {H * d}.")
+        slow = _SlowSRWM(H, d, 3 * d + 1, self.beta_init, name="slow")()
+        state = self.initial_state(B) if state is None else state
+
+        def run(st, x_seg):
+            change, S = st
+            change, qkvb = _run_srwm(slow, x_seg, change, None, self.input_softmax, self.impl)
+            q, k, v, beta = _split_qkvb(qkvb, d)
+            y, S = delta_rule(jax.nn.softmax(q, -1), jax.nn.softmax(k, -1), v,
+                              jax.nn.sigmoid(beta), S, impl=self.impl)
+            return (change, S), y
+
+        new_state, y = run_with_reset(run, state, h.reshape(B, T, H, d), reset)
+        out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
+        out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
+        return h + out, new_state
+
+
+class LSTMLayer(nn.Module):
+    """Single-layer LSTM over [B, T, D_in] -> [B, T, hidden]; state (c, h) each [B, hidden].
+
+    Gates as torch.nn.LSTM (input, forget, cell, output), one bias vector.
+    """
+    hidden: int
+
+    def initial_state(self, batch_size):
+        z = jnp.zeros((batch_size, self.hidden), jnp.float32)
+        return (z, z)
+
+    @nn.compact
+    def __call__(self, x, state=None, reset=None, *, deterministic=True):
+        B, T, _ = x.shape
+        n = self.hidden
+        gates_in = nn.Dense(4 * n, name="input_proj")(x)  # all time steps at once
+        W_h = self.param("W_h", nn.initializers.orthogonal(), (n, 4 * n))
+        state = self.initial_state(B) if state is None else state
+        reset = jnp.zeros((B, T), bool) if reset is None else reset
+
+        def step(carry, inputs):
+            g_x, r_t = inputs
+            c, h = _reset_state(carry, r_t)
+            g = g_x + h @ W_h
+            i, f, gg, o = jnp.split(g, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(gg)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (c, h), h
+
+        new_state, hs = lax.scan(step, state, (jnp.swapaxes(gates_in, 0, 1), reset.T))
+        return jnp.swapaxes(hs, 0, 1), new_state
+
+
+class MemoryStack(nn.Module):
+    """num_layers x [memory layer -> feed-forward block] on a residual stream of width `hidden`.
+
+    kind: "srwm" | "deltanet" | "srdelta" | "fakesr" use `num_heads` heads of
+    hidden // num_heads; "lstm" stacks LSTM layers of width `hidden` (no feed-forward blocks).
+    State: a tuple with one entry per layer.
+    """
+    kind: str
+    num_layers: int = 2
+    hidden: int = 128
+    num_heads: int = 8
+    ff_dim: int = 512
+    dropout: float = 0.0
+    input_softmax: bool = False
+    use_layer_norm: bool = True   # SRWM residual LN(h) + out (few-shot); False: h + out (RL)
+    beta_init: float = -1.0
+    sum_norm_eps: float = 0.0
+    impl: str = "auto"
+
+    def _layers(self, **kw):
+        """The memory layers; kw=dict(parent=None) builds detached copies (for initial_state)."""
+        if self.kind not in MEMORY_KINDS:
+            raise ValueError(f"MemoryStack: unknown kind {self.kind!r}; choose one of {MEMORY_KINDS}.")
+        if self.kind != "lstm" and self.hidden % self.num_heads:
+            raise ValueError(f"MemoryStack: hidden={self.hidden} is not divisible by num_heads={self.num_heads}.")
+        H, d = self.num_heads, self.hidden // self.num_heads
+        make: dict[str, Any] = {
+            "srwm": lambda i: SRWMLayer(H, d, self.dropout, self.input_softmax, self.use_layer_norm,
+                                        self.beta_init, self.impl, name=f"srwm_{i}", **kw),
+            "deltanet": lambda i: DeltaNetLayer(H, d, self.dropout, self.sum_norm_eps, self.impl,
+                                                name=f"deltanet_{i}", **kw),
+            "srdelta": lambda i: SRDeltaNetLayer(H, d, self.dropout, self.input_softmax,
+                                                 self.beta_init, self.impl, name=f"srdelta_{i}", **kw),
+            "fakesr": lambda i: FakeSRLayer(H, d, self.dropout, name=f"fakesr_{i}", **kw),
+            "lstm": lambda i: LSTMLayer(self.hidden, name=f"lstm_{i}", **kw),
+        }[self.kind]
+        return [make(i) for i in range(self.num_layers)]
+
+    def initial_state(self, batch_size):
+        return tuple(layer.initial_state(batch_size) for layer in self._layers(parent=None))
+
+    @nn.compact
+    def __call__(self, x, state=None, reset=None, *, deterministic=True):
+        layers = self._layers()
+        state = self.initial_state(x.shape[0]) if state is None else state
+        new_state = []
+        for i, (layer, s) in enumerate(zip(layers, state)):
+            x, s = layer(x, s, reset, deterministic=deterministic)
+            new_state.append(s)
+            if self.kind != "lstm":
+                x = FeedForward(self.ff_dim, self.dropout, name=f"ff_{i}")(x, deterministic=deterministic)
+        return x, tuple(new_state)

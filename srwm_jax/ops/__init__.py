@@ -1,0 +1,1 @@
+"""Functional fast-weight operators: SRWM and the delta rule (scan references + dispatch)."""

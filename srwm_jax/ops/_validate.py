@@ -1,0 +1,16 @@
+"""Shape and dtype checks shared by the public operators (one clear ValueError each)."""
+import jax.numpy as jnp
+
+
+def check_float(name, a):
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        raise ValueError(f"{name} must be a floating-point array, got dtype {a.dtype}.")
+
+
+def check_shape(name, a, expected, legend):
+    """Raise if `a.shape` differs from `expected` (a tuple of ints, None = any size)."""
+    shape = tuple(a.shape)
+    ok = len(shape) == len(expected) and all(e is None or e == s for s, e in zip(shape, expected))
+    if not ok:
+        want = "[" + ", ".join("?" if e is None else str(e) for e in expected) + "]"
+        raise ValueError(f"{name} has shape {list(shape)}, expected {want} ({legend}).")

@@ -1,0 +1,155 @@
+"""Delta rule fast weights (DeltaNet, Schlag et al. 2021): scan reference and public op.
+
+Legend: B batch, T time, H heads, dk key dim, dv value dim. State S is [in, out] = [dk, dv].
+
+Per head and step t:
+    S_t = S_{t-1} + outer(k_t, beta_t * (v_t - k_t S_{t-1}))
+    y_t = q_t S_t                      (read after the write, as in the original kernel)
+q, k and beta arrive already activated (the layer applies elu+1 + sum-normalisation and sigmoid).
+
+Gradients use the same checkpoint-and-recompute custom VJP as `srwm`: the inputs and S every
+C = max(dk, dv, 16) steps are saved (O(T*(dk+dv)) per head), each chunk is recomputed and
+differentiated in the backward. Undoing updates by subtraction or by a matrix inverse loses
+accuracy as T grows (see the kernel notes), so this path never does.
+"""
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from srwm_jax.dispatch import resolve_impl
+from srwm_jax.ops._validate import check_float, check_shape
+
+_HI = lax.Precision.HIGHEST
+
+
+def delta_rule_step(S, q_t, k_t, v_t, beta_t):
+    """One step. S: [B, H, dk, dv]; q_t, k_t: [B, H, dk]; v_t: [B, H, dv]; beta_t: [B, H]."""
+    v_old = jnp.einsum("bhi,bhio->bho", k_t, S, precision=_HI)
+    insert = beta_t[..., None] * (v_t - v_old)
+    S = S + k_t[..., :, None] * insert[..., None, :]
+    y_t = jnp.einsum("bhi,bhio->bho", q_t, S, precision=_HI)
+    return S, y_t
+
+
+def _scan_chunk(S, inputs, valid):
+    def body(s, step):
+        (q_t, k_t, v_t, b_t), ok = step
+        s_new, y_t = delta_rule_step(s, q_t, k_t, v_t, b_t)
+        return jnp.where(ok, s_new, s), y_t
+
+    S_end, ys = lax.scan(body, S, (inputs, valid))
+    return ys, S_end
+
+
+def _chunking(T, dk, dv):
+    C = min(T, max(dk, dv, 16))
+    return C, -(-T // C)
+
+
+def _to_chunks(a, C, n):
+    pad = n * C - a.shape[0]
+    a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+    return a.reshape((n, C) + a.shape[1:])
+
+
+def _valid(T, C, n):
+    return (jnp.arange(n * C) < T).reshape(n, C)
+
+
+def _forward(inputs, S0):
+    q = inputs[0]
+    T, dk, dv = q.shape[0], q.shape[-1], inputs[2].shape[-1]
+    C, n = _chunking(T, dk, dv)
+    chunks = tuple(_to_chunks(a, C, n) for a in inputs)
+
+    def chunk(s, step):
+        ys, s_end = _scan_chunk(s, *step)
+        return s_end, (ys, s)
+
+    S_T, (ys, S_starts) = lax.scan(chunk, S0, (chunks, _valid(T, C, n)))
+    return ys.reshape((n * C,) + ys.shape[2:])[:T], S_T, S_starts
+
+
+@jax.custom_vjp
+def _delta_time_major(inputs, S0):
+    ys, S_T, _ = _forward(inputs, S0)
+    return ys, S_T
+
+
+def _fwd(inputs, S0):
+    ys, S_T, S_starts = _forward(inputs, S0)
+    return (ys, S_T), (inputs, S_starts)
+
+
+def _bwd(residuals, cotangents):
+    inputs, S_starts = residuals
+    d_ys, d_ST = cotangents
+    T, dk, dv = inputs[0].shape[0], inputs[0].shape[-1], inputs[2].shape[-1]
+    C, n = _chunking(T, dk, dv)
+    chunks = tuple(_to_chunks(a, C, n) for a in inputs)
+
+    def chunk_back(d_s_end, step):
+        s_start, inp, ok, d_y = step
+        _, vjp = jax.vjp(lambda s, i: _scan_chunk(s, i, ok), s_start, inp)
+        d_s_start, d_inp = vjp((d_y, d_s_end))
+        return d_s_start, d_inp
+
+    d_S0, d_chunks = lax.scan(chunk_back, d_ST,
+                              (S_starts, chunks, _valid(T, C, n), _to_chunks(d_ys, C, n)),
+                              reverse=True)
+    d_inputs = tuple(a.reshape((n * C,) + a.shape[2:])[:T] for a in d_chunks)
+    return d_inputs, d_S0
+
+
+_delta_time_major.defvjp(_fwd, _bwd)
+
+
+def delta_rule_scan(q, k, v, beta, S0):
+    """Scan reference; same arguments and results as `delta_rule`."""
+    tm = lambda a: jnp.swapaxes(a, 0, 1).astype(jnp.float32)  # noqa: E731
+    ys, S_T = _delta_time_major((tm(q), tm(k), tm(v), tm(beta)), S0.astype(jnp.float32))
+    return jnp.swapaxes(ys, 0, 1).astype(v.dtype), S_T
+
+
+def _validate(q, k, v, beta, S0):
+    for name, a in (("q", q), ("k", k), ("v", v), ("beta", beta), ("S0", S0)):
+        check_float(name, a)
+    if q.ndim != 4:
+        raise ValueError(f"q has shape {list(q.shape)}, expected [B, T, H, dk] (4 dims).")
+    B, T, H, dk = q.shape
+    if v.ndim != 4:
+        raise ValueError(f"v has shape {list(v.shape)}, expected [B, T, H, dv] (4 dims).")
+    dv = v.shape[-1]
+    legend = "B batch, T time, H heads, dk key dim from q, dv value dim from v"
+    check_shape("k", k, (B, T, H, dk), legend)
+    check_shape("v", v, (B, T, H, dv), legend)
+    check_shape("beta", beta, (B, T, H), legend)
+    check_shape("S0", S0, (B, H, dk, dv), legend)
+    if T < 1:
+        raise ValueError("the sequence must have at least one time step (T >= 1).")
+
+
+def delta_rule(q, k, v, beta, S0, *, impl="auto"):
+    """Runs the delta rule over a sequence.
+
+    Args:
+      q, k: [B, T, H, dk] activated queries and keys.
+      v: [B, T, H, dv] values.   beta: [B, T, H] learning rates (after sigmoid).
+      S0: [B, H, dk, dv] initial fast weights (zeros for a fresh sequence).
+      impl: "auto" | "scan" | "pallas" | "pallas_interpret" (see srwm_jax.dispatch).
+
+    Returns:
+      y: [B, T, H, dv] in v's dtype, and S_T [B, H, dk, dv] float32.
+
+    Example:
+      >>> q = k = jnp.full((1, 3, 2, 4), 0.25); v = jnp.ones((1, 3, 2, 8))
+      >>> y, S = delta_rule(q, k, v, jnp.ones((1, 3, 2)), jnp.zeros((1, 2, 4, 8)))
+    """
+    _validate(q, k, v, beta, S0)
+    which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0)
+    if which == "scan":
+        return delta_rule_scan(q, k, v, beta, S0)
+    import kernels  # noqa: PLC0415
+    return kernels.delta_rule_pallas(q, k, v, beta, S0, interpret=which == "pallas_interpret")
