@@ -1,0 +1,13 @@
+"""Fused Pallas GPU kernels for SRWM and the delta rule (DeltaNet); see kernels/README.md.
+
+    y, W_T = srwm_pallas(x, W, *, input_softmax, interpret=False)
+    y, S_T = delta_rule_pallas(q, k, v, beta, S0, *, interpret=False)
+    ok, reason = srwm_supported(x, W)
+    ok, reason = delta_rule_supported(q, k, v, beta, S0)
+
+``interpret=True`` runs the same kernels in Pallas interpret mode on any backend.
+"""
+from kernels.delta_rule import delta_rule_pallas, delta_rule_supported
+from kernels.srwm import srwm_pallas, srwm_supported
+
+__all__ = ["srwm_pallas", "srwm_supported", "delta_rule_pallas", "delta_rule_supported"]

@@ -1,0 +1,6 @@
+"""Fused Pallas kernels for the delta rule (DeltaNet fast weights)."""
+from kernels.delta_rule.ops import (DeltaRuleBlockConfig, default_delta_rule_config,
+                                    delta_rule_pallas, delta_rule_supported)
+
+__all__ = ["DeltaRuleBlockConfig", "default_delta_rule_config", "delta_rule_pallas",
+           "delta_rule_supported"]

@@ -1,0 +1,160 @@
+"""Public SRWM kernel entry points: ``srwm_pallas`` and ``srwm_supported``.
+
+Legend: B batch, T time, H heads, d head dim; N = B*H sequences.
+The math is in ``srwm_jax/ops/srwm.py`` (``srwm_scan`` is the reference).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from kernels import _common
+from kernels.srwm.bwd import srwm_backward
+from kernels.srwm.fwd import srwm_forward
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64)
+
+
+@dataclasses.dataclass(frozen=True)
+class SRWMBlockConfig:
+    """Tuning knobs of the SRWM kernels (the defaults come from ``default_srwm_config``).
+
+    block_seqs: sequences per program (BB), a power of two; B*H is padded to a multiple.
+    num_warps / num_warps_bwd: Triton warps per program for forward / backward.
+    chunk: the forward saves W every ``chunk`` steps; the backward reloads it there.
+    """
+    block_seqs: int
+    num_warps: int
+    num_warps_bwd: int
+    chunk: int
+
+
+def default_srwm_config(d: int, num_sequences: int) -> SRWMBlockConfig:
+    """Untuned defaults (no GPU was available when they were set; see kernels/README.md).
+
+    A program's state is BB * (3d^2 + 4d) floats (twice that in the backward, which
+    also carries dL/dW). Warps are chosen so that each thread holds ~50 state floats:
+    d=16 runs BB=2 sequences on one warp (two in the backward); larger heads get more
+    warps rather than more sequences. chunk = 4d keeps the checkpoints (3d^2+4d floats
+    per chunk) below the per-step residuals (5d+8 floats per step).
+    """
+    if d <= 16:
+        block_seqs, warps, warps_bwd = 2, 1, 2
+    elif d <= 32:
+        block_seqs, warps, warps_bwd = 1, 2, 4
+    else:
+        block_seqs, warps, warps_bwd = 1, 8, 16
+    # Keep at least one program per ~2 sequences when N is tiny (RL: B*H can be small).
+    block_seqs = max(1, min(block_seqs, 1 << max(0, (num_sequences - 1).bit_length() - 1)))
+    return SRWMBlockConfig(block_seqs=block_seqs, num_warps=warps, num_warps_bwd=warps_bwd,
+                           chunk=4 * d)
+
+
+def srwm_supported(x, W, *unused_args, **unused_kwargs) -> tuple[bool, str]:
+    """Whether the Pallas SRWM kernels handle these inputs: (ok, one-line reason).
+
+    Checks shapes and dtypes only; which backend runs is the caller's choice
+    (``srwm_pallas(..., interpret=True)`` runs anywhere).
+    """
+    d = x.shape[-1]
+    if d not in SUPPORTED_HEAD_DIMS:
+        return False, f"head dim d={d} is not one of {SUPPORTED_HEAD_DIMS}"
+    dy = W.y.shape[-1]
+    if dy != d:
+        return False, f"W.y output dim {dy} differs from head dim {d} (kernel needs square W.y)"
+    if W.b.shape[-1] != 4:
+        return False, f"W.b has {W.b.shape[-1]} outputs, expected 4"
+    if jnp.dtype(x.dtype) not in _common.SUPPORTED_INPUT_DTYPES:
+        return False, f"x dtype {jnp.dtype(x.dtype).name} is not float32 or bfloat16"
+    for name in ("y", "q", "k", "b"):
+        dtype = jnp.dtype(getattr(W, name).dtype)
+        if dtype != jnp.float32:
+            return False, f"W.{name} dtype {dtype.name} is not float32 (state is float32)"
+    if x.shape[1] < 1:
+        return False, "sequence length T must be at least 1"
+    return True, "ok"
+
+
+# --- custom VJP on kernel-layout arrays ------------------------------------------------------
+
+def _launch_args(config: SRWMBlockConfig, interpret: bool, backward: bool = False):
+    return dict(block_seqs=config.block_seqs,
+                num_warps=config.num_warps_bwd if backward else config.num_warps,
+                interpret=interpret, compiler_params=_common.triton_params)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _srwm_core(x, wy, wq, wk, wb, input_softmax, config, interpret):
+    # No gradient needed: one chunk spanning all of T, so the only checkpoint is W_T.
+    y, cy, cq, ck, cb = srwm_forward(
+        x, wy, wq, wk, wb, input_softmax=input_softmax, save_residuals=False,
+        chunk=x.shape[0], **_launch_args(config, interpret))
+    return y, cy[0], cq[0], ck[0], cb[0]
+
+
+def _srwm_core_fwd(x, wy, wq, wk, wb, input_softmax, config, interpret):
+    chunk = min(config.chunk, x.shape[0])
+    y, cy, cq, ck, cb, *vectors = srwm_forward(
+        x, wy, wq, wk, wb, input_softmax=input_softmax, save_residuals=True,
+        chunk=chunk, **_launch_args(config, interpret))
+    residuals = (x, (cy, cq, ck, cb), tuple(vectors))
+    return (y, cy[-1], cq[-1], ck[-1], cb[-1]), residuals
+
+
+def _srwm_core_bwd(input_softmax, config, interpret, residuals, cotangents):
+    x, checkpoints, vectors = residuals
+    dy, *d_final = cotangents
+    chunk = min(config.chunk, x.shape[0])
+    dx, dw0 = srwm_backward(
+        x, dy.astype(x.dtype), checkpoints, tuple(g.astype(jnp.float32) for g in d_final),
+        vectors, input_softmax=input_softmax, chunk=chunk,
+        **_launch_args(config, interpret, backward=True))
+    return (dx, *dw0)
+
+
+_srwm_core.defvjp(_srwm_core_fwd, _srwm_core_bwd)
+
+
+def srwm_pallas(x, W, *, input_softmax: bool, interpret: bool = False,
+                config: SRWMBlockConfig | None = None):
+    """Fused SRWM (Irie et al. 2022) over a sequence, as Pallas kernels.
+
+    Args:
+      x: [B, T, H, d] inputs, float32 or bfloat16 (math in float32).
+      W: fast weights W_0 with fields y, q, k [B, H, d, d] and b [B, H, d, 4], float32
+        (``srwm_jax.SRWMWeights`` or any NamedTuple with those fields).
+      input_softmax: softmax each head's input before the reads.
+      interpret: run the same kernels in Pallas interpret mode (any backend).
+      config: block sizes; ``default_srwm_config(d, B*H)`` when None.
+
+    Returns:
+      y [B, T, H, d] in x's dtype and W_T (same type as W, float32). Differentiable
+      w.r.t. x and every field of W (``jax.custom_vjp``; residuals O(T*d) per head).
+    """
+    ok, reason = srwm_supported(x, W)
+    if not ok:
+        raise ValueError(f"srwm_pallas: unsupported configuration: {reason}")
+    batch, _, heads, d = x.shape
+    n = batch * heads
+    if config is None:
+        config = default_srwm_config(d, n)
+    n_pad = _common.round_up(n, config.block_seqs)
+
+    def to_kernel(w):  # [B, H, d, m] -> [N_pad, d, m]
+        return _common.pad_rows(w.astype(jnp.float32).reshape((n,) + w.shape[2:]), 0, n_pad)
+
+    xs = _common.pad_rows(_common.to_sequence_major(x), 1, n_pad)
+    wb = jnp.swapaxes(to_kernel(W.b), 1, 2)  # [N_pad, 4, d]
+    y, wy, wq, wk, wb = _srwm_core(xs, to_kernel(W.y), to_kernel(W.q), to_kernel(W.k), wb,
+                                   bool(input_softmax), config, bool(interpret))
+
+    def from_kernel(w):  # [N_pad, d, m] -> [B, H, d, m]
+        return w[:n].reshape((batch, heads) + w.shape[1:])
+
+    y = _common.from_sequence_major(y[:, :n], batch, heads)
+    W_T = W._replace(y=from_kernel(wy), q=from_kernel(wq), k=from_kernel(wk),
+                     b=from_kernel(jnp.swapaxes(wb, 1, 2)))
+    return y, W_T
