@@ -1,0 +1,53 @@
+"""Defaults for few-shot training (paper Table 1 setting for Omniglot 5-way 1-shot, SRWM).
+
+Every field is documented here; variants import this and override fields.
+  python -m fewshot.train --config configs/fewshot/omniglot_srwm.py --workdir runs/omniglot_srwm
+"""
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    # Data
+    c.dataset = "omniglot"          # omniglot | miniimagenet | fc100
+    c.data_dir = "../shared/data/omniglot"  # folder of the dataset (see fewshot/data)
+    c.data_source = "auto"          # omniglot: npz | png | tfds; miniimagenet: pkl | folder
+    c.image_size = 28
+    c.rotations = "all"             # Omniglot 90/180/270 rotations as classes: all | train_only | none
+    c.n_way = 5
+    c.k_shot = 1
+    c.query_label = "class0"        # label input of the query: class0 (original) | zeros
+    # Model
+    c.model = "srwm"                # srwm | deltanet | lstm | srdelta | fakesr
+    c.backbone = "conv4"            # conv4 | res12
+    c.conv_channels = 64
+    c.res12_channels = (64, 96, 128, 256)
+    c.vision_dropout = 0.0
+    c.hidden_size = 256
+    c.num_layers = 2
+    c.num_heads = 16
+    c.ff_factor = 4                 # feed-forward width = hidden_size * ff_factor
+    c.dropout = 0.0
+    c.input_softmax = False
+    c.beta_init = -1.0
+    c.impl = "auto"                 # fast-weight implementation: auto | scan | pallas
+    # Optimisation (paper appendix B; Adam betas/eps as the original code)
+    c.seed = 1
+    c.batch_size = 128              # episodes per step (global, split over devices)
+    c.total_steps = 300_000
+    c.learning_rate = 1e-3
+    c.schedule = "constant"         # constant | warmup (Transformer schedule, ignores learning_rate)
+    c.warmup_steps = 5000
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.995
+    c.adam_eps = 1e-9
+    c.clip_grad_norm = 0.0          # 0 = no clipping (as the original)
+    # Bookkeeping
+    c.log_every = 100               # steps between train-metric logs
+    c.eval_every = 2000             # steps between validation runs
+    c.val_episodes = 1000           # fixed validation episodes (same for every model)
+    c.eval_batch_size = 500
+    c.checkpoint_every = 2000       # steps between periodic checkpoints
+    c.keep_checkpoints = 2
+    c.eval_seed = 1234              # seed of the fixed validation / test episodes
+    return c

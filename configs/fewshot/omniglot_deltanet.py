@@ -1,0 +1,8 @@
+"""Omniglot 5-way 1-shot, Conv-4 + 2-layer DeltaNet (paper Table 1)."""
+from configs.fewshot.default import get_config as _default
+
+
+def get_config():
+    c = _default()
+    c.model = "deltanet"
+    return c

@@ -1,0 +1,9 @@
+"""Omniglot 5-way 1-shot, Conv-4 + LSTM baseline (paper Table 1)."""
+from configs.fewshot.default import get_config as _default
+
+
+def get_config():
+    c = _default()
+    c.model = "lstm"
+    c.num_layers = 1
+    return c

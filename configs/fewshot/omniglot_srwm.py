@@ -1,0 +1,9 @@
+"""Omniglot 5-way 1-shot, Conv-4 + 2-layer SRWM (paper Table 1; README of the original code).
+
+python -m fewshot.train --config configs/fewshot/omniglot_srwm.py --workdir runs/omniglot_srwm
+"""
+from configs.fewshot.default import get_config as _default
+
+
+def get_config():
+    return _default()

@@ -1,0 +1,129 @@
+"""Few-shot sequence learners: a vision backbone per image, then a sequence model over episodes.
+
+Legend: B episodes, L sequence length (N*K support + query), N ways, S image side,
+C channels, F feature width, D hidden width.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from srwm_jax.layers import MemoryStack
+
+
+def max_pool_2x2(x):
+    """2x2 max-pool, stride 2, floor mode (odd edges dropped, as torch MaxPool2d).
+
+    Written as a reshape + max: same values as nn.max_pool, but its gradient is elementwise,
+    far faster on CPU than the select-and-scatter that reduce_window's gradient lowers to."""
+    N, H, W, C = x.shape
+    x = x[:, : H // 2 * 2, : W // 2 * 2]
+    return x.reshape(N, H // 2, 2, W // 2, 2, C).max(axis=(2, 4))
+
+
+class Conv4(nn.Module):
+    """4 x [Conv3x3 (bias) -> BatchNorm -> MaxPool 2 -> Dropout -> ReLU] (pool before ReLU, as the
+    original), flattened. Omniglot 28 px, 64 channels -> F = 64."""
+    channels: int = 64
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, images, *, train):
+        """images [M, S, S, C] -> features [M, F]."""
+        x = images
+        for _ in range(4):
+            x = nn.Conv(self.channels, (3, 3), padding=1)(x)
+            # torch BatchNorm momentum 0.1 == flax momentum 0.9.
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+            x = max_pool_2x2(x)
+            x = nn.Dropout(self.dropout)(x, deterministic=not train)
+            x = nn.relu(x)
+        return x.reshape(x.shape[0], -1)
+
+
+class _ResBlock12(nn.Module):
+    channels: int
+    dropout: float
+
+    @nn.compact
+    def __call__(self, x, *, train):
+        bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)  # noqa: E731
+        out = x
+        for i in range(3):
+            out = bn()(nn.Conv(self.channels, (3, 3), padding=1, use_bias=False)(out))
+            if i < 2:
+                out = nn.leaky_relu(out, 0.1)
+        shortcut = bn()(nn.Conv(self.channels, (1, 1), use_bias=False)(x))
+        out = nn.leaky_relu(out + shortcut, 0.1)
+        out = max_pool_2x2(out)
+        return nn.Dropout(self.dropout)(out, deterministic=not train)
+
+
+class ResNet12(nn.Module):
+    """Res-12: four residual blocks (three 3x3 conv + BN + LeakyReLU(0.1), 1x1 shortcut),
+    max-pool and dropout after each, global average pool. Feature = last channel count."""
+    channels: tuple = (64, 96, 128, 256)
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, images, *, train):
+        x = images
+        for c in self.channels:
+            x = _ResBlock12(c, self.dropout)(x, train=train)
+        return jnp.mean(x, axis=(1, 2))
+
+
+def build_backbone(config):
+    if config.backbone == "conv4":
+        return Conv4(config.conv_channels, config.vision_dropout)
+    if config.backbone == "res12":
+        return ResNet12(tuple(config.res12_channels), config.vision_dropout)
+    raise ValueError(f"config.backbone={config.backbone!r}: choose 'conv4' or 'res12'.")
+
+
+class SequenceLearner(nn.Module):
+    """Backbone features, concatenated with the one-hot label input, through a sequence model.
+
+    model: "srwm" | "deltanet" | "lstm" (| "srdelta" | "fakesr"). For fast weights:
+    Linear(F + N -> D) -> num_layers x [memory layer -> feed-forward block] -> Linear(D -> N).
+    For the LSTM baseline: LSTM(F + N -> D) -> Linear(D -> N), as the original.
+    """
+    config: object
+
+    @nn.compact
+    def __call__(self, images, label_inputs, *, train, state=None):
+        """images [B, L, S, S, C]; label_inputs [B, L, N] (one-hot or zeros) -> logits [B, L, N]."""
+        c = self.config
+        B, L = images.shape[:2]
+        feats = build_backbone(c)(images.reshape((B * L,) + images.shape[2:]), train=train)
+        x = jnp.concatenate([feats.reshape(B, L, -1), label_inputs.astype(feats.dtype)], axis=-1)
+        if c.model == "lstm":
+            stack = MemoryStack("lstm", num_layers=c.num_layers, hidden=c.hidden_size, name="lstm")
+        else:
+            x = nn.Dense(c.hidden_size, name="input_proj")(x)
+            stack = MemoryStack(c.model, num_layers=c.num_layers, hidden=c.hidden_size,
+                                num_heads=c.num_heads, ff_dim=c.hidden_size * c.ff_factor,
+                                dropout=c.dropout, input_softmax=c.input_softmax,
+                                use_layer_norm=True, beta_init=c.beta_init,
+                                impl=c.get("impl", "auto"), name="memory")
+        x, state = stack(x, state, deterministic=not train)
+        return nn.Dense(c.n_way, name="classifier")(x), state
+
+
+def sync_episode_inputs(batch, n_way, query_label="class0"):
+    """Synchronous-label sequence (paper Fig. 2): support pairs, then the query.
+
+    batch: support_images [B, NK, ...], support_labels [B, NK], query_images [B, Q, ...]; only the
+    first query is used. query_label "class0" feeds the query a one-hot of class 0, as the
+    original code does; "zeros" feeds an all-zero label vector.
+    Returns images [B, NK+1, ...], label inputs [B, NK+1, N], target [B].
+    """
+    images = jnp.concatenate([batch["support_images"], batch["query_images"][:, :1]], axis=1)
+    support = jax.nn.one_hot(batch["support_labels"], n_way)
+    B = support.shape[0]
+    if query_label == "class0":
+        dummy = jax.nn.one_hot(jnp.zeros((B, 1), jnp.int32), n_way)
+    elif query_label == "zeros":
+        dummy = jnp.zeros((B, 1, n_way))
+    else:
+        raise ValueError(f"query_label={query_label!r}: choose 'class0' or 'zeros'.")
+    return images, jnp.concatenate([support, dummy], axis=1), batch["query_labels"][:, 0]

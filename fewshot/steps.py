@@ -1,0 +1,86 @@
+"""Training state, optimiser, and the jitted train / eval steps of the synchronous-label task."""
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from fewshot.models import sync_episode_inputs
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def make_schedule(config):
+    """"constant" or the Transformer "warmup" schedule of the original code:
+    lr(s) = D^-0.5 * min(s^-0.5, s * warmup^-1.5), s counted from 1 (ignores learning_rate)."""
+    if config.schedule == "constant":
+        return optax.constant_schedule(config.learning_rate)
+    if config.schedule == "warmup":
+        scale, w = config.hidden_size ** -0.5, config.warmup_steps
+
+        def schedule(step):
+            s = jnp.asarray(step, jnp.float32) + 1.0
+            return scale * jnp.minimum(s ** -0.5, s * w ** -1.5)
+        return schedule
+    raise ValueError(f"config.schedule={config.schedule!r}: choose 'constant' or 'warmup'.")
+
+
+def make_optimizer(config):
+    adam = optax.adam(make_schedule(config), b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+    if config.clip_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(config.clip_grad_norm), adam)
+    return adam
+
+
+def init_state(model, optimizer, config, example_batch, key):
+    images, labels_in, _ = sync_episode_inputs(example_batch, config.n_way, config.query_label)
+    variables = model.init({"params": key, "dropout": key}, images, labels_in, train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=optimizer.init(params))
+
+
+def episode_loss(model, config, params, batch_stats, batch, key, train):
+    """Cross-entropy of the query prediction (last step). Returns (loss, (accuracy, batch_stats))."""
+    images, labels_in, target = sync_episode_inputs(batch, config.n_way, config.query_label)
+    variables = {"params": params, "batch_stats": batch_stats}
+    if train:
+        (logits, _), updates = model.apply(variables, images, labels_in, train=True,
+                                           mutable=["batch_stats"], rngs={"dropout": key})
+        batch_stats = updates["batch_stats"]
+    else:
+        logits, _ = model.apply(variables, images, labels_in, train=False)
+    logits = logits[:, -1].astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == target)
+    return loss, (accuracy, batch_stats)
+
+
+def make_train_step(model, optimizer, config):
+    def train_step(state, batch, base_key):
+        key = jax.random.fold_in(base_key, state.step)  # resumed runs draw the same dropout masks
+        grad_fn = jax.value_and_grad(
+            lambda p: episode_loss(model, config, p, state.batch_stats, batch, key, True), has_aux=True)
+        (loss, (accuracy, batch_stats)), grads = grad_fn(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                               batch_stats=batch_stats, opt_state=opt_state)
+        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+        return new_state, metrics
+    return train_step
+
+
+def make_eval_step(model, config):
+    def eval_step(state, batch):
+        images, labels_in, target = sync_episode_inputs(batch, config.n_way, config.query_label)
+        logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                images, labels_in, train=False)
+        return jnp.argmax(logits[:, -1], -1) == target  # [B] bool
+    return eval_step

@@ -1,0 +1,196 @@
+"""Few-shot training: `python -m fewshot.train --config configs/fewshot/<name>.py --workdir DIR`.
+
+Dotted overrides: `--config.batch_size=64 --config.model=deltanet`. A run resumes from the
+latest checkpoint in DIR automatically (`--noresume` starts over in a fresh DIR only).
+The workdir receives config.json, metrics.jsonl, TensorBoard events, checkpoints/ (periodic)
+and best/ (best validation accuracy).
+
+Data parallel over all local devices: one mesh axis "data"; the episode batch is split over
+it and the parameters are replicated (jit + NamedSharding). Multi-host: call
+`jax.distributed.initialize()` before training (see README); each host then feeds its share.
+"""
+import json
+import os
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from fewshot.checkpointing import Checkpoints
+from fewshot.data import DatasetError, EpisodeSampler, load_split
+from fewshot.metrics import MetricWriter
+from fewshot.models import SequenceLearner
+from fewshot.steps import init_state, make_eval_step, make_optimizer, make_schedule, make_train_step
+
+REQUIRED_KEYS = ("data_dir", "seed", "batch_size", "total_steps", "model", "n_way", "k_shot")
+MODELS = ("srwm", "deltanet", "lstm", "srdelta", "fakesr")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message says which key and what to do."""
+
+
+def validate_config(config):
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ConfigError(f"config is missing required keys {missing}; start from configs/fewshot/default.py.")
+    if config.model not in MODELS:
+        raise ConfigError(f"config.model={config.model!r}: choose one of {MODELS}.")
+    n = jax.device_count()
+    if config.batch_size % n:
+        raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the {n} devices.")
+
+
+class Mesh:
+    """Shardings for data parallelism over all devices."""
+
+    def __init__(self):
+        # Auto axes: XLA propagates shardings (make_mesh defaults to Explicit axes on new jax).
+        self.mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                                  axis_types=(jax.sharding.AxisType.Auto,))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.batch = NamedSharding(self.mesh, P("data"))
+
+    def put_batch(self, batch):
+        return jax.device_put(batch, self.batch)
+
+
+def build(config):
+    """Model, optimiser, mesh and jitted steps for `config` (shared by train and evaluate)."""
+    model = SequenceLearner(ml_collections.FrozenConfigDict(config))
+    optimizer = make_optimizer(config)
+    mesh = Mesh()
+    train_step = jax.jit(make_train_step(model, optimizer, config),
+                         in_shardings=(mesh.replicated, mesh.batch, mesh.replicated),
+                         out_shardings=(mesh.replicated, mesh.replicated), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model, config), in_shardings=(mesh.replicated, mesh.batch),
+                        out_shardings=mesh.batch)
+    return model, optimizer, mesh, train_step, eval_step
+
+
+def make_sampler(config, split, seed):
+    ds = load_split(config.dataset, config.data_dir, split, image_size=config.image_size,
+                    rotations=config.rotations, source=config.data_source)
+    return EpisodeSampler(ds, config.n_way, config.k_shot, num_queries=1, seed=seed)
+
+
+def initial_state(config, model, optimizer, mesh, example_batch):
+    key = jax.random.key(config.seed)
+    example = jax.tree.map(lambda a: a[:1], example_batch)
+    return jax.jit(lambda k: init_state(model, optimizer, config, example, k),
+                   out_shardings=mesh.replicated)(key)
+
+
+def episode_accuracy(eval_step, mesh, state, sampler, num_episodes, seed, batch_size):
+    """Fraction of correct query predictions on `num_episodes` fixed episodes from `seed`."""
+    n_dev = jax.device_count()
+    correct = []
+    for batch in sampler.iterate_fixed(num_episodes, seed, batch_size):
+        size = len(batch["query_labels"])
+        pad = (-size) % n_dev  # the last batch may not split evenly over devices
+        if pad:
+            batch = jax.tree.map(lambda a: np.concatenate([a, a[:pad]]), batch)
+        correct.append(np.asarray(eval_step(state, mesh.put_batch(batch)))[:size])
+    return float(np.mean(np.concatenate(correct)))
+
+
+def train_and_evaluate(config, workdir, resume=True):
+    validate_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+    if checkpoints.latest_step() is not None and not resume:
+        raise ConfigError(f"{workdir} already holds checkpoints; pass --resume or use a fresh --workdir.")
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2))
+
+    train_sampler = make_sampler(config, "train", config.seed)
+    val_sampler = make_sampler(config, "val", config.seed)
+    model, optimizer, mesh, train_step, eval_step = build(config)
+    state = initial_state(config, model, optimizer, mesh, train_sampler.sample(1, 0))
+    if checkpoints.latest_step() is not None:
+        state = checkpoints.restore(state)
+        print(f"Resumed from {workdir}/checkpoints/{int(state.step)}", flush=True)
+    start = int(state.step)
+    schedule = make_schedule(config)
+    dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    writer = MetricWriter(workdir)
+    images_per_episode = config.n_way * config.k_shot + 1
+    n_params = sum(a.size for a in jax.tree.leaves(state.params))
+    print(f"{config.model} / {config.backbone}: {n_params:,} parameters, {jax.device_count()} device(s), "
+          f"steps {start}..{config.total_steps}", flush=True)
+
+    bar = tqdm(total=config.total_steps, initial=start, dynamic_ncols=True,
+               mininterval=1 if sys.stderr.isatty() else 30, disable=start >= config.total_steps)
+    sums, count, t_last = None, 0, time.time()
+    step = start
+    try:
+        for step, batch in train_sampler.iterate(config.batch_size, start_step=start,
+                                                 num_steps=config.total_steps - start):
+            state, metrics = train_step(state, mesh.put_batch(batch), dropout_key)
+            sums = metrics if sums is None else jax.tree.map(lambda a, b: a + b, sums, metrics)
+            count += 1
+            done = step + 1
+            bar.update(1)
+            if done % config.log_every == 0 or done == config.total_steps:
+                elapsed = time.time() - t_last
+                scalars = {k: float(v) / count for k, v in sums.items()}
+                scalars.update(learning_rate=float(schedule(step)), steps_per_second=count / elapsed,
+                               images_per_second=count * config.batch_size * images_per_episode / elapsed)
+                writer.write(done, scalars, "train")
+                bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
+                                sps=f"{scalars['steps_per_second']:.1f}")
+                sums, count, t_last = None, 0, time.time()
+            if done % config.eval_every == 0 or done == config.total_steps:
+                t0 = time.time()
+                val_acc = episode_accuracy(eval_step, mesh, state, val_sampler, config.val_episodes,
+                                           config.eval_seed, config.eval_batch_size)
+                writer.write(done, {"accuracy": val_acc}, "valid")
+                tqdm.write(f"step {done}: valid accuracy {val_acc:.4f}")
+                if val_acc > checkpoints.best_accuracy():
+                    checkpoints.save_best(done, state, val_acc)
+                t_last += time.time() - t0  # keep evaluation out of the training throughput
+            if done % config.checkpoint_every == 0 or done == config.total_steps:
+                checkpoints.save(done, state)
+    except KeyboardInterrupt:
+        tqdm.write(f"Interrupted: saving a checkpoint at step {int(state.step)} and exiting.")
+        checkpoints.save(int(state.step), state)
+    finally:
+        bar.close()
+        writer.close()
+        checkpoints.close()
+    return state
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Command-line flags (defined only when run as a program, so the module stays importable)."""
+    config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/fewshot/.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard events.")
+    flags.DEFINE_bool("resume", True, "Resume from the latest checkpoint in --workdir if there is one.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.config is None or FLAGS.workdir is None:
+        raise app.UsageError("--config and --workdir are required.")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    try:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir, resume=FLAGS.resume)
+    except (DatasetError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
