@@ -35,20 +35,20 @@ def config(**overrides):
 
 
 def test_smoke_training_learns_and_evaluates(tmp_path):
-    """The CI smoke run: a tiny SRWM learns 5-way 1-shot Omniglot clearly above chance (20%)."""
+    """The CI smoke run: a tiny SRWM learns 2-way 1-shot Omniglot clearly above chance (50%)."""
     workdir = tmp_path / "run"
     r = run(["-m", "fewshot.train", "--config", "configs/fewshot/omniglot_smoke.py",
              "--workdir", str(workdir), f"--config.data_dir={DATA}"])
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = read_metrics(workdir)
     valid = [m["accuracy"] for m in metrics if m["split"] == "valid"]
-    assert valid and max(valid) >= 0.5, valid
+    assert valid and max(valid) >= 0.65, valid
     r = run(["-m", "fewshot.evaluate", "--workdir", str(workdir), "--num_sets", "2",
              "--episodes_per_set", "200"])
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads((workdir / "eval_test.json").read_text())
-    assert result["accuracy"] >= 0.5 and result["num_sets"] == 2
-    assert "| omniglot 5-way 1-shot | srwm |" in r.stdout
+    assert result["accuracy"] >= 0.65 and result["num_sets"] == 2
+    assert "| omniglot 2-way 1-shot | srwm |" in r.stdout
     assert any(p.name.startswith("events") for p in (workdir / "tensorboard").iterdir())
 
 
@@ -116,3 +116,15 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
             f.write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="could not be restored"):
         train_and_evaluate(config(**dict(kw, total_steps=6)), str(tmp_path))
+
+
+def test_every_config_loads_and_validates():
+    import importlib
+    from fewshot.train import validate_config
+    names = sorted(p.stem for p in (REPO / "configs" / "fewshot").glob("*.py")
+                   if p.stem not in ("__init__", "table1"))
+    assert {"omniglot_srwm", "omniglot_deltanet", "omniglot_lstm", "miniimagenet_srwm_1shot",
+            "miniimagenet_srwm_5shot", "fc100_srwm_5shot", "omniglot_srwm_cpu"} <= set(names)
+    for name in names:
+        config = importlib.import_module(f"configs.fewshot.{name}").get_config()
+        validate_config(config)

@@ -1,24 +1,9 @@
-"""FC100 5-way 5-shot, Conv-4 (32 channels, 32 px) + deltanet (paper Table 1).
+"""FC100 5-way 5-shot, Conv-4 + deltanet (paper Table 1).
 
 python -m fewshot.train --config configs/fewshot/fc100_deltanet_5shot.py --config.data_dir=/path/to/cifar-100-python --workdir runs/fc100_deltanet
 """
-from configs.fewshot.default import get_config as _default
+from configs.fewshot.table1 import fc100
 
 
 def get_config():
-    c = _default()
-    c.dataset = "fc100"
-    c.data_dir = "data/cifar-100-python"
-    c.image_size = 32
-    c.rotations = "none"
-    c.k_shot = 5
-    c.model = "deltanet"
-    c.conv_channels = 32
-    c.batch_size = 16
-    c.total_steps = 600_000
-    c.num_layers = 3 if c.model != "lstm" else 1
-    c.ff_factor = 8
-    c.dropout = 0.1
-    c.vision_dropout = 0.1
-    c.schedule = "warmup"
-    return c
+    return fc100("deltanet")
