@@ -1,0 +1,17 @@
+"""IMPALA (V-trace) on ProcGen with self-referential / fast-weight memory agents, Sebulba-style.
+
+Modules:
+    impala          command line: python -m rl.impala --config configs/rl/<name>.py --workdir DIR
+    training        train_and_evaluate(config, workdir): the run (logging, checkpoints, evals)
+    sebulba         actor threads, bounded rollout queue, params publishing, failure propagation
+    learner         IMPALA loss (sums, as torchbeast) and the jitted data-parallel update
+    vtrace          V-trace targets (own implementation; rho_bar = c_bar = 1)
+    agent           IMPALA ResNet stem + core (ff, lstm, srwm, deltanet, srdelta, fakesr) + heads
+    envs            multi-game vectorised ProcGen (gym3) with episode bookkeeping
+    evaluate        argmax evaluation on fixed level splits; python -m rl.evaluate --workdir DIR
+    normalization   Cobbe et al. (2020) return ranges and normalised scores
+    random_baseline random-policy returns on the same levels (python -m rl.random_baseline)
+    checkpointing   orbax save/restore of params, optimizer state, step and RNG
+    plotting        learning-curve PNG per game
+Install ProcGen with rl/install_procgen.sh.
+"""

@@ -1,0 +1,12 @@
+"""CPU learning check: SRWM agent on starpilot (easy), <= 60 minutes on a 2-core machine.
+
+    python -m rl.impala --config configs/rl/srwm_cpu.py --workdir runs/rl_srwm_cpu
+"""
+
+from configs.rl import ff_cpu
+
+
+def get_config():
+    c = ff_cpu.get_config()
+    c.agent.core = "srwm"
+    return c

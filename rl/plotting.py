@@ -1,0 +1,62 @@
+"""Learning-curve PNG per game from a workdir's train_returns.csv (+ eval.csv, random baseline)."""
+
+import csv
+import json
+import math
+import os
+from collections import defaultdict
+
+
+def _read_csv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = defaultdict(list)
+    for row in _read_csv(os.path.join(workdir, "train_returns.csv")):
+        if row["mean_return"] not in ("nan", ""):
+            train[row["game"]].append((int(row["step"]), float(row["mean_return"])))
+    evals = defaultdict(lambda: defaultdict(list))
+    for row in _read_csv(os.path.join(workdir, "eval.csv")):
+        if row["game"] != "ALL":
+            evals[row["game"]][row["split"]].append((int(row["step"]), float(row["mean_return"])))
+    random_path = os.path.join(workdir, "random_baseline.json")
+    random_returns = json.load(open(random_path)) if os.path.exists(random_path) else {}
+    games = sorted(set(train) | set(evals))
+    if not games:
+        raise ValueError(f"nothing to plot in {workdir}")
+    cols = min(3, len(games))
+    rows = math.ceil(len(games) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, game in zip(axes.flat, games):
+        if train[game]:
+            steps, values = zip(*train[game])
+            ax.plot(steps, values, label="train (running mean, sampled actions)")
+        for split, points in sorted(evals[game].items()):
+            steps, values = zip(*points)
+            ax.plot(steps, values, "o", label=f"eval {split} (argmax)")
+        if game in random_returns:
+            ax.axhline(random_returns[game], color="gray", ls="--", label="random policy")
+        ax.set_title(game)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("episode return")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(games):]:
+        ax.axis("off")
+    fig.tight_layout()
+    out_path = out_path or os.path.join(workdir, "learning_curves.png")
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+if __name__ == "__main__":
+    import sys
+    print(plot_learning_curves(sys.argv[1]))
