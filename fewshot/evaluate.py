@@ -26,6 +26,9 @@ def evaluate(workdir, split="test", num_sets=5, episodes_per_set=1000, checkpoin
         raise FileNotFoundError(f"{config_path} not found: --workdir must be a directory written by fewshot.train.")
     with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
+    if config.get("task", "sync") == "sequential":
+        raise RuntimeError(f"{workdir} is a delayed-label sequential run: test it with "
+                           f"python -m fewshot.evaluate_sequential --workdir {workdir}")
     seed = config.eval_seed if seed is None else seed
     batch_size = batch_size or config.eval_batch_size
     sampler = make_sampler(config, split, config.seed)

@@ -63,16 +63,24 @@ def episode_loss(model, config, params, batch_stats, batch, key, train):
     return loss, (accuracy, batch_stats)
 
 
-def make_train_step(model, optimizer, config):
+def make_train_step(model, optimizer, config, loss_fn=None):
+    """loss_fn(model, config, params, batch_stats, batch, key, train) -> (loss, (metrics dict,
+    batch_stats)) for other tasks (fewshot.sequential, fewshot.bootstrap); None: episode_loss."""
     def train_step(state, batch, base_key):
         key = jax.random.fold_in(base_key, state.step)  # resumed runs draw the same dropout masks
-        grad_fn = jax.value_and_grad(
-            lambda p: episode_loss(model, config, p, state.batch_stats, batch, key, True), has_aux=True)
-        (loss, (accuracy, batch_stats)), grads = grad_fn(state.params)
+        if loss_fn is None:
+            grad_fn = jax.value_and_grad(
+                lambda p: episode_loss(model, config, p, state.batch_stats, batch, key, True), has_aux=True)
+            (loss, (accuracy, batch_stats)), grads = grad_fn(state.params)
+            metrics = {"accuracy": accuracy}
+        else:
+            grad_fn = jax.value_and_grad(
+                lambda p: loss_fn(model, config, p, state.batch_stats, batch, key, True), has_aux=True)
+            (loss, (metrics, batch_stats)), grads = grad_fn(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                batch_stats=batch_stats, opt_state=opt_state)
-        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, **metrics, "grad_norm": optax.global_norm(grads)}
         return new_state, metrics
     return train_step
 

@@ -29,6 +29,8 @@ from fewshot.metrics import MetricWriter
 from fewshot.models import SequenceLearner
 from fewshot.steps import init_state, make_eval_step, make_optimizer, make_schedule, make_train_step
 
+TASKS = ("sync", "sequential", "bootstrap")
+
 REQUIRED_KEYS = ("data_dir", "seed", "batch_size", "total_steps", "model", "n_way", "k_shot")
 MODELS = ("srwm", "deltanet", "lstm", "srdelta", "fakesr")
 
@@ -43,6 +45,8 @@ def validate_config(config):
         raise ConfigError(f"config is missing required keys {missing}; start from configs/fewshot/default.py.")
     if config.model not in MODELS:
         raise ConfigError(f"config.model={config.model!r}: choose one of {MODELS}.")
+    if config.get("task", "sync") not in TASKS:
+        raise ConfigError(f"config.task={config.task!r}: choose one of {TASKS}.")
     n = jax.device_count()
     if config.batch_size % n:
         raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the {n} devices.")
@@ -67,24 +71,42 @@ def build(config):
     model = SequenceLearner(ml_collections.FrozenConfigDict(config))
     optimizer = make_optimizer(config)
     mesh = Mesh()
-    train_step = jax.jit(make_train_step(model, optimizer, config),
+    task = config.get("task", "sync")
+    loss_fn, make_eval = None, make_eval_step
+    if task == "sequential":
+        from fewshot import sequential
+        loss_fn, make_eval = sequential.sequence_loss, sequential.make_eval_step
+    elif task == "bootstrap":
+        from fewshot.bootstrap import bootstrap_loss
+        loss_fn = bootstrap_loss  # evaluated as an ordinary K-shot (sync) learner
+    train_step = jax.jit(make_train_step(model, optimizer, config, loss_fn),
                          in_shardings=(mesh.replicated, mesh.batch, mesh.replicated),
                          out_shardings=(mesh.replicated, mesh.replicated), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, config), in_shardings=(mesh.replicated, mesh.batch),
+    eval_step = jax.jit(make_eval(model, config), in_shardings=(mesh.replicated, mesh.batch),
                         out_shardings=mesh.batch)
     return model, optimizer, mesh, train_step, eval_step
 
 
 def make_sampler(config, split, seed):
+    task = config.get("task", "sync")
+    if task == "sequential":
+        from fewshot.sequential import SequentialTask
+        # Validation / test sequences are fixed by the eval seed, the same for every model.
+        return SequentialTask(config, split, seed if split == "train" else config.eval_seed)
     ds = load_split(config.dataset, config.data_dir, split, image_size=config.image_size,
                     rotations=config.rotations, source=config.data_source)
-    return EpisodeSampler(ds, config.n_way, config.k_shot, num_queries=1, seed=seed)
+    # Bootstrapping trains on K support + F future + 1 query per class; evaluation is K-shot.
+    future = config.future_shots if task == "bootstrap" and split == "train" else 0
+    return EpisodeSampler(ds, config.n_way, config.k_shot, num_queries=1, seed=seed, future_shots=future)
 
 
 def initial_state(config, model, optimizer, mesh, example_batch):
     key = jax.random.key(config.seed)
     example = jax.tree.map(lambda a: a[:1], example_batch)
-    return jax.jit(lambda k: init_state(model, optimizer, config, example, k),
+    init = init_state
+    if config.get("task", "sync") == "sequential":
+        from fewshot.sequential import init_state as init
+    return jax.jit(lambda k: init(model, optimizer, config, example, k),
                    out_shardings=mesh.replicated)(key)
 
 
@@ -99,6 +121,17 @@ def episode_accuracy(eval_step, mesh, state, sampler, num_episodes, seed, batch_
             batch = jax.tree.map(lambda a: np.concatenate([a, a[:pad]]), batch)
         correct.append(np.asarray(eval_step(state, mesh.put_batch(batch)))[:size])
     return float(np.mean(np.concatenate(correct)))
+
+
+def validation_accuracy(config, eval_step, mesh, state, val_sampler):
+    """The model-selection metric: query accuracy (sync, bootstrap) or accuracy over all
+    positions of the fixed validation sequences (sequential)."""
+    if config.get("task", "sync") == "sequential":
+        from fewshot.sequential import sequence_accuracy
+        return sequence_accuracy(eval_step, mesh, state, val_sampler, config.val_episodes,
+                                 config.eval_batch_size)
+    return episode_accuracy(eval_step, mesh, state, val_sampler, config.val_episodes,
+                            config.eval_seed, config.eval_batch_size)
 
 
 def train_and_evaluate(config, workdir, resume=True):
@@ -121,7 +154,10 @@ def train_and_evaluate(config, workdir, resume=True):
     schedule = make_schedule(config)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     writer = MetricWriter(workdir)
-    images_per_episode = config.n_way * config.k_shot + 1
+    images_per_episode = {"sync": config.n_way * config.k_shot + 1,
+                          "bootstrap": config.n_way * (config.k_shot + config.get("future_shots", 0)) + 2,
+                          "sequential": 2 * config.n_way * config.get("sequential_shots", 0)
+                          }[config.get("task", "sync")]
     n_params = sum(a.size for a in jax.tree.leaves(state.params))
     print(f"{config.model} / {config.backbone}: {n_params:,} parameters, {jax.device_count()} device(s), "
           f"steps {start}..{config.total_steps}", flush=True)
@@ -149,8 +185,7 @@ def train_and_evaluate(config, workdir, resume=True):
                 sums, count, t_last = None, 0, time.time()
             if done % config.eval_every == 0 or done == config.total_steps:
                 t0 = time.time()
-                val_acc = episode_accuracy(eval_step, mesh, state, val_sampler, config.val_episodes,
-                                           config.eval_seed, config.eval_batch_size)
+                val_acc = validation_accuracy(config, eval_step, mesh, state, val_sampler)
                 writer.write(done, {"accuracy": val_acc}, "valid")
                 tqdm.write(f"step {done}: valid accuracy {val_acc:.4f}")
                 if val_acc > checkpoints.best_accuracy():

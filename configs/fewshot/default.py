@@ -17,6 +17,21 @@ def get_config():
     c.n_way = 5
     c.k_shot = 1
     c.query_label = "class0"        # label input of the query: class0 (original) | zeros
+    # Task
+    c.task = "sync"                 # sync (Fig. 2 episodes) | sequential (delayed labels, Sec. 4.2) | bootstrap
+    # Bootstrapping (task = bootstrap; fewshot/bootstrap.py): K = k_shot support, F future shots
+    c.future_shots = 0              # F extra labelled examples per class seen by the teacher pass
+    c.bootstrap_weight = 10.0       # weight of KL(teacher || student)
+    c.bootstrap_main_weight = 1.0   # weight of the K-shot cross-entropy
+    c.bootstrap_future_weight = 1.0  # weight of the (K+F)-shot cross-entropy
+    # Delayed-label sequential task (task = sequential; fewshot/sequential.py): dataset, then
+    # second_dataset (or the reverse), n_way classes per segment
+    c.second_dataset = "omniglot_transformed"  # miniimagenet in the paper; omniglot_transformed is a stand-in
+    c.second_data_dir = ""          # folder of second_dataset ("" = data_dir)
+    c.sequential_shots = 15         # examples per class per segment (segment = n_way * shots steps)
+    c.max_trim = 60                 # training drops randint(0, max_trim) steps from each segment's end
+    c.normalize = False             # per-dataset mean/std normalisation of the sequential stream
+    c.sequential_pad = True         # pad trimmed batches to the full length (masked): one compiled shape
     # Model
     c.model = "srwm"                # srwm | deltanet | lstm | srdelta | fakesr
     c.backbone = "conv4"            # conv4 | res12
