@@ -19,11 +19,29 @@ from fewshot.train import build, initial_state
 
 
 def synthetic_batch(config, batch_size, rng):
-    N, K, S = config.n_way, config.k_shot, config.image_size
+    N, K, Q, S = config.n_way, config.k_shot, config.get("train_queries", 1), config.image_size
     return {"support_images": rng.random((batch_size, N * K, S, S, 1), np.float32),
             "support_labels": rng.integers(0, N, (batch_size, N * K)).astype(np.int32),
-            "query_images": rng.random((batch_size, 1, S, S, 1), np.float32),
-            "query_labels": rng.integers(0, N, (batch_size, 1)).astype(np.int32)}
+            "query_images": rng.random((batch_size, Q, S, S, 1), np.float32),
+            "query_labels": rng.integers(0, N, (batch_size, Q)).astype(np.int32)}
+
+
+def seconds_per_step(config, steps):
+    """Mean wall time of one jitted train step of `config` on a fixed synthetic batch, and the
+    images in that batch (B * (N*K + train_queries))."""
+    model, optimizer, mesh, train_step, _ = build(config)
+    rng = np.random.default_rng(0)
+    state = initial_state(config, model, optimizer, mesh, synthetic_batch(config, 1, rng))
+    batch = mesh.put_batch(synthetic_batch(config, config.batch_size, rng))
+    key = jax.random.key(0)
+    state, metrics = train_step(state, batch, key)  # compile
+    jax.block_until_ready(metrics)
+    t = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = train_step(state, batch, key)
+    jax.block_until_ready(metrics)
+    images = config.batch_size * (config.n_way * config.k_shot + config.get("train_queries", 1))
+    return (time.perf_counter() - t) / steps, images
 
 
 def images_per_second(model_name, batch_size, steps):
@@ -32,19 +50,8 @@ def images_per_second(model_name, batch_size, steps):
     config.batch_size = batch_size
     if model_name == "lstm":
         config.num_layers = 1
-    model, optimizer, mesh, train_step, _ = build(config)
-    rng = np.random.default_rng(0)
-    state = initial_state(config, model, optimizer, mesh, synthetic_batch(config, 1, rng))
-    batch = mesh.put_batch(synthetic_batch(config, batch_size, rng))
-    key = jax.random.key(0)
-    state, metrics = train_step(state, batch, key)  # compile
-    jax.block_until_ready(metrics)
-    t = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = train_step(state, batch, key)
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - t) / steps
-    return batch_size * (config.n_way * config.k_shot + 1) / seconds, seconds
+    seconds, images = seconds_per_step(config, steps)
+    return images / seconds, seconds
 
 
 def main():

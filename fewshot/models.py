@@ -90,8 +90,14 @@ class SequenceLearner(nn.Module):
     config: object
 
     @nn.compact
-    def __call__(self, images, label_inputs, *, train, state=None):
-        """images [B, L, S, S, C]; label_inputs [B, L, N] (one-hot or zeros) -> logits [B, L, N]."""
+    def __call__(self, images, label_inputs, *, train, state=None, parallel_queries=0):
+        """images [B, L, S, S, C]; label_inputs [B, L, N] (one-hot or zeros) -> logits [B, L, N].
+
+        parallel_queries Q > 0: the last Q steps are queries that each read the state left by
+        the first L - Q steps independently (none sees another query); logits are then
+        [B, Q, N] for the queries only and the returned state is the support state. Q = 1
+        equals the plain sequence. All L images share one backbone call (one BatchNorm batch).
+        """
         c = self.config
         B, L = images.shape[:2]
         feats = build_backbone(c)(images.reshape((B * L,) + images.shape[2:]), train=train)
@@ -105,25 +111,39 @@ class SequenceLearner(nn.Module):
                                 dropout=c.dropout, input_softmax=c.input_softmax,
                                 use_layer_norm=True, beta_init=c.beta_init,
                                 impl=c.get("impl", "auto"), name="memory")
-        x, state = stack(x, state, deterministic=not train)
-        return nn.Dense(c.n_way, name="classifier")(x), state
+        Q = parallel_queries
+        if not Q:
+            x, state = stack(x, state, deterministic=not train)
+            return nn.Dense(c.n_way, name="classifier")(x), state
+        if not 0 < Q < L:
+            raise ValueError(f"parallel_queries={Q} must be in [1, {L - 1}] for a sequence of {L} steps.")
+        _, state = stack(x[:, : L - Q], state, deterministic=not train)
+        per_query = jax.tree.map(lambda s: jnp.repeat(s, Q, axis=0), state)  # [B*Q, ...]
+        queries = x[:, L - Q:].reshape(B * Q, 1, x.shape[-1])
+        y, _ = stack(queries, per_query, deterministic=not train)
+        return nn.Dense(c.n_way, name="classifier")(y.reshape(B, Q, -1)), state
 
 
-def sync_episode_inputs(batch, n_way, query_label="class0"):
+def sync_episode_inputs(batch, n_way, query_label="class0", num_queries=1):
     """Synchronous-label sequence (paper Fig. 2): support pairs, then the query.
 
-    batch: support_images [B, NK, ...], support_labels [B, NK], query_images [B, Q, ...]; only the
-    first query is used. query_label "class0" feeds the query a one-hot of class 0, as the
-    original code does; "zeros" feeds an all-zero label vector.
-    Returns images [B, NK+1, ...], label inputs [B, NK+1, N], target [B].
+    batch: support_images [B, NK, ...], support_labels [B, NK], query_images [B, Q', ...]; the
+    first num_queries (Q) queries are used (the original uses one). query_label "class0" feeds
+    the query a one-hot of class 0, as the original code does; "zeros" an all-zero vector.
+    Returns images [B, NK+Q, ...], label inputs [B, NK+Q, N], targets [B] (Q = 1) or [B, Q].
     """
-    images = jnp.concatenate([batch["support_images"], batch["query_images"][:, :1]], axis=1)
+    Q = num_queries
+    if batch["query_images"].shape[1] < Q:
+        raise ValueError(f"the batch holds {batch['query_images'].shape[1]} queries per episode, "
+                         f"fewer than the {Q} requested.")
+    images = jnp.concatenate([batch["support_images"], batch["query_images"][:, :Q]], axis=1)
     support = jax.nn.one_hot(batch["support_labels"], n_way)
     B = support.shape[0]
     if query_label == "class0":
-        dummy = jax.nn.one_hot(jnp.zeros((B, 1), jnp.int32), n_way)
+        dummy = jax.nn.one_hot(jnp.zeros((B, Q), jnp.int32), n_way)
     elif query_label == "zeros":
-        dummy = jnp.zeros((B, 1, n_way))
+        dummy = jnp.zeros((B, Q, n_way))
     else:
         raise ValueError(f"query_label={query_label!r}: choose 'class0' or 'zeros'.")
-    return images, jnp.concatenate([support, dummy], axis=1), batch["query_labels"][:, 0]
+    targets = batch["query_labels"][:, 0] if Q == 1 else batch["query_labels"][:, :Q]
+    return images, jnp.concatenate([support, dummy], axis=1), targets

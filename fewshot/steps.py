@@ -18,10 +18,21 @@ class TrainState:
 
 
 def make_schedule(config):
-    """"constant" or the Transformer "warmup" schedule of the original code:
+    """"constant", "cosine" (decay to 0 over total_steps), "decay_end" (constant, then linear
+    decay to 0 over the last decay_fraction of total_steps), or the Transformer "warmup" schedule
+    of the original code:
     lr(s) = D^-0.5 * min(s^-0.5, s * warmup^-1.5), s counted from 1 (ignores learning_rate)."""
     if config.schedule == "constant":
         return optax.constant_schedule(config.learning_rate)
+    if config.schedule == "cosine":  # learning_rate decayed to 0 at total_steps (short runs)
+        return optax.cosine_decay_schedule(config.learning_rate, decay_steps=config.total_steps)
+    if config.schedule == "decay_end":
+        decay_steps = max(1, int(round(config.decay_fraction * config.total_steps)))
+
+        def schedule(step):
+            s = jnp.asarray(step, jnp.float32)
+            return config.learning_rate * jnp.clip((config.total_steps - s) / decay_steps, 0.0, 1.0)
+        return schedule
     if config.schedule == "warmup":
         scale, w = config.hidden_size ** -0.5, config.warmup_steps
 
@@ -29,7 +40,8 @@ def make_schedule(config):
             s = jnp.asarray(step, jnp.float32) + 1.0
             return scale * jnp.minimum(s ** -0.5, s * w ** -1.5)
         return schedule
-    raise ValueError(f"config.schedule={config.schedule!r}: choose 'constant' or 'warmup'.")
+    raise ValueError(f"config.schedule={config.schedule!r}: choose 'constant', 'cosine', "
+                     "'decay_end' or 'warmup'.")
 
 
 def make_optimizer(config):
@@ -48,16 +60,22 @@ def init_state(model, optimizer, config, example_batch, key):
 
 
 def episode_loss(model, config, params, batch_stats, batch, key, train):
-    """Cross-entropy of the query prediction (last step). Returns (loss, (accuracy, batch_stats))."""
-    images, labels_in, target = sync_episode_inputs(batch, config.n_way, config.query_label)
+    """Cross-entropy of the query prediction (last step). Returns (loss, (accuracy, batch_stats)).
+
+    In training, config.train_queries Q > 1 scores Q queries per episode, each read from the
+    support state independently (SequenceLearner parallel_queries): Q times the labels per step.
+    """
+    Q = config.get("train_queries", 1) if train else 1
+    images, labels_in, target = sync_episode_inputs(batch, config.n_way, config.query_label, Q)
     variables = {"params": params, "batch_stats": batch_stats}
     if train:
         (logits, _), updates = model.apply(variables, images, labels_in, train=True,
+                                           parallel_queries=Q if Q > 1 else 0,
                                            mutable=["batch_stats"], rngs={"dropout": key})
         batch_stats = updates["batch_stats"]
     else:
         logits, _ = model.apply(variables, images, labels_in, train=False)
-    logits = logits[:, -1].astype(jnp.float32)
+    logits = (logits if Q > 1 else logits[:, -1]).astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
     accuracy = jnp.mean(jnp.argmax(logits, -1) == target)
     return loss, (accuracy, batch_stats)
@@ -80,7 +98,7 @@ def make_train_step(model, optimizer, config, loss_fn=None):
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                batch_stats=batch_stats, opt_state=opt_state)
-        metrics = {"loss": loss, **metrics, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
         return new_state, metrics
     return train_step
 

@@ -47,6 +47,8 @@ def validate_config(config):
         raise ConfigError(f"config.model={config.model!r}: choose one of {MODELS}.")
     if config.get("task", "sync") not in TASKS:
         raise ConfigError(f"config.task={config.task!r}: choose one of {TASKS}.")
+    if int(config.get("train_queries", 1)) < 1:
+        raise ConfigError(f"config.train_queries={config.train_queries} must be >= 1 (queries per training episode).")
     n = jax.device_count()
     if config.batch_size % n:
         raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the {n} devices.")
@@ -97,7 +99,9 @@ def make_sampler(config, split, seed):
                     rotations=config.rotations, source=config.data_source)
     # Bootstrapping trains on K support + F future + 1 query per class; evaluation is K-shot.
     future = config.future_shots if task == "bootstrap" and split == "train" else 0
-    return EpisodeSampler(ds, config.n_way, config.k_shot, num_queries=1, seed=seed, future_shots=future)
+    queries = config.get("train_queries", 1) if task == "sync" and split == "train" else 1
+    return EpisodeSampler(ds, config.n_way, config.k_shot, num_queries=queries, seed=seed,
+                          future_shots=future)
 
 
 def initial_state(config, model, optimizer, mesh, example_batch):
@@ -154,7 +158,7 @@ def train_and_evaluate(config, workdir, resume=True):
     schedule = make_schedule(config)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     writer = MetricWriter(workdir)
-    images_per_episode = {"sync": config.n_way * config.k_shot + 1,
+    images_per_episode = {"sync": config.n_way * config.k_shot + config.get("train_queries", 1),
                           "bootstrap": config.n_way * (config.k_shot + config.get("future_shots", 0)) + 2,
                           "sequential": 2 * config.n_way * config.get("sequential_shots", 0)
                           }[config.get("task", "sync")]
@@ -213,12 +217,28 @@ def define_flags():
     flags.DEFINE_bool("resume", True, "Resume from the latest checkpoint in --workdir if there is one.")
 
 
+def configure_cpu_devices(config):
+    """Splits the host CPU into config.cpu_devices JAX devices (0: one per core, reduced to a
+    divisor of batch_size) before the backends start. XLA's CPU convolutions barely use a second
+    core within one device, so on a CPU-only host data parallelism over per-core devices is
+    what uses them all; results are the same as with one device. GPU/TPU hosts are unaffected
+    (their accelerators stay the default devices). Call before anything touches jax devices."""
+    n = int(config.get("cpu_devices", 1))
+    if n == 0:
+        n = max(1, min(os.cpu_count() or 1, config.batch_size))
+        while config.batch_size % n:
+            n -= 1
+    if n > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        jax.config.update("jax_num_cpu_devices", n)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.config is None or FLAGS.workdir is None:
         raise app.UsageError("--config and --workdir are required.")
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    configure_cpu_devices(FLAGS.config)
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir, resume=FLAGS.resume)
     except (DatasetError, ConfigError) as e:

@@ -1,9 +1,11 @@
 """Evaluation with argmax actions on fixed level splits (paper: 1000-1199, 1200-1399, 1400-1599).
 
 Each of `episodes` envs per game plays exactly one episode (the first one), so short episodes
-are not over-represented. Also usable on a checkpoint:
+are not over-represented (the same protocol as rl.random_baseline). Also usable on a checkpoint:
 
-    python -m rl.evaluate --workdir runs/rl_ff_cpu [--episodes 64]
+    python -m rl.evaluate --workdir runs/rl_ff_cpu [--episodes 200] [--sampled]
+
+--sampled draws actions from the policy (as in training) instead of taking the argmax.
 """
 
 import csv
@@ -42,7 +44,7 @@ def evaluate_split(agent, params, games, *, start_level, num_levels, episodes,
     return {g: returns[(env.game_of_env == i) & done] for i, g in enumerate(games)}
 
 
-def evaluate(agent, params, config, *, episodes=None, policy_fn=None):
+def evaluate(agent, params, config, *, episodes=None, policy_fn=None, greedy=True):
     """Evaluates on config.eval_splits (+ training levels). Returns a list of row dicts."""
     episodes = episodes or config.eval_episodes
     splits = [(f"test_{s}_{s + n - 1}", s, n) for s, n in config.eval_splits]
@@ -53,12 +55,15 @@ def evaluate(agent, params, config, *, episodes=None, policy_fn=None):
     for name, start, num in splits:
         per_game = evaluate_split(agent, params, config.games, start_level=start, num_levels=num,
                                   episodes=episodes, distribution_mode=config.distribution_mode,
-                                  max_steps=config.eval_max_steps, policy_fn=policy_fn)
+                                  max_steps=config.eval_max_steps, policy_fn=policy_fn,
+                                  greedy=greedy)
         means = {g: float(np.mean(r)) if len(r) else float("nan") for g, r in per_game.items()}
+        label = name if greedy else f"{name}_sampled"
         for g, r in per_game.items():
-            rows.append(dict(split=name, game=g, mean_return=means[g],
+            sem = float(np.std(r) / np.sqrt(len(r))) if len(r) else float("nan")
+            rows.append(dict(split=label, game=g, mean_return=means[g], sem=sem,
                              normalized=normalized_score(g, means[g], which), episodes=len(r)))
-        rows.append(dict(split=name, game="ALL", mean_return=float(np.mean(list(means.values()))),
+        rows.append(dict(split=label, game="ALL", mean_return=float(np.mean(list(means.values()))),
                          normalized=aggregate_normalized(means, which),
                          episodes=sum(len(r) for r in per_game.values())))
     return rows
@@ -70,7 +75,7 @@ EVAL_FIELDS = ["step", "split", "game", "mean_return", "normalized", "episodes"]
 def append_eval_csv(path, step, rows):
     new = not os.path.exists(path)
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS, extrasaction="ignore")  # no sem column
         if new:
             writer.writeheader()
         for row in rows:
@@ -78,9 +83,10 @@ def append_eval_csv(path, step, rows):
 
 
 def format_eval(rows) -> str:
-    return "\n".join(f"  {r['split']:>16} {r['game']:>10}: return {r['mean_return']:8.2f}  "
-                     f"normalised {100 * r['normalized']:6.1f}  ({r['episodes']} episodes)"
-                     for r in rows)
+    sem = lambda r: f" +- {r['sem']:.2f}" if "sem" in r else ""  # noqa: E731
+    return "\n".join(f"  {r['split']:>16} {r['game']:>10}: return {r['mean_return']:8.2f}{sem(r)}  "
+                      f"normalised {100 * r['normalized']:6.1f}  ({r['episodes']} episodes)"
+                      for r in rows)
 
 
 def main(argv=None):
@@ -91,10 +97,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--episodes", type=int, default=None)
+    parser.add_argument("--sampled", action="store_true", help="sample actions instead of argmax")
     args = parser.parse_args(argv)
     config, params, step = checkpointing.load_for_eval(args.workdir)
     agent = make_agent(config)
-    rows = evaluate(agent, params, config, episodes=args.episodes)
+    rows = evaluate(agent, params, config, episodes=args.episodes, greedy=not args.sampled)
     print(f"step {step}\n" + format_eval(rows))
     append_eval_csv(os.path.join(args.workdir, "eval.csv"), step, rows)
 

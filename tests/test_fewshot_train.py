@@ -101,6 +101,9 @@ def test_bad_inputs_give_one_clear_error(tmp_path):
     r = run(["-m", "fewshot.train", "--config", "configs/fewshot/omniglot_smoke.py",
              "--workdir", str(tmp_path / "c"), f"--config.data_dir={DATA}", "--config.model=gru"])
     assert r.returncode == 2 and "config.model='gru'" in r.stderr
+    r = run(["-m", "fewshot.train", "--config", "configs/fewshot/omniglot_smoke.py",
+             "--workdir", str(tmp_path / "d"), f"--config.data_dir={DATA}", "--config.train_queries=0"])
+    assert r.returncode == 2 and "config.train_queries=0" in r.stderr
     r = run(["-m", "fewshot.evaluate", "--workdir", str(tmp_path / "missing")])
     assert r.returncode == 2 and "config.json" in r.stderr
 

@@ -130,3 +130,20 @@ def test_data_parallel_learner_on_host_devices(num_devices):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"OK {num_devices}" in proc.stdout
+
+
+def test_eval_rows_print_sem_and_csv_keeps_its_columns(tmp_path):
+    import csv
+
+    from rl.evaluate import EVAL_FIELDS, append_eval_csv, format_eval
+    rows = [dict(split="train_sampled", game="starpilot", mean_return=2.5, sem=0.25, normalized=0.0,
+                 episodes=200),
+            dict(split="train_sampled", game="ALL", mean_return=2.5, normalized=0.0, episodes=200)]
+    text = format_eval(rows)
+    assert "return     2.50 +- 0.25" in text and text.count("+-") == 1
+    path = tmp_path / "eval.csv"
+    append_eval_csv(path, 100, rows)
+    append_eval_csv(path, 200, rows)
+    with open(path) as f:
+        read = list(csv.DictReader(f))
+    assert list(read[0]) == EVAL_FIELDS and len(read) == 4 and read[2]["step"] == "200"

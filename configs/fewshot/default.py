@@ -17,6 +17,8 @@ def get_config():
     c.n_way = 5
     c.k_shot = 1
     c.query_label = "class0"        # label input of the query: class0 (original) | zeros
+    c.train_queries = 1             # queries scored per training episode, each read from the
+                                    # support state independently (original: 1); eval uses 1
     # Task
     c.task = "sync"                 # sync (Fig. 2 episodes) | sequential (delayed labels, Sec. 4.2) | bootstrap
     # Bootstrapping (task = bootstrap; fewshot/bootstrap.py): K = k_shot support, F future shots
@@ -46,12 +48,18 @@ def get_config():
     c.input_softmax = False
     c.beta_init = -1.0
     c.impl = "auto"                 # fast-weight implementation: auto | scan | pallas
+    # Hardware
+    c.cpu_devices = 1               # CPU-only hosts: JAX devices to split the CPU into for data
+                                    # parallelism (0 = one per core); no effect on GPU hosts
     # Optimisation (paper appendix B; Adam betas/eps as the original code)
     c.seed = 1
     c.batch_size = 128              # episodes per step (global, split over devices)
     c.total_steps = 300_000
     c.learning_rate = 1e-3
-    c.schedule = "constant"         # constant | warmup (Transformer schedule, ignores learning_rate)
+    c.schedule = "constant"         # constant | cosine (to 0 at total_steps) | decay_end (constant,
+                                    # then linear to 0 over the last decay_fraction of the steps) |
+                                    # warmup (Transformer schedule, ignores learning_rate)
+    c.decay_fraction = 0.2
     c.warmup_steps = 5000
     c.adam_b1 = 0.9
     c.adam_b2 = 0.995

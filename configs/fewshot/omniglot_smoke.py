@@ -10,12 +10,16 @@ from configs.fewshot.omniglot_srwm_cpu import get_config as _cpu
 def get_config():
     c = _cpu()
     c.n_way = 2
+    c.train_queries = 1
     c.conv_channels = 16
     c.hidden_size = 32
     c.num_heads = 4
     c.batch_size = 32
     c.total_steps = 700
     c.learning_rate = 1e-3
+    c.query_label = "class0"
+    c.schedule = "constant"
+    c.cpu_devices = 1
     c.log_every = 50
     c.eval_every = 350
     c.val_episodes = 300
