@@ -1,7 +1,9 @@
 """Bootstrapped few-shot learning (Irie & Schmidhuber, ICLR 2023 workshop, "Accelerating Neural
 Self-Improvement via Bootstrapping"; the original's main_few_shot_sync_bootstrapping.py).
 
-Per class: K support, F "future" and 1 final query example, all distinct. Four passes, chained
+Per class: K support and F "future" examples, plus the query (the original scores one query per
+episode; config.train_queries = Q > 1 scores Q distinct queries in training, each read on its
+own from the same state, as in fewshot.models). All images distinct. Four passes, chained
 through the recurrent state of the sequence model (each a separate model call, so in training
 BatchNorm uses the statistics of each call's own images, as the original's separate forwards):
 
@@ -40,19 +42,27 @@ def bootstrap_objective(student_logits, teacher_logits, target, main_weight=1.0,
     return loss, {"kshot_loss": main_ce, "future_loss": future_ce, "bootstrap_kl": kl}
 
 
-def bootstrap_passes(model, config, params, batch_stats, batch, key, train):
-    """The four chained passes -> (K-shot logits [B, N], (K+F)-shot logits [B, N], batch_stats).
+def bootstrap_passes(model, config, params, batch_stats, batch, key, train, num_queries=1):
+    """The four chained passes -> (K-shot logits [B, Q, N], (K+F)-shot logits [B, Q, N], batch_stats).
 
     batch: support_images [B, NK, ...], support_labels [B, NK], future_images [B, NF, ...],
-    future_labels [B, NF], query_images [B, Q, ...] (the first query is used)."""
+    future_labels [B, NF], query_images [B, Q', ...]. The first Q = num_queries queries are
+    used (the original: 1); each reads the support (or support + future) state on its own, as a
+    one-step sequence from a copy of that state, so queries never see one another."""
     n = config.n_way
-    query_images = batch["query_images"][:, :1]
-    B = query_images.shape[0]
+    query_images = batch["query_images"][:, :num_queries]
+    B, Q = query_images.shape[:2]
+    if Q < num_queries:
+        raise ValueError(f"the batch holds {Q} queries per episode, fewer than the {num_queries} requested.")
+    query_images = query_images.reshape((B * Q, 1) + query_images.shape[2:])
     # The query's label input is the original's dummy class 0 (or zeros, as config.query_label).
     if config.query_label == "zeros":
-        query_inputs = jnp.zeros((B, 1, n))
+        query_inputs = jnp.zeros((B * Q, 1, n))
     else:
-        query_inputs = jax.nn.one_hot(jnp.zeros((B, 1), jnp.int32), n)
+        query_inputs = jax.nn.one_hot(jnp.zeros((B * Q, 1), jnp.int32), n)
+
+    def per_query(state):  # [B, ...] -> [B*Q, ...]: episode b's state at rows b*Q .. b*Q+Q-1
+        return jax.tree.map(lambda a: jnp.repeat(a, Q, axis=0), state)
     keys = jax.random.split(key, 4)
 
     def call(stats, images, label_inputs, state, k):
@@ -68,17 +78,21 @@ def bootstrap_passes(model, config, params, batch_stats, batch, key, train):
     # Running BatchNorm averages are updated by each call in turn, as the original's forwards.
     _, support_state, batch_stats = call(batch_stats, batch["support_images"],
                                          jax.nn.one_hot(batch["support_labels"], n), None, keys[0])
-    student, _, batch_stats = call(batch_stats, query_images, query_inputs, support_state, keys[1])
+    student, _, batch_stats = call(batch_stats, query_images, query_inputs, per_query(support_state), keys[1])
     _, future_state, batch_stats = call(batch_stats, batch["future_images"],
                                         jax.nn.one_hot(batch["future_labels"], n), support_state, keys[2])
-    teacher, _, batch_stats = call(batch_stats, query_images, query_inputs, future_state, keys[3])
-    return student[:, -1], teacher[:, -1], batch_stats
+    teacher, _, batch_stats = call(batch_stats, query_images, query_inputs, per_query(future_state), keys[3])
+    return student.reshape(B, Q, n), teacher.reshape(B, Q, n), batch_stats
 
 
 def bootstrap_loss(model, config, params, batch_stats, batch, key, train):
-    """Loss of one batch of bootstrapping episodes. Returns (loss, (metrics, batch_stats))."""
-    student, teacher, batch_stats = bootstrap_passes(model, config, params, batch_stats, batch, key, train)
-    target = batch["query_labels"][:, 0]
+    """Loss of one batch of bootstrapping episodes, every term averaged over the B x Q queries
+    (Q = config.train_queries in training, 1 otherwise). Returns (loss, (metrics, batch_stats))."""
+    Q = int(config.get("train_queries", 1)) if train else 1
+    student, teacher, batch_stats = bootstrap_passes(model, config, params, batch_stats, batch, key, train, Q)
+    n = student.shape[-1]
+    student, teacher = student.reshape(-1, n), teacher.reshape(-1, n)
+    target = batch["query_labels"][:, :Q].reshape(-1)
     loss, terms = bootstrap_objective(student, teacher, target, config.bootstrap_main_weight,
                                       config.bootstrap_weight, config.bootstrap_future_weight)
     terms["accuracy"] = jnp.mean(jnp.argmax(student, -1) == target)  # K-shot (the evaluated model)

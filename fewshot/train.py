@@ -99,7 +99,7 @@ def make_sampler(config, split, seed):
                     rotations=config.rotations, source=config.data_source)
     # Bootstrapping trains on K support + F future + 1 query per class; evaluation is K-shot.
     future = config.future_shots if task == "bootstrap" and split == "train" else 0
-    queries = config.get("train_queries", 1) if task == "sync" and split == "train" else 1
+    queries = config.get("train_queries", 1) if task in ("sync", "bootstrap") and split == "train" else 1
     return EpisodeSampler(ds, config.n_way, config.k_shot, num_queries=queries, seed=seed,
                           future_shots=future)
 
@@ -159,7 +159,8 @@ def train_and_evaluate(config, workdir, resume=True):
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     writer = MetricWriter(workdir)
     images_per_episode = {"sync": config.n_way * config.k_shot + config.get("train_queries", 1),
-                          "bootstrap": config.n_way * (config.k_shot + config.get("future_shots", 0)) + 2,
+                          "bootstrap": config.n_way * (config.k_shot + config.get("future_shots", 0))
+                          + 2 * config.get("train_queries", 1),  # each query is read twice
                           "sequential": 2 * config.n_way * config.get("sequential_shots", 0)
                           }[config.get("task", "sync")]
     n_params = sum(a.size for a in jax.tree.leaves(state.params))

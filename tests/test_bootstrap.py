@@ -113,6 +113,31 @@ def test_zero_bootstrap_weight_equals_plain_kshot_plus_more_shot_losses():
     np.testing.assert_allclose(loss, ce_k + ce_more, rtol=1e-5)
 
 
+def test_parallel_queries_equal_separate_single_query_passes():
+    """num_queries = 3: query q's student and teacher logits equal those of a batch whose only
+    query is q (eval mode, so BatchNorm uses running statistics and queries are independent)."""
+    from fewshot.bootstrap import bootstrap_passes
+    config = tiny_config()
+    batch = random_batch(config, seed=5)
+    rng = np.random.default_rng(6)
+    batch["query_images"] = rng.random((3, 3) + batch["query_images"].shape[2:], dtype=np.float32)
+    batch["query_labels"] = rng.integers(0, config.n_way, (3, 3)).astype(np.int32)
+    model, params, stats = init(config, dict(batch, query_images=batch["query_images"][:, :1],
+                                             query_labels=batch["query_labels"][:, :1]))
+    passes = jax.jit(lambda b, q: bootstrap_passes(model, config, params, stats, b, jax.random.key(0),
+                                                   False, q)[:2], static_argnums=1)
+    student, teacher = passes(batch, 3)
+    assert student.shape == teacher.shape == (3, 3, config.n_way)
+    for q in range(3):
+        one = dict(batch, query_images=batch["query_images"][:, q:q + 1])
+        s1, t1 = passes(one, 1)
+        np.testing.assert_allclose(student[:, q], s1[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(teacher[:, q], t1[:, 0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(student[:, 0], student[:, 1])  # different queries, different reads
+    with pytest.raises(ValueError, match="fewer than"):
+        passes(batch, 4)
+
+
 @pytest.mark.skipif(not (DATA / "omniglot.npz").exists(), reason=f"Omniglot npz not found at {DATA}")
 def test_bootstrap_and_plain_train_on_omniglot_side_by_side(tmp_path):
     """Tiny real-data run: the bootstrapped 1-shot SRWM through fewshot.train (checkpoints, metrics),
