@@ -127,15 +127,16 @@ def episode_accuracy(eval_step, mesh, state, sampler, num_episodes, seed, batch_
     return float(np.mean(np.concatenate(correct)))
 
 
-def validation_accuracy(config, eval_step, mesh, state, val_sampler):
-    """The model-selection metric: query accuracy (sync, bootstrap) or accuracy over all
-    positions of the fixed validation sequences (sequential)."""
+def validation_metrics(config, eval_step, mesh, state, val_sampler):
+    """Validation scalars; "accuracy" is the model-selection metric: query accuracy (sync,
+    bootstrap) or accuracy over all positions of the fixed validation sequences (sequential,
+    which also reports the accuracy per occurrence of a class)."""
     if config.get("task", "sync") == "sequential":
-        from fewshot.sequential import sequence_accuracy
-        return sequence_accuracy(eval_step, mesh, state, val_sampler, config.val_episodes,
-                                 config.eval_batch_size)
-    return episode_accuracy(eval_step, mesh, state, val_sampler, config.val_episodes,
-                            config.eval_seed, config.eval_batch_size)
+        from fewshot.sequential import sequence_validation
+        return sequence_validation(eval_step, mesh, state, val_sampler, config.val_episodes,
+                                   config.eval_batch_size)
+    return {"accuracy": episode_accuracy(eval_step, mesh, state, val_sampler, config.val_episodes,
+                                         config.eval_seed, config.eval_batch_size)}
 
 
 def train_and_evaluate(config, workdir, resume=True):
@@ -190,9 +191,10 @@ def train_and_evaluate(config, workdir, resume=True):
                 sums, count, t_last = None, 0, time.time()
             if done % config.eval_every == 0 or done == config.total_steps:
                 t0 = time.time()
-                val_acc = validation_accuracy(config, eval_step, mesh, state, val_sampler)
-                writer.write(done, {"accuracy": val_acc}, "valid")
-                tqdm.write(f"step {done}: valid accuracy {val_acc:.4f}")
+                val = validation_metrics(config, eval_step, mesh, state, val_sampler)
+                val_acc = val["accuracy"]
+                writer.write(done, val, "valid")
+                tqdm.write(f"step {done}: valid " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
                 if val_acc > checkpoints.best_accuracy():
                     checkpoints.save_best(done, state, val_acc)
                 t_last += time.time() - t0  # keep evaluation out of the training throughput

@@ -101,7 +101,10 @@ def test_sequential_training_and_evaluation_outputs_on_omniglot(tmp_path):
     metrics = read_metrics(workdir)
     train = [m["loss"] for m in metrics if m["split"] == "train"]
     assert np.all(np.isfinite(train)) and train[-1] < train[0], train
-    assert [m for m in metrics if m["split"] == "valid"]
+    valid = [m for m in metrics if m["split"] == "valid"][-1]
+    # Per-occurrence validation accuracy: 3 shots per class, so occurrences 1-3 only.
+    assert {"occurrence_1", "occurrence_2", "occurrence_3"} <= set(valid) and "occurrence_5" not in valid
+    assert all(0.0 <= valid[f"occurrence_{k}"] <= 1.0 for k in (1, 2, 3))
     result = evaluate(str(workdir), num_sequences=8, batch_size=4, checkpoint="latest")
     assert set(result["orders"]) == {"omniglot->omniglot_transformed", "omniglot_transformed->omniglot"}
     assert set(result["orders"]["omniglot->omniglot_transformed"]["omniglot"]["instance"]) == {"1", "2", "3", "5", "10"}

@@ -6,6 +6,7 @@ python -m fewshot.train --config configs/fewshot/omniglot_1shot_4bootstrap_srwm_
     --workdir runs/omniglot_1shot_4bootstrap_cpu
 python -m fewshot.evaluate --workdir runs/omniglot_1shot_4bootstrap_cpu
 Plain baseline (same model, data and steps): --config.task=sync --workdir runs/omniglot_1shot_plain_cpu.
+Both score train_queries = 5 queries per training episode (inherited from omniglot_srwm_cpu).
 """
 from configs.fewshot.omniglot_srwm_cpu import get_config as _cpu
 
@@ -20,7 +21,7 @@ def get_config():
     c.hidden_size = 64
     c.num_heads = 4
     c.batch_size = 16
-    c.total_steps = 1500
+    c.total_steps = 1000
     c.eval_every = 500
     c.checkpoint_every = 500
     return c
