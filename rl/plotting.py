@@ -41,7 +41,8 @@ def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
             ax.plot(steps, values, label="train (running mean, sampled actions)")
         for split, points in sorted(evals[game].items()):
             steps, values = zip(*points)
-            ax.plot(steps, values, "o", label=f"eval {split} (argmax)")
+            name, how = (split[:-len("_sampled")], "sampled") if split.endswith("_sampled") else (split, "argmax")
+            ax.plot(steps, values, "o", label=f"eval {name} ({how})")
         if game in random_returns:
             ax.axhline(random_returns[game], color="gray", ls="--", label="random policy")
         ax.set_title(game)
