@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from configs.fewshot.omniglot_srwm import get_config
-from fewshot.train import build, initial_state
+from fewshot.train import build, images_per_episode, initial_state
 
 
 def synthetic_batch(config, batch_size, rng):
@@ -40,8 +40,7 @@ def seconds_per_step(config, steps):
     for _ in range(steps):
         state, metrics = train_step(state, batch, key)
     jax.block_until_ready(metrics)
-    images = config.batch_size * (config.n_way * config.k_shot + config.get("train_queries", 1))
-    return (time.perf_counter() - t) / steps, images
+    return (time.perf_counter() - t) / steps, config.batch_size * images_per_episode(config)
 
 
 def images_per_second(model_name, batch_size, steps):

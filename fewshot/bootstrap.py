@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fewshot.models import first_queries, query_label_inputs, repeat_per_query
+
 
 def bootstrap_objective(student_logits, teacher_logits, target, main_weight=1.0, bootstrap_weight=10.0,
                         future_weight=1.0):
@@ -50,19 +52,10 @@ def bootstrap_passes(model, config, params, batch_stats, batch, key, train, num_
     used (the original: 1); each reads the support (or support + future) state on its own, as a
     one-step sequence from a copy of that state, so queries never see one another."""
     n = config.n_way
-    query_images = batch["query_images"][:, :num_queries]
+    query_images = first_queries(batch, num_queries)
     B, Q = query_images.shape[:2]
-    if Q < num_queries:
-        raise ValueError(f"the batch holds {Q} queries per episode, fewer than the {num_queries} requested.")
     query_images = query_images.reshape((B * Q, 1) + query_images.shape[2:])
-    # The query's label input is the original's dummy class 0 (or zeros, as config.query_label).
-    if config.query_label == "zeros":
-        query_inputs = jnp.zeros((B * Q, 1, n))
-    else:
-        query_inputs = jax.nn.one_hot(jnp.zeros((B * Q, 1), jnp.int32), n)
-
-    def per_query(state):  # [B, ...] -> [B*Q, ...]: episode b's state at rows b*Q .. b*Q+Q-1
-        return jax.tree.map(lambda a: jnp.repeat(a, Q, axis=0), state)
+    query_inputs = query_label_inputs(config.query_label, (B * Q, 1), n)
     keys = jax.random.split(key, 4)
 
     def call(stats, images, label_inputs, state, k):
@@ -78,10 +71,12 @@ def bootstrap_passes(model, config, params, batch_stats, batch, key, train, num_
     # Running BatchNorm averages are updated by each call in turn, as the original's forwards.
     _, support_state, batch_stats = call(batch_stats, batch["support_images"],
                                          jax.nn.one_hot(batch["support_labels"], n), None, keys[0])
-    student, _, batch_stats = call(batch_stats, query_images, query_inputs, per_query(support_state), keys[1])
+    student, _, batch_stats = call(batch_stats, query_images, query_inputs,
+                                   repeat_per_query(support_state, Q), keys[1])
     _, future_state, batch_stats = call(batch_stats, batch["future_images"],
                                         jax.nn.one_hot(batch["future_labels"], n), support_state, keys[2])
-    teacher, _, batch_stats = call(batch_stats, query_images, query_inputs, per_query(future_state), keys[3])
+    teacher, _, batch_stats = call(batch_stats, query_images, query_inputs,
+                                   repeat_per_query(future_state, Q), keys[3])
     return student.reshape(B, Q, n), teacher.reshape(B, Q, n), batch_stats
 
 

@@ -118,10 +118,33 @@ class SequenceLearner(nn.Module):
         if not 0 < Q < L:
             raise ValueError(f"parallel_queries={Q} must be in [1, {L - 1}] for a sequence of {L} steps.")
         _, state = stack(x[:, : L - Q], state, deterministic=not train)
-        per_query = jax.tree.map(lambda s: jnp.repeat(s, Q, axis=0), state)  # [B*Q, ...]
         queries = x[:, L - Q:].reshape(B * Q, 1, x.shape[-1])
-        y, _ = stack(queries, per_query, deterministic=not train)
+        y, _ = stack(queries, repeat_per_query(state, Q), deterministic=not train)
         return nn.Dense(c.n_way, name="classifier")(y.reshape(B, Q, -1)), state
+
+
+def repeat_per_query(state, num_queries):
+    """Recurrent state [B, ...] -> [B*Q, ...], episode b's copies at rows b*Q .. b*Q+Q-1 (the
+    order of a [B, Q] query array reshaped to [B*Q]), so each query reads its own copy."""
+    return jax.tree.map(lambda s: jnp.repeat(s, num_queries, axis=0), state)
+
+
+def first_queries(batch, num_queries):
+    """query_images [B, Q', ...] -> its first Q = num_queries queries [B, Q, ...]."""
+    have = batch["query_images"].shape[1]
+    if have < num_queries:
+        raise ValueError(f"the batch holds {have} queries per episode, fewer than the {num_queries} requested.")
+    return batch["query_images"][:, :num_queries]
+
+
+def query_label_inputs(query_label, shape, n_way):
+    """Label input of query steps [*shape, N]: "class0" a one-hot of class 0, as the original
+    code does; "zeros" an all-zero vector."""
+    if query_label == "class0":
+        return jax.nn.one_hot(jnp.zeros(shape, jnp.int32), n_way)
+    if query_label == "zeros":
+        return jnp.zeros(tuple(shape) + (n_way,))
+    raise ValueError(f"query_label={query_label!r}: choose 'class0' or 'zeros'.")
 
 
 def sync_episode_inputs(batch, n_way, query_label="class0", num_queries=1):
@@ -133,17 +156,8 @@ def sync_episode_inputs(batch, n_way, query_label="class0", num_queries=1):
     Returns images [B, NK+Q, ...], label inputs [B, NK+Q, N], targets [B] (Q = 1) or [B, Q].
     """
     Q = num_queries
-    if batch["query_images"].shape[1] < Q:
-        raise ValueError(f"the batch holds {batch['query_images'].shape[1]} queries per episode, "
-                         f"fewer than the {Q} requested.")
-    images = jnp.concatenate([batch["support_images"], batch["query_images"][:, :Q]], axis=1)
+    images = jnp.concatenate([batch["support_images"], first_queries(batch, Q)], axis=1)
     support = jax.nn.one_hot(batch["support_labels"], n_way)
-    B = support.shape[0]
-    if query_label == "class0":
-        dummy = jax.nn.one_hot(jnp.zeros((B, Q), jnp.int32), n_way)
-    elif query_label == "zeros":
-        dummy = jnp.zeros((B, Q, n_way))
-    else:
-        raise ValueError(f"query_label={query_label!r}: choose 'class0' or 'zeros'.")
+    dummy = query_label_inputs(query_label, (support.shape[0], Q), n_way)
     targets = batch["query_labels"][:, 0] if Q == 1 else batch["query_labels"][:, :Q]
     return images, jnp.concatenate([support, dummy], axis=1), targets

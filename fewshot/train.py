@@ -127,6 +127,16 @@ def episode_accuracy(eval_step, mesh, state, sampler, num_episodes, seed, batch_
     return float(np.mean(np.concatenate(correct)))
 
 
+def images_per_episode(config):
+    """Images one training episode (or sequence) puts through the backbone, for images/s."""
+    queries = config.get("train_queries", 1)
+    return {"sync": config.n_way * config.k_shot + queries,
+            "bootstrap": config.n_way * (config.k_shot + config.get("future_shots", 0))
+            + 2 * queries,  # each query is read twice
+            "sequential": 2 * config.n_way * config.get("sequential_shots", 0)
+            }[config.get("task", "sync")]
+
+
 def validation_metrics(config, eval_step, mesh, state, val_sampler):
     """Validation scalars; "accuracy" is the model-selection metric: query accuracy (sync,
     bootstrap) or accuracy over all positions of the fixed validation sequences (sequential,
@@ -159,11 +169,6 @@ def train_and_evaluate(config, workdir, resume=True):
     schedule = make_schedule(config)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     writer = MetricWriter(workdir)
-    images_per_episode = {"sync": config.n_way * config.k_shot + config.get("train_queries", 1),
-                          "bootstrap": config.n_way * (config.k_shot + config.get("future_shots", 0))
-                          + 2 * config.get("train_queries", 1),  # each query is read twice
-                          "sequential": 2 * config.n_way * config.get("sequential_shots", 0)
-                          }[config.get("task", "sync")]
     n_params = sum(a.size for a in jax.tree.leaves(state.params))
     print(f"{config.model} / {config.backbone}: {n_params:,} parameters, {jax.device_count()} device(s), "
           f"steps {start}..{config.total_steps}", flush=True)
@@ -184,7 +189,8 @@ def train_and_evaluate(config, workdir, resume=True):
                 elapsed = time.time() - t_last
                 scalars = {k: float(v) / count for k, v in sums.items()}
                 scalars.update(learning_rate=float(schedule(step)), steps_per_second=count / elapsed,
-                               images_per_second=count * config.batch_size * images_per_episode / elapsed)
+                               images_per_second=count * config.batch_size * images_per_episode(config)
+                               / elapsed)
                 writer.write(done, scalars, "train")
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
                                 sps=f"{scalars['steps_per_second']:.1f}")
