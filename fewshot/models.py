@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from srwm_jax.layers import MemoryStack
+from srwm_jax.layers import MemoryStack, ShortConv
 
 
 def max_pool_2x2(x):
@@ -86,6 +86,8 @@ class SequenceLearner(nn.Module):
     model: "srwm" | "deltanet" | "lstm" (| "srdelta" | "fakesr"). For fast weights:
     Linear(F + N -> D) -> num_layers x [memory layer -> feed-forward block] -> Linear(D -> N).
     For the LSTM baseline: LSTM(F + N -> D) -> Linear(D -> N), as the original.
+    config.short_conv K > 0 adds a causal depthwise convolution over the last K steps before
+    the memory (not in the paper; see srwm_jax.layers.ShortConv).
     """
     config: object
 
@@ -111,15 +113,26 @@ class SequenceLearner(nn.Module):
                                 dropout=c.dropout, input_softmax=c.input_softmax,
                                 use_layer_norm=True, beta_init=c.beta_init,
                                 impl=c.get("impl", "auto"), name="memory")
+        short_conv = ShortConv(c.short_conv, name="short_conv") if c.get("short_conv", 0) else None
+
+        def run(x, state):
+            """The memory (after the short convolution, if any; its state is then (conv, stack))."""
+            if short_conv is None:
+                return stack(x, state, deterministic=not train)
+            conv_state, stack_state = (None, None) if state is None else state
+            x, conv_state = short_conv(x, conv_state)
+            x, stack_state = stack(x, stack_state, deterministic=not train)
+            return x, (conv_state, stack_state)
+
         Q = parallel_queries
         if not Q:
-            x, state = stack(x, state, deterministic=not train)
+            x, state = run(x, state)
             return nn.Dense(c.n_way, name="classifier")(x), state
         if not 0 < Q < L:
             raise ValueError(f"parallel_queries={Q} must be in [1, {L - 1}] for a sequence of {L} steps.")
-        _, state = stack(x[:, : L - Q], state, deterministic=not train)
+        _, state = run(x[:, : L - Q], state)
         queries = x[:, L - Q:].reshape(B * Q, 1, x.shape[-1])
-        y, _ = stack(queries, repeat_per_query(state, Q), deterministic=not train)
+        y, _ = run(queries, repeat_per_query(state, Q))
         return nn.Dense(c.n_way, name="classifier")(y.reshape(B, Q, -1)), state
 
 

@@ -28,6 +28,7 @@ from fewshot.data import DatasetError, EpisodeSampler, load_split
 from fewshot.metrics import MetricWriter
 from fewshot.models import SequenceLearner
 from fewshot.steps import init_state, make_eval_step, make_optimizer, make_schedule, make_train_step
+from fewshot.warm_start import WarmStartError, warm_start
 
 TASKS = ("sync", "sequential", "bootstrap")
 
@@ -165,6 +166,10 @@ def train_and_evaluate(config, workdir, resume=True):
     if checkpoints.latest_step() is not None:
         state = checkpoints.restore(state)
         print(f"Resumed from {workdir}/checkpoints/{int(state.step)}", flush=True)
+    elif config.get("init_from"):
+        state, report = warm_start(state, config.init_from, config.get("init_from_checkpoint", "best"))
+        state = jax.device_put(state, mesh.replicated)
+        print(report, flush=True)
     start = int(state.step)
     schedule = make_schedule(config)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
@@ -250,7 +255,7 @@ def main(argv):
     configure_cpu_devices(FLAGS.config)
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir, resume=FLAGS.resume)
-    except (DatasetError, ConfigError) as e:
+    except (DatasetError, ConfigError, WarmStartError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -292,6 +292,35 @@ class LSTMLayer(nn.Module):
         return jnp.swapaxes(hs, 0, 1), new_state
 
 
+class ShortConv(nn.Module):
+    """Causal depthwise convolution over time: y_t = sum_{j<K} w_j * x_{t-j}, per channel.
+
+    Gives every step a learned view of the K - 1 previous inputs (the "short convolution" of
+    recent linear-attention models such as flash-linear-attention's DeltaNet; not in the SRWM
+    paper). Initialised to the identity (w_0 = 1, w_j = 0 for j > 0), so a model with it starts
+    as the model without. State: the last K - 1 inputs [B, K-1, D] (zeros for a fresh sequence),
+    so a sequence split over calls gives the same output as one call.
+    """
+    kernel_size: int
+
+    def initial_state(self, batch_size, width):
+        return jnp.zeros((batch_size, self.kernel_size - 1, width))
+
+    @nn.compact
+    def __call__(self, x, state=None, reset=None):
+        """x [B, T, D] -> (y [B, T, D], state [B, K-1, D])."""
+        if reset is not None:
+            raise NotImplementedError("ShortConv does not take mid-sequence resets; start a new call instead.")
+        K, (B, T, D) = self.kernel_size, x.shape
+        if K < 1:
+            raise ValueError(f"ShortConv: kernel_size={K} must be >= 1.")
+        w = self.param("kernel", lambda key, shape: jnp.zeros(shape).at[0].set(1.0), (K, D))
+        past = self.initial_state(B, D) if state is None else state
+        padded = jnp.concatenate([past.astype(x.dtype), x], axis=1)  # [B, K-1+T, D]
+        y = sum(w[j].astype(x.dtype) * padded[:, K - 1 - j: K - 1 - j + T] for j in range(K))
+        return y, padded[:, T:]
+
+
 class MemoryStack(nn.Module):
     """num_layers x [memory layer -> feed-forward block] on a residual stream of width `hidden`.
 

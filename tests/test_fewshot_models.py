@@ -12,19 +12,24 @@ from fewshot.models import SequenceLearner, sync_episode_inputs
 from fewshot.steps import episode_loss
 
 
-def small_model(model):
+def small_model(model, short_conv=0):
     c = get_config()
     c.model, c.n_way, c.conv_channels, c.hidden_size, c.num_heads = model, 5, 8, 16, 4
+    c.short_conv = short_conv
     return c, SequenceLearner(ml_collections.FrozenConfigDict(c))
 
 
-@pytest.mark.parametrize("model", ["srwm", "deltanet", "lstm"])
-def test_parallel_queries_equal_one_sequence_per_query(model):
-    c, m = small_model(model)
+@pytest.mark.parametrize("model,short_conv", [("srwm", 0), ("deltanet", 0), ("lstm", 0), ("srwm", 3)])
+def test_parallel_queries_equal_one_sequence_per_query(model, short_conv):
+    """With a short convolution, each query also sees the support's last steps through it."""
+    c, m = small_model(model, short_conv)
     B, NK, Q = 3, 5, 4
     images = jax.random.uniform(jax.random.key(0), (B, NK + Q, 28, 28, 1))
     labels = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (B, NK + Q), 0, 5), 5)
     variables = m.init(jax.random.key(2), images, labels, train=False)
+    if short_conv:  # away from its identity initialisation, so the past steps matter
+        kernel = variables["params"]["short_conv"]["kernel"]
+        variables["params"]["short_conv"]["kernel"] = jax.random.normal(jax.random.key(3), kernel.shape)
     parallel, _ = jax.jit(lambda v, x, y: m.apply(v, x, y, train=False, parallel_queries=Q))(
         variables, images, labels)
     assert parallel.shape == (B, Q, 5)

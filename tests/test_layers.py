@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from srwm_jax.layers import MEMORY_KINDS, MemoryStack
+from srwm_jax.layers import MEMORY_KINDS, MemoryStack, ShortConv
 
 B, T, D = 3, 8, 16
 
@@ -104,3 +104,25 @@ def test_unknown_kind_and_bad_width_raise():
         MemoryStack(kind="transformer").init(jax.random.key(0), jnp.zeros((1, 2, 8)))
     with pytest.raises(ValueError, match="not divisible by num_heads"):
         MemoryStack(kind="srwm", hidden=10, num_heads=4).init(jax.random.key(0), jnp.zeros((1, 2, 10)))
+
+
+def test_short_conv_matches_a_loop_starts_as_identity_and_carries_state(inputs):
+    conv = ShortConv(3)
+    variables = conv.init(jax.random.key(0), inputs)
+    np.testing.assert_array_equal(conv.apply(variables, inputs)[0], inputs)  # identity at init
+    w = np.asarray(jax.random.normal(jax.random.key(1), (3, D)), np.float64)
+    variables = {"params": {"kernel": jnp.asarray(w, jnp.float32)}}
+    y, state = conv.apply(variables, inputs)
+    x = np.asarray(inputs, np.float64)
+    want = np.zeros_like(x)
+    for t in range(T):
+        for j in range(3):
+            if t - j >= 0:
+                want[:, t] += w[j] * x[:, t - j]
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(state, inputs[:, -2:])
+    head, s = conv.apply(variables, inputs[:, :5])
+    tail, _ = conv.apply(variables, inputs[:, 5:], s)
+    np.testing.assert_allclose(jnp.concatenate([head, tail], 1), y, rtol=1e-6, atol=1e-6)
+    with pytest.raises(NotImplementedError, match="resets"):
+        conv.apply(variables, inputs, None, jnp.zeros((B, T), bool))

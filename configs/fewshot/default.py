@@ -47,7 +47,13 @@ def get_config():
     c.dropout = 0.0
     c.input_softmax = False
     c.beta_init = -1.0
+    c.short_conv = 0                # K > 0: causal depthwise conv over the last K steps before the
+                                    # memory (not in the paper; srwm_jax.layers.ShortConv)
     c.impl = "auto"                 # fast-weight implementation: auto | scan | pallas
+    # Initialisation
+    c.init_from = ""                # workdir of a run to copy matching weights from at step 0
+                                    # (fewshot/warm_start.py); "" = fresh initialisation
+    c.init_from_checkpoint = "best"  # best | latest checkpoint of init_from
     # Hardware
     c.cpu_devices = 1               # CPU-only hosts: JAX devices to split the CPU into for data
                                     # parallelism (0 = one per core); no effect on GPU hosts
