@@ -113,7 +113,8 @@ class SequenceLearner(nn.Module):
                                 dropout=c.dropout, input_softmax=c.input_softmax,
                                 use_layer_norm=True, beta_init=c.beta_init,
                                 impl=c.get("impl", "auto"), name="memory")
-        short_conv = ShortConv(c.short_conv, name="short_conv") if c.get("short_conv", 0) else None
+        short_conv = (ShortConv(c.short_conv, c.get("short_conv_init_std", 0.0), name="short_conv")
+                      if c.get("short_conv", 0) else None)
 
         def run(x, state):
             """The memory (after the short convolution, if any; its state is then (conv, stack))."""

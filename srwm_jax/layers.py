@@ -297,11 +297,13 @@ class ShortConv(nn.Module):
 
     Gives every step a learned view of the K - 1 previous inputs (the "short convolution" of
     recent linear-attention models such as flash-linear-attention's DeltaNet; not in the SRWM
-    paper). Initialised to the identity (w_0 = 1, w_j = 0 for j > 0), so a model with it starts
-    as the model without. State: the last K - 1 inputs [B, K-1, D] (zeros for a fresh sequence),
-    so a sequence split over calls gives the same output as one call.
+    paper). Initialised as w_0 = 1 and w_j ~ N(0, past_init_std^2) for j > 0; with the default
+    past_init_std = 0 a model with it starts as the model without. State: the last K - 1 inputs
+    [B, K-1, D] (zeros for a fresh sequence), so a sequence split over calls gives the same
+    output as one call.
     """
     kernel_size: int
+    past_init_std: float = 0.0
 
     def initial_state(self, batch_size, width):
         return jnp.zeros((batch_size, self.kernel_size - 1, width))
@@ -314,7 +316,10 @@ class ShortConv(nn.Module):
         K, (B, T, D) = self.kernel_size, x.shape
         if K < 1:
             raise ValueError(f"ShortConv: kernel_size={K} must be >= 1.")
-        w = self.param("kernel", lambda key, shape: jnp.zeros(shape).at[0].set(1.0), (K, D))
+        def init(key, shape):
+            return (self.past_init_std * jax.random.normal(key, shape)).at[0].set(1.0)
+
+        w = self.param("kernel", init, (K, D))
         past = self.initial_state(B, D) if state is None else state
         padded = jnp.concatenate([past.astype(x.dtype), x], axis=1)  # [B, K-1+T, D]
         y = sum(w[j].astype(x.dtype) * padded[:, K - 1 - j: K - 1 - j + T] for j in range(K))

@@ -49,6 +49,7 @@ def get_config():
     c.beta_init = -1.0
     c.short_conv = 0                # K > 0: causal depthwise conv over the last K steps before the
                                     # memory (not in the paper; srwm_jax.layers.ShortConv)
+    c.short_conv_init_std = 0.0     # std of its initial taps on past steps (0: starts as identity)
     c.impl = "auto"                 # fast-weight implementation: auto | scan | pallas
     # Initialisation
     c.init_from = ""                # workdir of a run to copy matching weights from at step 0
