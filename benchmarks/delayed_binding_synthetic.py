@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fewshot.data.sequential import occurrence_index
+from fewshot.sequential import delayed_label_inputs
 from srwm_jax.layers import MemoryStack, ShortConv
 
 N_WAY, LENGTH, FEATURES, BATCH = 5, 25, 16, 32
@@ -41,17 +43,13 @@ class DelayedLearner(nn.Module):
 
 
 def synthetic_batch(key):
-    """-> inputs [B, T, F + N], labels [B, T], occurrence [B, T] (0 = first of its class)."""
+    """-> inputs [B, T, F + N] (image, previous step's label), labels [B, T]."""
     k_proto, k_label, k_noise = jax.random.split(key, 3)
     prototypes = jax.random.normal(k_proto, (BATCH, N_WAY, FEATURES))
     labels = jax.random.randint(k_label, (BATCH, LENGTH), 0, N_WAY)
     images = (jnp.take_along_axis(prototypes, labels[..., None], 1)
               + 0.3 * jax.random.normal(k_noise, (BATCH, LENGTH, FEATURES)))
-    previous = jnp.concatenate([jnp.zeros_like(labels[:, :1]), labels[:, :-1]], 1)
-    inputs = jnp.concatenate([images, jax.nn.one_hot(previous, N_WAY)], -1)
-    seen = jnp.cumsum(jax.nn.one_hot(labels, N_WAY), 1)
-    occurrence = jnp.take_along_axis(seen, labels[..., None], 2)[..., 0] - 1
-    return inputs, labels, occurrence
+    return jnp.concatenate([images, delayed_label_inputs(labels, N_WAY)], -1), labels
 
 
 def run(kind, short_conv, init_std, steps, log_every=250):
@@ -63,7 +61,7 @@ def run(kind, short_conv, init_std, steps, log_every=250):
 
     @jax.jit
     def train_step(params, opt_state, key):
-        inputs, labels, occurrence = synthetic_batch(key)
+        inputs, labels = synthetic_batch(key)
 
         def loss_fn(p):
             logits = model.apply(p, inputs)
@@ -72,12 +70,12 @@ def run(kind, short_conv, init_std, steps, log_every=250):
 
         (_, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, correct, occurrence
+        return optax.apply_updates(params, updates), opt_state, correct, labels
 
     history, window, t0 = [], [], time.time()
     for i in range(steps):
-        params, opt_state, correct, occurrence = train_step(params, opt_state, jax.random.key(i + 10))
-        correct, occurrence = np.asarray(correct), np.asarray(occurrence)
+        params, opt_state, correct, labels = train_step(params, opt_state, jax.random.key(i + 10))
+        correct, occurrence = np.asarray(correct), occurrence_index(np.asarray(labels), N_WAY)
         window.append([correct[occurrence == 0].mean(), correct[occurrence == 1].mean()])
         if (i + 1) % log_every == 0:
             first, second = np.mean(window[-log_every:], 0)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fewshot.checkpointing import Checkpoints
 from fewshot.warm_start import WarmStartError, read_arrays, source_step_dir, transfer, warm_start
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
@@ -100,7 +101,6 @@ def test_bad_source_gives_one_clear_error(tmp_path):
     model, optimizer, mesh, _, _ = build(c)
     state = initial_state(c, model, optimizer, mesh, make_sampler(c, "train", c.seed).sample(1, 0))
     other = tmp_path / "other"
-    from fewshot.checkpointing import Checkpoints
     saved = Checkpoints(str(other))
     saved.save_best(1, {"params": {"x": np.ones(3)}, "batch_stats": {}}, 0.5)
     saved.close()

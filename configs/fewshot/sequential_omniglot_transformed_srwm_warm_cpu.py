@@ -28,7 +28,6 @@ def get_config():
     c.short_conv = 2
     c.short_conv_init_std = 1.0
     c.batch_size = 16
-    c.learning_rate = 1e-3
     c.total_steps = 3000
     c.cpu_devices = 0
     return c
