@@ -121,9 +121,10 @@ def episode_accuracy(eval_step, mesh, state, sampler, num_episodes, seed, batch_
     correct = []
     for batch in sampler.iterate_fixed(num_episodes, seed, batch_size):
         size = len(batch["query_labels"])
-        pad = (-size) % n_dev  # the last batch may not split evenly over devices
-        if pad:
-            batch = jax.tree.map(lambda a: np.concatenate([a, a[:pad]]), batch)
+        pad = (-size) % n_dev  # the last batch may not split evenly over devices: repeat its
+        if pad:                # episodes cyclically (pad may exceed size), score the first size
+            wrap = np.arange(size + pad) % size
+            batch = jax.tree.map(lambda a: a[wrap], batch)
         correct.append(np.asarray(eval_step(state, mesh.put_batch(batch)))[:size])
     return float(np.mean(np.concatenate(correct)))
 
