@@ -2,6 +2,9 @@
 
 Used by tests/test_rl_sebulba.py; also handy to smoke-test the loop without ProcGen."""
 
+import threading
+import time
+
 import numpy as np
 
 from rl.envs import MultiGameEnv
@@ -11,10 +14,15 @@ class FakeEnv(MultiGameEnv):
     """`num_envs` envs with 16x16 frames; episode of env i lasts 5 + i steps; reward 1 for action 0.
 
     `fail_after`: raise RuntimeError on that many `act` calls (to test failure propagation).
+    `hang_after`: on that many `act` calls, block until the `release` event is set (a hung env;
+    without `release`, for ever). `act_delay`: sleep uniform [0, act_delay) seconds in each `act`.
     """
 
     def __init__(self, num_envs=4, games=("starpilot",), frame_shape=(16, 16, 3), fail_after=None,
-                 seed=0):
+                 seed=0, hang_after=None, release=None, act_delay=0.0):
+        self._hang_after, self._act_delay = hang_after, act_delay
+        self._release = release if release is not None else threading.Event()
+        self._delay_rng = np.random.default_rng(seed + 10_000)
         self.games = tuple(games)
         self.num_envs = num_envs
         self.game_of_env = np.arange(num_envs) % len(self.games)
@@ -37,6 +45,10 @@ class FakeEnv(MultiGameEnv):
         self._acts += 1
         if self._fail_after is not None and self._acts >= self._fail_after:
             raise RuntimeError("fake env exploded")
+        if self._hang_after is not None and self._acts >= self._hang_after:
+            self._release.wait()
+        if self._act_delay:
+            time.sleep(self._delay_rng.uniform(0.0, self._act_delay))
         self._reward = (np.asarray(actions) == 0).astype(np.float32)
         self._t += 1
         self._first = self._t >= self._lengths_per_env

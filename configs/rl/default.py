@@ -29,6 +29,9 @@ def get_config():
     c.env_threads = 1                 # procgen's own stepping threads per gym3 env
     c.queue_size = 2                  # bounded rollout queue (back-pressure, policy lag)
     c.actor_device_ids = (0,)         # indices into jax.devices() for inference
+    c.unroll_timeout_seconds = 0.0    # an actor with no unroll for this long stops the run with
+                                      # an error naming it (hung env); 0 = auto: 180 s + 50 ms
+                                      # per env step of one unroll (rl/sebulba.py unroll_timeout)
     c.learner_device_ids = ()         # empty: all devices (data parallel over the batch)
 
     # --- agent ---
