@@ -17,6 +17,7 @@ import numpy as np
 from rl.envs import MultiGameEnv
 from rl.normalization import aggregate_normalized, constants_for, normalized_score
 from rl.sebulba import make_policy_fn
+from srwm_jax.stats import sem as standard_error
 
 
 def evaluate_split(agent, params, games, *, start_level, num_levels, episodes,
@@ -60,7 +61,7 @@ def evaluate(agent, params, config, *, episodes=None, policy_fn=None, greedy=Tru
         means = {g: float(np.mean(r)) if len(r) else float("nan") for g, r in per_game.items()}
         label = name if greedy else f"{name}_sampled"
         for g, r in per_game.items():
-            sem = float(np.std(r) / np.sqrt(len(r))) if len(r) else float("nan")
+            sem = standard_error(r) if len(r) else float("nan")  # sample std / sqrt(n)
             rows.append(dict(split=label, game=g, mean_return=means[g], sem=sem,
                              normalized=normalized_score(g, means[g], which), episodes=len(r)))
         rows.append(dict(split=label, game="ALL", mean_return=float(np.mean(list(means.values()))),
@@ -83,7 +84,7 @@ def append_eval_csv(path, step, rows):
 
 
 def format_eval(rows) -> str:
-    sem = lambda r: f" +- {r['sem']:.2f}" if "sem" in r else ""  # noqa: E731
+    sem = lambda r: f" +- {r['sem']:.2f} (s.e.m.)" if "sem" in r else ""  # noqa: E731
     return "\n".join(f"  {r['split']:>16} {r['game']:>10}: return {r['mean_return']:8.2f}{sem(r)}  "
                       f"normalised {100 * r['normalized']:6.1f}  ({r['episodes']} episodes)"
                       for r in rows)
