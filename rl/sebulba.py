@@ -193,6 +193,7 @@ class SebulbaRunner:
             self.episodes.append(ep)
         step, unroll_index = 0, 0
         while self._running():
+            self._doing(actor_id, f"taking the newest params (unroll {unroll_index})")
             latest, latest_version = self.params_store.latest()
             if latest_version != version:
                 params, version = jax.device_put(latest, device), latest_version
