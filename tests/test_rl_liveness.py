@@ -90,9 +90,9 @@ def test_slow_but_live_actors_are_not_stalled(agent_params):
     factory = lambda i: FakeEnv(2, seed=i, act_delay=0.1)  # noqa: E731
     rng = np.random.default_rng(1)
     with _runner(agent_params, factory, unroll_timeout_seconds=4.0) as runner:
-        for _ in range(6):
+        for i in range(4):
             runner.get_batch(2, timeout=BOUND)
-            time.sleep(rng.uniform(0, 2.0) if _ == 2 else rng.uniform(0, 0.2))
+            time.sleep(1.5 if i == 1 else rng.uniform(0, 0.2))
 
 
 class _RacyRunner(SebulbaRunner):
@@ -103,7 +103,7 @@ class _RacyRunner(SebulbaRunner):
         assert self.stop.wait(timeout=BOUND)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(3))
 def test_actor_error_is_the_cause_whatever_the_timing(agent_params, seed):
     rng = np.random.default_rng(seed)
     failing, fail_after = int(rng.integers(2)), int(rng.integers(1, 25))
@@ -129,11 +129,11 @@ def test_actor_error_is_the_cause_whatever_the_timing(agent_params, seed):
 def test_actors_on_a_full_queue_end_when_the_learner_thread_dies(agent_params):
     holder = {}
 
-    def learner():  # starts the actors, takes one batch, then dies without closing the runner
+    def learner():  # starts the actors, takes one batch
         runner = holder["runner"] = _runner(agent_params, lambda i: FakeEnv(2, seed=i))
         runner.start()
         runner.get_batch(2, timeout=BOUND)
-        raise SystemExit  # a learner thread ending abruptly (no close(), no stop)
+        # ... and ends here as if it had crashed: no close(), no stop.
 
     thread = threading.Thread(target=learner)
     thread.start()
