@@ -1,6 +1,7 @@
 """A tiny deterministic stand-in for MultiGameEnv (no procgen, small frames) for loop tests.
 
-Used by tests/test_rl_sebulba.py and tests/test_rl_liveness.py; also handy to smoke-test the loop without ProcGen."""
+Used by tests/test_rl_sebulba.py and tests/test_rl_liveness.py; also handy to smoke-test the
+loop without ProcGen."""
 
 import threading
 import time
