@@ -262,9 +262,13 @@ class SRDeltaNetLayer(nn.Module):
 class LSTMLayer(nn.Module):
     """Single-layer LSTM over [B, T, D_in] -> [B, T, hidden]; state (c, h) each [B, hidden].
 
-    Gates as torch.nn.LSTM (input, forget, cell, output), one bias vector.
+    Gates as torch.nn.LSTM (input, forget, cell, output), one bias vector. torch_init=True is
+    torch.nn.LSTM's parameterisation (the RL agent's, torchbeast_procgen): every weight and
+    bias drawn from U(-1/sqrt(hidden), 1/sqrt(hidden)) and a second bias b_h on the recurrent
+    projection (4 * hidden more parameters).
     """
     hidden: int
+    torch_init: bool = False
 
     def initial_state(self, batch_size):
         z = jnp.zeros((batch_size, self.hidden), jnp.float32)
@@ -274,8 +278,15 @@ class LSTMLayer(nn.Module):
     def __call__(self, x, state=None, reset=None, *, deterministic=True):
         B, T, _ = x.shape
         n = self.hidden
-        gates_in = nn.Dense(4 * n, name="input_proj")(x)  # all time steps at once
-        W_h = self.param("W_h", nn.initializers.orthogonal(), (n, 4 * n))
+        if self.torch_init:
+            bound = n ** -0.5
+            init = lambda k, shape, dtype=jnp.float32: jax.random.uniform(k, shape, dtype, -bound, bound)  # noqa: E731
+            gates_in = nn.Dense(4 * n, kernel_init=init, bias_init=init, name="input_proj")(x)
+            W_h = self.param("W_h", init, (n, 4 * n))
+            gates_in = gates_in + self.param("b_h", init, (4 * n,))
+        else:
+            gates_in = nn.Dense(4 * n, name="input_proj")(x)  # all time steps at once
+            W_h = self.param("W_h", nn.initializers.orthogonal(), (n, 4 * n))
         state = self.initial_state(B) if state is None else state
         reset = jnp.zeros((B, T), bool) if reset is None else reset
 

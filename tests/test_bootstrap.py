@@ -145,13 +145,14 @@ def test_bootstrap_and_plain_train_on_omniglot_side_by_side(tmp_path):
     same fixed test episodes with one eval step. Prints both accuracies (far too short to compare
     them; see the README for the CPU-sized runs)."""
     from configs.fewshot.omniglot_1shot_4bootstrap_srwm_cpu import get_config
-    from fewshot.metrics import read_metrics
-    from fewshot.train import build, episode_accuracy, initial_state, make_sampler, train_and_evaluate
+    from srwm_jax.training.metrics import read_metrics
+    from fewshot.tasks import episode_accuracy
+    from fewshot.trainer import build, initial_state, make_sampler, train_and_evaluate
 
     def config(task):
         c = get_config()
-        c.update(dict(data_dir=str(DATA), task=task, total_steps=4, log_every=2, eval_every=4,
-                      checkpoint_every=4, val_episodes=32, eval_batch_size=32, batch_size=8,
+        c.update(dict(data_dir=str(DATA), task=task, total_steps=4, log_every_steps=2, eval_every_steps=4,
+                      checkpoint_every_steps=4, val_episodes=32, eval_batch_size=32, batch_size=8,
                       conv_channels=8, hidden_size=16, num_heads=2, num_layers=1, ff_factor=1))
         return c
     states = {"bootstrap": train_and_evaluate(config("bootstrap"), str(tmp_path / "bootstrap"))}

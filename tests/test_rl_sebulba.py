@@ -89,8 +89,8 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, "tests")
     from rl.fake_env import FakeEnv
     from rl.agent import make_agent
-    from rl.learner import Batch, Learner
-    from rl.training import init_params, train_and_evaluate
+    from rl.learner import Batch, Learner, init_params
+    from rl.training import train_and_evaluate
     from test_rl_sebulba import _tiny_config
     n = len(jax.devices()); assert n == int(sys.argv[1]), jax.devices()
     config = _tiny_config(batch_size=n)
@@ -135,7 +135,7 @@ def test_data_parallel_learner_on_host_devices(num_devices):
 def test_eval_rows_print_sem_and_csv_keeps_its_columns(tmp_path):
     import csv
 
-    from rl.evaluate import EVAL_FIELDS, append_eval_csv, format_eval
+    from rl.evaluation import EVAL_FIELDS, append_eval_csv, format_eval
     rows = [dict(split="train_sampled", game="starpilot", mean_return=2.5, sem=0.25, normalized=0.0,
                  episodes=200),
             dict(split="train_sampled", game="ALL", mean_return=2.5, normalized=0.0, episodes=200)]

@@ -22,6 +22,6 @@ def get_config():
     c.num_heads = 4
     c.batch_size = 16
     c.total_steps = 1000
-    c.eval_every = 500
-    c.checkpoint_every = 500
+    c.eval_every_steps = 500
+    c.checkpoint_every_steps = 500
     return c

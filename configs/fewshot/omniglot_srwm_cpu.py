@@ -28,8 +28,8 @@ def get_config():
     c.query_label = "zeros"
     c.total_steps = 5000
     c.cpu_devices = 0               # one data-parallel device per core: 1.8x faster on 2 cores
-    c.log_every = 50
-    c.eval_every = 1000
+    c.log_every_steps = 50
+    c.eval_every_steps = 1000
     c.val_episodes = 500
-    c.checkpoint_every = 500
+    c.checkpoint_every_steps = 500
     return c

@@ -8,7 +8,7 @@ Every field is documented where it is set; variants import this file and overrid
 
 import ml_collections
 
-from rl.envs import EASY_GAMES
+from rl.envs import EASY_GAMES, NUM_ACTIONS
 
 
 def get_config():
@@ -20,7 +20,7 @@ def get_config():
     c.distribution_mode = "easy"
     c.num_levels = 200                # training levels [start_level, start_level + num_levels)
     c.start_level = 0
-    c.num_actions = 15                # ProcGen's full action set
+    c.num_actions = NUM_ACTIONS       # ProcGen's full action set (15)
     c.frame_shape = (64, 64, 3)       # observation shape (tests use smaller fake frames)
 
     # --- Sebulba actors ---
@@ -67,5 +67,5 @@ def get_config():
     c.log_every_seconds = 30.0
     c.return_window = 100             # episodes per game in the running mean return
     c.checkpoint_every_minutes = 20.0
-    c.max_checkpoints = 3
+    c.keep_checkpoints = 3            # periodic checkpoints kept (newest)
     return c
