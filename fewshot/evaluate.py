@@ -4,18 +4,13 @@ Sync and bootstrap runs (delayed-label runs: fewshot.evaluate_sequential). Write
 DIR/eval_<split>.json and prints a Markdown row in the format of the paper's Table 1; the
 protocol is fewshot.evaluation.evaluate's.
 """
-import os
 import sys
 
 from absl import app, flags, logging
 
 from fewshot.data import DatasetError
 from fewshot.evaluation import evaluate
-from srwm_jax.training.run_config import load_config_file
-
-# Fields a run's config.json lacks (an older run) take their values from this file.
-DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "configs", "fewshot", "default.py")
+from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory of a run made by fewshot.train.")
@@ -24,11 +19,13 @@ flags.DEFINE_integer("num_sets", 5, "Number of independent sets of test episodes
 flags.DEFINE_integer("episodes_per_set", 1000, "Episodes in each set.")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to test.")
 flags.DEFINE_integer("seed", None, "Seed of the test episodes (default: the config's eval_seed).")
-flags.DEFINE_string("defaults", DEFAULTS, "Config file whose fields fill those an older run's "
-                    "config.json lacks.")
+_DEFAULTS = define_defaults_flag("fewshot")
 
 
 def main(argv):
+    """Parses the flags and runs fewshot.evaluation.evaluate.
+
+    Bad input exits with status 2 and one error line."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
@@ -36,7 +33,7 @@ def main(argv):
         raise app.UsageError("--workdir is required.")
     try:
         r = evaluate(FLAGS.workdir, FLAGS.split, FLAGS.num_sets, FLAGS.episodes_per_set,
-                     FLAGS.checkpoint, FLAGS.seed, defaults=load_config_file(FLAGS.defaults))
+                     FLAGS.checkpoint, FLAGS.seed, defaults=load_config_file(_DEFAULTS.value))
     except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -14,11 +14,7 @@ from absl import app, flags, logging
 
 from fewshot.data import DatasetError
 from fewshot.evaluation import evaluate_sequential, markdown_tables, write_outputs
-from srwm_jax.training.run_config import load_config_file
-
-# Fields a run's config.json lacks (an older run) take their values from this file.
-DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "configs", "fewshot", "default.py")
+from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("workdir", None, "Run directory made by fewshot.train (repeat to compare).")
@@ -31,11 +27,13 @@ flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default: config
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to test.")
 flags.DEFINE_integer("seed", None, "Seed of the test sequences (default: config.eval_seed + 1000).")
 flags.DEFINE_string("data_dir", None, "Override the config's data_dir.")
-flags.DEFINE_string("defaults", DEFAULTS, "Config file whose fields fill those an older run's "
-                    "config.json lacks.")
+_DEFAULTS = define_defaults_flag("fewshot")
 
 
 def main(argv):
+    """Parses the flags and runs fewshot.evaluation.evaluate_sequential.
+
+    Bad input exits with status 2 and one error line."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
@@ -43,7 +41,7 @@ def main(argv):
         raise app.UsageError("--workdir is required.")
     labels = FLAGS.label or []
     try:
-        defaults = load_config_file(FLAGS.defaults)
+        defaults = load_config_file(_DEFAULTS.value)
         results = [evaluate_sequential(w, FLAGS.split, FLAGS.num_sequences, FLAGS.checkpoint,
                                        FLAGS.seed, FLAGS.batch_size, FLAGS.data_dir, defaults)
                    for w in FLAGS.workdir]

@@ -73,6 +73,10 @@ class ResNet12(nn.Module):
 
 
 def build_backbone(config):
+    """The vision backbone of config.backbone: Conv4 or ResNet12.
+
+    Raises:
+      ValueError: unknown config.backbone."""
     if config.backbone == "conv4":
         return Conv4(config.conv_channels, config.vision_dropout)
     if config.backbone == "res12":

@@ -120,11 +120,14 @@ class SequentialTask:
         self.pad = config.sequential_pad
 
     def sample(self, batch_size, step, train=True):
+        """Batch `step` of `batch_size` sequences (padded to the full length if config.sequential_pad)."""
         return pad_batch(self.stream.sample(batch_size, step, train), self.length if self.pad else None)
 
     def iterate(self, batch_size, start_step=0, *, num_steps=None, prefetch=4, num_threads=1):
-        return prefetch_steps(lambda s: self.sample(batch_size, s, True), start_step, num_steps, prefetch,
-                         num_threads)
+        """Yields (step, sample(batch_size, step)) for step = start_step, ..., made ahead in
+        background threads (see fewshot.data.EpisodeSampler.iterate)."""
+        return prefetch_steps(lambda s: self.sample(batch_size, s, True), start_step, num_steps,
+                              prefetch, num_threads)
 
     def fixed_batches(self, num_sequences, batch_size):
         """Evaluation batches (untrimmed; order alternates with the batch index: even = A first).
@@ -150,6 +153,7 @@ class SequentialAccuracy:
         self.seg_count = np.zeros((2, 2))
 
     def add(self, batch, correct):
+        """Accumulates bool correct [B, T] of one evaluation batch."""
         correct = np.asarray(correct, np.float64)
         mask = np.asarray(batch["mask"], bool)
         for o in (0, 1):

@@ -23,6 +23,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
+    """Parses the flags and runs fewshot.trainer.train_and_evaluate.
+
+    Bad input exits with status 2 and one error line."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO

@@ -85,6 +85,7 @@ class FeedForwardCore(nn.Module):
     """No memory: the identity, with an empty state."""
 
     def initial_state(self, batch_size: int):
+        """The empty state ()."""
         del batch_size
         return ()
 
@@ -113,6 +114,7 @@ class MemoryCore(nn.Module):
                            beta_init=self.beta_init, **kwargs)
 
     def initial_state(self, batch_size: int):
+        """Fresh MemoryStack state for `batch_size` sequences."""
         return self._stack(parent=None).initial_state(batch_size)
 
     @nn.compact

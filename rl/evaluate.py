@@ -12,27 +12,25 @@ from absl import app, flags, logging
 
 from rl.agent import make_agent
 from rl.evaluation import append_eval_csv, evaluate, format_eval, load_for_eval
-from srwm_jax.training.run_config import load_config_file
-
-# Fields a run's config.json lacks (an older run) take their values from this file.
-DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "configs", "rl", "default.py")
+from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory made by rl.impala.")
 flags.DEFINE_integer("episodes", None, "Episodes per game and split (default: config.eval_episodes).")
 flags.DEFINE_bool("sampled", False, "Sample actions from the policy instead of the argmax.")
-flags.DEFINE_string("defaults", DEFAULTS, "Config file whose fields fill those an older run's "
-                    "config.json lacks.")
+_DEFAULTS = define_defaults_flag("rl")
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
+    """Parses the flags and runs rl.evaluation.evaluate.
+
+    Bad input exits with status 2 and one error line."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
-        config, params, step = load_for_eval(FLAGS.workdir, load_config_file(FLAGS.defaults))
+        config, params, step = load_for_eval(FLAGS.workdir, load_config_file(_DEFAULTS.value))
     except (FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

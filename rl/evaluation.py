@@ -43,13 +43,25 @@ def evaluate_split(agent, params, games, *, start_level, num_levels, episodes,
                        distribution_mode=distribution_mode, seed=seed, num_threads=1)
     params = jax.device_put(params, device)
     state = jax.device_put(agent.initial_state(env.num_envs), device)
+    key = jax.random.key(seed)
+
+    def choose(step, reward, obs, first):
+        nonlocal state
+        action, _, state = policy(params, state, obs, reward, first, jax.random.fold_in(key, step))
+        return np.asarray(action)
+    return first_episode_returns(env, games, choose, max_steps)
+
+
+def first_episode_returns(env, games, choose_actions, max_steps):
+    """Steps `env` until every env has finished its first episode (or `max_steps`).
+
+    choose_actions(step, reward [N], obs [N, ...], first [N]) -> int actions [N].
+    Returns {game: returns of the envs of that game that finished}."""
     returns = np.zeros(env.num_envs)
     done = np.zeros(env.num_envs, bool)
     reward, obs, first = env.observe()
-    key = jax.random.key(seed)
     for step in range(max_steps):
-        action, _, state = policy(params, state, obs, reward, first, jax.random.fold_in(key, step))
-        env.act(np.asarray(action))
+        env.act(choose_actions(step, reward, obs, first))
         reward, obs, first = env.observe()
         returns += np.where(done, 0.0, reward)
         done |= first
@@ -111,18 +123,8 @@ def random_returns(games, *, episodes, start_level, num_levels, distribution_mod
     env = MultiGameEnv(games, episodes, num_levels=num_levels, start_level=start_level,
                        distribution_mode=distribution_mode, seed=seed)
     rng = np.random.default_rng(seed)
-    returns = np.zeros(env.num_envs)
-    done = np.zeros(env.num_envs, bool)
-    env.observe()
-    for _ in range(max_steps):
-        env.act(rng.integers(0, num_actions, env.num_envs))
-        reward, _, first = env.observe()
-        returns += np.where(done, 0.0, reward)
-        done |= first
-        if done.all():
-            break
-    return {g: returns[(env.game_of_env == i) & done] for i, g in enumerate(games)}
-
+    return first_episode_returns(env, games, lambda *_: rng.integers(0, num_actions, env.num_envs),
+                                 max_steps)
 
 
 def load_run_config(workdir: str, defaults=None):

@@ -29,6 +29,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
+    """Parses the flags and runs rl.training.train_and_evaluate.
+
+    Bad input exits with status 2 and one error line."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,

@@ -135,6 +135,7 @@ class Learner:
         return TrainState(params, opt_state, jax.device_put(jnp.int32(0), self.replicated))
 
     def shard_batch(self, batch: Batch) -> Batch:
+        """Host batch -> device batch split over the learner devices along B."""
         return self.parallel.put_batch(batch)
 
     def update(self, train_state: TrainState, batch: Batch):

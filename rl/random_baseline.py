@@ -14,11 +14,7 @@ import numpy as np
 from absl import app, flags
 
 from rl.evaluation import load_run_config, random_returns
-from srwm_jax.training.run_config import load_config_file
-
-# Fields a run's config.json lacks (an older run) take their values from this file.
-DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "configs", "rl", "default.py")
+from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory: games, levels and mode from its config.json.")
@@ -28,11 +24,13 @@ flags.DEFINE_integer("start_level", 0, "First level (without --workdir).")
 flags.DEFINE_integer("num_levels", 200, "Number of levels (without --workdir).")
 flags.DEFINE_string("distribution_mode", "easy", "ProcGen distribution mode (without --workdir).")
 flags.DEFINE_integer("seed", 0, "Seed of the envs and the random actions.")
-flags.DEFINE_string("defaults", DEFAULTS, "Config file whose fields fill those an older run's "
-                    "config.json lacks.")
+_DEFAULTS = define_defaults_flag("rl")
 
 
 def main(argv):
+    """Parses the flags and runs rl.evaluation.random_returns.
+
+    Bad input exits with status 2 and one error line."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     games, start, num, mode = (FLAGS.games, FLAGS.start_level, FLAGS.num_levels,
@@ -40,7 +38,7 @@ def main(argv):
     num_actions = {}
     if FLAGS.workdir:
         try:
-            config = load_run_config(FLAGS.workdir, load_config_file(FLAGS.defaults))
+            config = load_run_config(FLAGS.workdir, load_config_file(_DEFAULTS.value))
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

@@ -68,12 +68,18 @@ class Progress:
         self.csv_path = os.path.join(workdir, "train_returns.csv")
 
     def add_episodes(self, records, env_steps):
+        """Adds finished episodes (rl.envs.EpisodeRecord) to the running per-game returns."""
         for r in records:
             self.returns[r.game].append(r.episode_return)
             self.episodes[r.game] += 1
             self.writer.write(env_steps, {r.game: r.episode_return}, "episode_return", jsonl=False)
 
     def report(self, env_steps, update, metrics, queue_size):
+        """Logs and writes the progress since the last report.
+
+        Returns:
+          {sps, policy_lag_mean, policy_lag_max, mean_returns: {game: running mean}}.
+        """
         now = time.monotonic()
         sps = (env_steps - self.last_steps) / max(now - self.last_time, 1e-9)
         self.last_time, self.last_steps = now, env_steps

@@ -4,19 +4,18 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import OMNIGLOT_DIR, REPO_ROOT
+
 from configs.fewshot.omniglot_smoke import get_config as smoke_config
 from srwm_jax.training.metrics import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "omniglot"
-pytestmark = pytest.mark.skipif(not (DATA / "omniglot.npz").exists(),
-                                reason=f"Omniglot npz not found at {DATA}")
+REPO, DATA = REPO_ROOT, OMNIGLOT_DIR
+pytestmark = pytest.mark.omniglot
 
 
 def run(args, **kw):

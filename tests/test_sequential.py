@@ -11,12 +11,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import OMNIGLOT_DIR
+
 from configs.fewshot.default import get_config as default_config
 from fewshot.models import SequenceLearner
 from fewshot.sequential import SequentialAccuracy, delayed_label_inputs, pad_batch, sequence_loss
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "omniglot"
+DATA = OMNIGLOT_DIR
 
 
 def test_delayed_label_inputs_shift_by_one_and_start_with_class0():
@@ -83,7 +84,7 @@ def test_instance_level_and_curve_accounting_by_hand():
     np.testing.assert_array_equal(acc.curves(), correct.astype(float))
 
 
-@pytest.mark.skipif(not (DATA / "omniglot.npz").exists(), reason=f"Omniglot npz not found at {DATA}")
+@pytest.mark.omniglot
 def test_sequential_training_and_evaluation_outputs_on_omniglot(tmp_path):
     """A tiny delayed-label run (Omniglot then omniglot_transformed, or the reverse) trains with
     finite, falling loss; the evaluation writes the Table 2/7 numbers, the curve CSV and the plot."""

@@ -1,17 +1,17 @@
 """Warm start (config.init_from): a sequential learner starts from a sync run's weights."""
-from pathlib import Path
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srwm_jax.training.checkpoints import Checkpoints
-from fewshot.warm_start import WarmStartError, read_arrays, source_step_dir, transfer, warm_start
+from conftest import OMNIGLOT_DIR
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
-needs_data = pytest.mark.skipif(not (DATA / "omniglot.npz").exists(), reason=f"Omniglot npz not found at {DATA}")
+from fewshot.warm_start import WarmStartError, read_arrays, source_step_dir, transfer, warm_start
+from srwm_jax.training.checkpoints import Checkpoints
+
+DATA = OMNIGLOT_DIR
+needs_data = pytest.mark.omniglot
 
 SIZES = dict(n_way=5, conv_channels=8, hidden_size=16, num_heads=2, num_layers=1, ff_factor=1)
 

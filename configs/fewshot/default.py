@@ -7,6 +7,7 @@ import ml_collections
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = ml_collections.ConfigDict()
     # Data
     c.dataset = "omniglot"          # omniglot | miniimagenet | fc100

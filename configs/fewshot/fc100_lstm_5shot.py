@@ -7,4 +7,5 @@ from configs.fewshot.table1 import fc100
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     return fc100("lstm")

@@ -7,4 +7,5 @@ from configs.fewshot.table1 import miniimagenet
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     return miniimagenet("srwm", k_shot=5)

@@ -12,6 +12,7 @@ from configs.fewshot.omniglot_srwm_cpu import get_config as _cpu
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = _cpu()
     c.task = "bootstrap"
     c.k_shot = 1

@@ -8,6 +8,7 @@ from configs.fewshot.omniglot_srwm_cpu import get_config as _cpu
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = _cpu()
     c.n_way = 2
     c.train_queries = 1

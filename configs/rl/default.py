@@ -12,6 +12,7 @@ from rl.envs import EASY_GAMES, NUM_ACTIONS
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = ml_collections.ConfigDict()
     c.seed = 0
 

@@ -15,6 +15,9 @@ from collections.abc import Mapping, Sequence
 import ml_collections
 
 CONFIG_FILE = "config.json"
+# The checkout's configs/ folder (the package is installed editable or run from the checkout).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "configs")
 
 
 class RunConfigError(ValueError):
@@ -98,6 +101,16 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
+
+
+def define_defaults_flag(area: str):
+    """Defines the `--defaults` flag of an evaluation CLI: the config file whose fields fill
+    those an older run's config.json lacks (default: configs/<area>/default.py of the checkout).
+    Returns its absl FlagHolder; pass `load_config_file(holder.value)` as `defaults`."""
+    from absl import flags  # noqa: PLC0415 - only CLIs need absl
+
+    return flags.DEFINE_string("defaults", os.path.join(CONFIGS_DIR, area, "default.py"),
+                               "Config file whose fields fill those an older run's config.json lacks.")
 
 
 def check_config_overrides(argv: Sequence[str]) -> None:
