@@ -187,6 +187,10 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: saving a checkpoint at %d env steps", env_steps)
+    except Exception:
+        writer.close()
+        checkpoints.close()  # waits for the periodic saves already under way
+        raise
     finally:
         runner.close()
     # Only reached without an exception (an actor failure propagates after runner.close()).

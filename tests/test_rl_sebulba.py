@@ -14,6 +14,7 @@ from rl.envs import procgen_available
 from rl.fake_env import FakeEnv
 from rl.sebulba import ActorFailed
 from rl.training import train_and_evaluate
+from srwm_jax.training.metrics import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,6 +53,12 @@ def test_fake_env_loop_learns_resumes_and_bounds_policy_lag(tmp_path):
     summary = train_and_evaluate(config, str(tmp_path), resume=True,
                                  env_factory=lambda i: FakeEnv(2, seed=i), use_tensorboard=False)
     assert summary["env_steps"] == 1100 and summary["updates"] == 55
+    assert os.path.isdir(tmp_path / "tensorboard") is False  # use_tensorboard=False
+    assert any(m["split"] == "loss" for m in read_metrics(tmp_path))
+    # resume=False (--noresume) refuses a workdir that holds checkpoints, as in few-shot.
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train_and_evaluate(config, str(tmp_path), resume=False,
+                           env_factory=lambda i: FakeEnv(2, seed=i), use_tensorboard=False)
 
 
 def test_actor_exception_stops_the_run(tmp_path):
