@@ -21,16 +21,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from srwm_jax.feature_maps import elu_p1_sum_norm
 from srwm_jax.ops.delta_rule import delta_rule
 from srwm_jax.ops.srwm import SRWMWeights, srwm
 
 MEMORY_KINDS = ("srwm", "deltanet", "srdelta", "fakesr", "lstm")
-
-
-def elu_p1_sum_norm(x, eps=0.0):
-    """elu(x) + 1 normalised to sum one over the last axis (DeltaNet's key/query map)."""
-    y = jax.nn.elu(x) + 1.0
-    return y / (jnp.sum(y, axis=-1, keepdims=True) + eps)
 
 
 def _reset_state(state, reset_t):
