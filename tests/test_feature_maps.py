@@ -223,3 +223,16 @@ def test_deltanet_layer_finite_with_large_qk_weights(eps):
     y_ref, S_ref = _deltanet_reference(params, x, H, d, float(np.float32(eps)))
     np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(S, S_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_rl_deltanet_uses_the_original_eps():
+    """configs/rl/default.py sets agent.sum_norm_eps = 1e-5 (the original RL code's value) and
+    the agent's memory stack receives it; the few-shot layers keep 0."""
+    from configs.rl import default
+    from rl.agent import make_agent
+
+    config = default.get_config()
+    config.agent.core = "deltanet"
+    stack = make_agent(config)._make_core(parent=None)._stack(parent=None)
+    assert stack.kind == "deltanet" and stack.sum_norm_eps == 1e-5
+    assert DeltaNetLayer(2, 4).sum_norm_eps == 0.0
