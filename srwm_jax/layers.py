@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from srwm_jax.dispatch import Impl
 from srwm_jax.feature_maps import elu_p1_sum_norm
 from srwm_jax.ops.delta_rule import delta_rule
 from srwm_jax.ops.srwm import SRWMWeights, srwm
@@ -126,7 +127,7 @@ class SRWMLayer(nn.Module):
     input_softmax: bool = False
     use_layer_norm: bool = True
     beta_init: float = -1.0
-    impl: str = "auto"
+    impl: Impl = "auto"
 
     def initial_state(self, batch_size):
         return _srwm_zero_state(batch_size, self.num_heads, self.head_dim, self.head_dim)
@@ -183,7 +184,7 @@ class DeltaNetLayer(nn.Module):
     head_dim: int
     dropout: float = 0.0
     sum_norm_eps: float = 0.0
-    impl: str = "auto"
+    impl: Impl = "auto"
 
     def initial_state(self, batch_size):
         d = self.head_dim
@@ -224,7 +225,7 @@ class SRDeltaNetLayer(nn.Module):
     dropout: float = 0.0
     input_softmax: bool = True
     beta_init: float = 0.0
-    impl: str = "auto"
+    impl: Impl = "auto"
 
     def initial_state(self, batch_size):
         H, d = self.num_heads, self.head_dim
@@ -338,7 +339,7 @@ class MemoryStack(nn.Module):
     use_layer_norm: bool = True   # SRWM residual LN(h) + out (few-shot); False: h + out (RL)
     beta_init: float = -1.0
     sum_norm_eps: float = 0.0
-    impl: str = "auto"
+    impl: Impl = "auto"
 
     def _layers(self, **kw):
         """The memory layers; kw=dict(parent=None) builds detached copies (for initial_state)."""
