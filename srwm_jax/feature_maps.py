@@ -24,7 +24,6 @@ bfloat16 ulp plus that; results below the smallest normal float may be flushed t
 import jax.numpy as jnp
 from jax import lax
 
-
 _MAX_SHIFT = 64.0
 
 

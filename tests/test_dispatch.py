@@ -20,7 +20,8 @@ def test_impl_is_one_literal_used_by_ops_and_layers():
     assert IMPLS == get_args(Impl) == ("auto", "scan", "pallas", "pallas_interpret")
     for op in (srwm_jax.srwm, srwm_jax.delta_rule):
         assert inspect.signature(op).parameters["impl"].annotation is Impl
-    for layer in (layers.SRWMLayer, layers.DeltaNetLayer, layers.SRDeltaNetLayer, layers.MemoryStack):
+    for layer in (layers.SRWMLayer, layers.DeltaNetLayer, layers.SRDeltaNetLayer,
+                  layers.MemoryStack):
         assert layer.__annotations__["impl"] is Impl
 
 
@@ -29,8 +30,9 @@ def test_resolve_impl(monkeypatch):
     ok_args, bad_args = _srwm_args(16), _srwm_args(3)  # d=3: no kernel for that head dim
     assert resolve_impl("srwm", "scan", "srwm_supported", *bad_args) == "scan"
     assert resolve_impl("srwm", "auto", "srwm_supported", *ok_args) == "scan"  # not on a GPU
-    assert resolve_impl("srwm", "pallas_interpret", "srwm_supported", *ok_args) == "pallas_interpret"
-    with pytest.raises(ValueError, match=r"impl='pallas_interpret' does not support .*head dim d=3"):
+    interpret = "pallas_interpret"
+    assert resolve_impl("srwm", interpret, "srwm_supported", *ok_args) == interpret
+    with pytest.raises(ValueError, match=r"impl='pallas_interpret' does not support .*d=3"):
         resolve_impl("srwm", "pallas_interpret", "srwm_supported", *bad_args)
     with pytest.raises(ValueError, match=r"unknown impl='cuda'; choose one of"):
         resolve_impl("srwm", "cuda", "srwm_supported", *ok_args)
