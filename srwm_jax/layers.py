@@ -190,8 +190,9 @@ class DeltaNetLayer(nn.Module):
     """DeltaNet layer (Schlag et al. 2021; original `FastFFlayer`).
 
     LN(x) -> bias-free projection to q, k, v, beta per head; q, k: elu+1 and sum-normalised
-    (`sum_norm_eps`: 0 in the few-shot code, 1e-5 in the RL code); beta: sigmoid; fast weights
-    start at zero; y = W_t q after the update; out projection, dropout, x + out.
+    (`sum_norm_eps`: 0 in the few-shot code, 1e-5 in the RL code; computed by
+    `srwm_jax.feature_maps.elu_p1_sum_norm`, finite for every finite input); beta: sigmoid;
+    fast weights start at zero; y = W_t q after the update; out projection, dropout, x + out.
     """
     num_heads: int
     head_dim: int
