@@ -106,12 +106,15 @@ class MemoryCore(nn.Module):
     # around 0 ("tried -1 for beta but 0 seems to be better", torchbeast/layer.py SRlayer).
     use_layer_norm: bool = False
     beta_init: float = 0.0
+    # DeltaNet key/query normalisation (elu+1)(x) / (sum + eps): the original RL code adds 1e-5
+    # (torchbeast/layer.py `elu_p1_sum_norm_eps`; the few-shot code adds nothing).
+    sum_norm_eps: float = 1e-5
 
     def _stack(self, **kwargs):
         return MemoryStack(kind=self.kind, num_layers=self.num_layers, hidden=self.hidden,
                            num_heads=self.num_heads, ff_dim=self.ff_dim, dropout=self.dropout,
                            input_softmax=True, use_layer_norm=self.use_layer_norm,
-                           beta_init=self.beta_init, **kwargs)
+                           beta_init=self.beta_init, sum_norm_eps=self.sum_norm_eps, **kwargs)
 
     def initial_state(self, batch_size: int):
         """Fresh MemoryStack state for `batch_size` sequences."""
@@ -128,7 +131,8 @@ class Agent(nn.Module):
     num_actions: int = NUM_ACTIONS
     core_kind: str = "ff"
     lstm_hidden: int = 256
-    memory: Any = None  # dict of MemoryCore fields (num_layers, hidden, num_heads, ff_dim, dropout)
+    memory: Any = None  # dict of MemoryCore fields (num_layers, hidden, num_heads, ff_dim, dropout,
+                        # sum_norm_eps)
 
     def setup(self):
         if self.core_kind not in CORE_KINDS:
@@ -171,7 +175,7 @@ def make_agent(config) -> Agent:
     agent_cfg = config.agent
     memory = dict(num_layers=agent_cfg.num_layers, hidden=agent_cfg.hidden,
                   num_heads=agent_cfg.num_heads, ff_dim=agent_cfg.ff_dim,
-                  dropout=agent_cfg.dropout)
+                  dropout=agent_cfg.dropout, sum_norm_eps=agent_cfg.sum_norm_eps)
     return Agent(num_actions=config.num_actions, core_kind=agent_cfg.core,
                  lstm_hidden=agent_cfg.lstm_hidden, memory=memory)
 

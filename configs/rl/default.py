@@ -41,6 +41,8 @@ def get_config():
     c.agent.num_heads = 8             # 8 heads x 16
     c.agent.ff_dim = 512
     c.agent.dropout = 0.0
+    c.agent.sum_norm_eps = 1e-5       # deltanet: q, k = (elu+1)(x) / (sum + eps); 1e-5 as the
+                                      # original RL code (torchbeast/layer.py elu_p1_sum_norm_eps)
 
     # --- IMPALA / V-trace (torchbeast_procgen README + polybeast_learner defaults) ---
     c.total_steps = 300_000_000       # env steps over all games (also the LR-decay horizon)
