@@ -68,6 +68,7 @@ _QUEUE_WAIT = "waiting for room in the full rollout queue"
 
 @dataclasses.dataclass
 class Unroll:
+    """One actor's rollout of N unrolls, as put on the rollout queue."""
     batch: Batch                 # host numpy, N unrolls
     params_version: np.ndarray   # [N] version of the params that acted
     game_ids: np.ndarray         # [N]
@@ -82,11 +83,13 @@ class ParamsStore:
         self._params, self._version = params, version
 
     def publish(self, params, version: int):
+        """Makes `params` (policy version `version`) the newest; waits until they are computed."""
         jax.block_until_ready(params)  # cleanba: unfinished arrays in other threads can hang jit
         with self._lock:
             self._params, self._version = params, version
 
     def latest(self):
+        """-> (params, version): the newest published pair."""
         with self._lock:
             return self._params, self._version
 
@@ -139,6 +142,8 @@ class SebulbaRunner:
 
     # -- actors -----------------------------------------------------------------------------
     def start(self):
+        """Starts config.num_actor_threads actor threads (round-robin over actor_devices); the
+        calling thread is the learner's (actors end if it ends without close())."""
         self._learner_thread = threading.current_thread()
         now = time.monotonic()
         for actor_id in range(self.config.num_actor_threads):
@@ -232,6 +237,8 @@ class SebulbaRunner:
 
     # -- learner side -----------------------------------------------------------------------
     def check_errors(self):
+        """Raises:
+          ActorFailed: an actor thread raised (the first error, with its traceback)."""
         if self.errors:
             name, error, tb = self.errors[0]
             raise ActorFailed(f"{name} failed with {type(error).__name__}: {error}\n{tb}") from error
@@ -291,9 +298,11 @@ class SebulbaRunner:
         return slice_batch(batch, 0, batch_size), versions[:batch_size]
 
     def publish(self, params, version: int):
+        """Hands the learner's new `params` (after update number `version`) to the actors."""
         self.params_store.publish(params, version)
 
     def drain_episodes(self) -> list[EpisodeRecord]:
+        """Episodes finished by the actors since the last call."""
         out = []
         while self.episodes:
             out.append(self.episodes.popleft())

@@ -17,7 +17,7 @@ import pytest
 from rl.agent import make_agent
 from rl.fake_env import FakeEnv
 from rl.sebulba import ActorFailed, ActorStalled, SebulbaRunner, unroll_timeout
-from rl.training import init_params
+from rl.learner import init_params
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_rl_sebulba import REPO, _tiny_config  # noqa: E402
