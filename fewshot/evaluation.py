@@ -5,7 +5,8 @@ fixed test episodes, with the 95% Student-t confidence interval t_{0.975, num_se
 sqrt(num_sets) over the set means (s = sample std; srwm_jax.stats.t_interval); the set
 accuracies are returned and printed too. (The original code uses 1.96 * population std /
 num_sets, which understates it.) The episodes are a function of the seed only, so every model
-is tested on the same episodes. Writes workdir/eval_<split>.json and a Markdown row in the format of Table 1.
+is tested on the same episodes. Writes workdir/eval_<split>.json and a Markdown row in the
+format of Table 1.
 
 `evaluate_sequential` (delayed-label runs, Tables 2/7, Figs. 4/6): total accuracy per dataset
 segment and instance-level accuracy of the 1st, 2nd, 3rd, 5th and 10th occurrence of each class,
