@@ -14,6 +14,7 @@ import numpy as np
 from absl import app, flags
 
 from rl.evaluation import load_run_config, random_returns
+from srwm_jax.stats import sem as standard_error
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
@@ -49,7 +50,7 @@ def main(argv):
                               distribution_mode=mode, seed=FLAGS.seed, **num_actions)
     means = {g: float(np.mean(r)) for g, r in per_game.items()}
     for g, r in per_game.items():
-        print(f"{g:>10}: random-policy return {np.mean(r):.2f} +- {np.std(r) / np.sqrt(len(r)):.2f}"
+        print(f"{g:>10}: random-policy return {np.mean(r):.2f} +- {standard_error(r) if len(r) else float('nan'):.2f}"
               f" (s.e.m., {len(r)} episodes, levels {start}..{start + num - 1}, {mode})")
     if FLAGS.workdir:
         with open(os.path.join(FLAGS.workdir, "random_baseline.json"), "w") as f:
