@@ -50,7 +50,8 @@ def main(argv):
                               distribution_mode=mode, seed=FLAGS.seed, **num_actions)
     means = {g: float(np.mean(r)) for g, r in per_game.items()}
     for g, r in per_game.items():
-        print(f"{g:>10}: random-policy return {np.mean(r):.2f} +- {standard_error(r) if len(r) else float('nan'):.2f}"
+        sem = standard_error(r) if len(r) else float("nan")  # sample std / sqrt(n)
+        print(f"{g:>10}: random-policy return {np.mean(r):.2f} +- {sem:.2f}"
               f" (s.e.m., {len(r)} episodes, levels {start}..{start + num - 1}, {mode})")
     if FLAGS.workdir:
         with open(os.path.join(FLAGS.workdir, "random_baseline.json"), "w") as f:
