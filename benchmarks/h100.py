@@ -343,13 +343,9 @@ class KernelCase:
         return "-".join(parts)
 
 
-def kernels_accept_reset() -> bool:
-    """Whether both kernel entry points take a ``reset`` argument (the ops issue)."""
-    import inspect
-
-    import kernels
-    return all("reset" in inspect.signature(f).parameters
-               for f in (kernels.srwm_pallas, kernels.delta_rule_pallas))
+# Masked variants: add True once kernels.srwm_pallas / delta_rule_pallas take ``reset`` ([B, T]
+# bool, the ops issue); every case is then also compiled with a mask (see case_programs).
+RESET_VARIANTS = (False,)
 
 
 def _delta_code_paths():
@@ -373,17 +369,14 @@ def _delta_code_paths():
     return pairs
 
 
-def kernel_cases(reset_variants: tuple[bool, ...] | None = None) -> list[KernelCase]:
+def kernel_cases(reset_variants: tuple[bool, ...] = RESET_VARIANTS) -> list[KernelCase]:
     """Every kernel code path worth compiling (see the README's occupancy section).
 
     SRWM: d x input_softmax x dtype at T=76 (two checkpoint chunks at d=16), plus T in
     {1, 50, 4096} at d=16 and T=4096 at d=64 (one step; one partial chunk; many chunks).
     Delta rule: the (dk, dv) pairs of :func:`_delta_code_paths` in float32, bf16 at the
-    smallest and largest, T in {1, 4096} at (16, 16). ``reset_variants`` defaults to (False,)
-    plus True when the kernels take a ``reset`` mask: then each case is also compiled masked.
+    smallest and largest, T in {1, 4096} at (16, 16). Each case once per ``reset_variants``.
     """
-    if reset_variants is None:
-        reset_variants = (False, True) if kernels_accept_reset() else (False,)
     base = []
     for d in (16, 32, 64):
         for softmax in (True, False):

@@ -82,10 +82,10 @@ def test_ptxas_parser_reads_spills():
 
 def test_occupancy_matches_hand_count():
     """128 regs x 32 threads: 4096 regs per warp -> 16 warps -> 16 blocks (register bound);
-    168 x 64: 5376 regs per warp -> 12 warps -> 6 blocks; 32 x 1024: 2 blocks (threads);
+    168 x 64: 5376 regs per warp -> 12 warps -> 6 blocks; 16 x 1024: 2 blocks (threads);
     100 KB shared memory: 2 blocks (228 KB per SM, 1 KB reserved per block)."""
     assert h100.occupancy(128, 32, 128) == h100.Occupancy(16, 16, "registers")
     assert h100.occupancy(168, 64, 128) == h100.Occupancy(6, 12, "registers")
-    assert h100.occupancy(32, 1024, 0) == h100.Occupancy(2, 64, "threads")
+    assert h100.occupancy(16, 1024, 0) == h100.Occupancy(2, 64, "threads")
     assert h100.occupancy(32, 64, 100 * 1024) == h100.Occupancy(2, 4, "shared memory")
     assert h100.occupancy(16, 32, 0) == h100.Occupancy(32, 32, "blocks")
