@@ -159,7 +159,7 @@ class KernelResources:
     spill_stores: int        # bytes
     spill_loads: int         # bytes
     stack_bytes: int
-    triton: bool             # a Pallas (Triton) kernel, not one of XLA's own fusions
+    pallas: bool             # a Pallas kernel (``pl.pallas_call(name=...)``), not XLA's own
 
     @property
     def blocks(self) -> int:
@@ -176,8 +176,8 @@ class CompiledProgram:
     seconds: float           # trace + lower + compile (XLA, Triton, ptxas)
     kernels: list[KernelResources]
 
-    def triton_kernels(self) -> list[KernelResources]:
-        return [k for k in self.kernels if k.triton]
+    def pallas_kernels(self) -> list[KernelResources]:
+        return [k for k in self.kernels if k.pallas]
 
 
 _THUNK = re.compile(r"\]\s+(\S+)\s+grid:\s*\[(\d+),\s*(\d+),\s*(\d+)\]"
@@ -185,8 +185,8 @@ _THUNK = re.compile(r"\]\s+(\S+)\s+grid:\s*\[(\d+),\s*(\d+),\s*(\d+)\]"
 _PTXAS_ENTRY = re.compile(r"Compiling entry function '([^']+)'")
 _PTXAS_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _PTXAS_REGS = re.compile(r"Used (\d+) registers")
-# Triton's PTX declares its dynamic shared memory under this name; XLA's emitters do not.
-_TRITON_MARK = "global_smem"
+# A Pallas GPU (Triton) call lowers to this custom call; its backend config holds the kernel's name.
+_PALLAS_NAME = re.compile(r'xla\.gpu\.triton.*?[{ ,]name = "([^"]+)"')
 
 
 def parse_thunks(text: str) -> dict[str, tuple]:
@@ -228,8 +228,17 @@ def run_ptxas(ptx_path: Path, ptxas: str) -> dict[str, dict]:
     return parse_ptxas(result.stderr + result.stdout)
 
 
-def kernel_resources(dump_dir: Path, ptxas: str, triton_only: bool = True) -> list[KernelResources]:
-    """Reads one compile's XLA dump: launch shapes from the thunk sequence, resources from ptxas."""
+def pallas_kernel_names(lowered_text: str) -> set[str]:
+    """Names of the Pallas kernels in a lowered program (``jax.stages.Lowered.as_text()``)."""
+    return set(_PALLAS_NAME.findall(lowered_text))
+
+
+def kernel_resources(dump_dir: Path, ptxas: str, pallas_names=None) -> list[KernelResources]:
+    """Reads one compile's XLA dump: launch shapes from the thunk sequence, resources from ptxas.
+
+    pallas_names: the Pallas kernel names (XLA may suffix them, ``srwm_fwd__1``); when given,
+    only those kernels are read (ptxas on every XLA fusion of a big program takes a while).
+    """
     thunk_files = sorted(dump_dir.glob("*.thunk_sequence.txt"))
     if not thunk_files:
         raise RuntimeError(f"no thunk sequence in {dump_dir}: did XLA dump this compile?")
@@ -239,24 +248,25 @@ def kernel_resources(dump_dir: Path, ptxas: str, triton_only: bool = True) -> li
     out = []
     for ptx in sorted(dump_dir.glob("*.ptx")):
         text = ptx.read_text()
-        triton = _TRITON_MARK in text
         entries = [e for e in re.findall(r"\.entry\s+(\S+?)\s*\(", text) if e in launches]
-        if not entries or (triton_only and not triton):
+        if pallas_names is not None:
+            entries = [e for e in entries if e.split("__")[0] in pallas_names]
+        if not entries:
             continue
         resources = run_ptxas(ptx, ptxas)
         for name in entries:
             grid, threads, shared = launches[name]
             out.append(KernelResources(name=name, grid=grid, threads=threads, shared_bytes=shared,
-                                       triton=triton, **resources[name]))
+                                       pallas=pallas_names is not None, **resources[name]))
     return out
 
 
-def compile_for(fn, *args, triton_only: bool = True, ptxas: str | None = None,
+def compile_for(fn, *args, pallas_only: bool = True, ptxas: str | None = None,
                 keep_dump: str | None = None) -> CompiledProgram:
     """Compiles ``jax.jit(fn)`` for the described H100; args are :func:`on_h100` structs.
 
     Raises whatever the compiler raises (e.g. RESOURCE_EXHAUSTED on a shared-memory overflow)
-    and RuntimeError when ptxas is missing or fails. ``triton_only``: read only the Pallas
+    and RuntimeError when ptxas is missing or fails. ``pallas_only``: read only the Pallas
     kernels' resources (XLA's own fusions are not ours to tune). ``keep_dump`` keeps XLA's dump.
     """
     import jax
@@ -269,9 +279,10 @@ def compile_for(fn, *args, triton_only: bool = True, ptxas: str | None = None,
         start = time.perf_counter()
         with _mesh_context():
             lowered = jax.jit(fn).trace(*args).lower()
+        names = pallas_kernel_names(lowered.as_text()) if pallas_only else None
         compiled = lowered.compile(compiler_options={"xla_dump_to": dump})
         seconds = time.perf_counter() - start
-        kernels = kernel_resources(Path(dump), ptxas, triton_only=triton_only)
+        kernels = kernel_resources(Path(dump), ptxas, pallas_names=names)
     return CompiledProgram(compiled=compiled, seconds=seconds, kernels=kernels)
 
 
@@ -475,7 +486,7 @@ def compile_cases(cases, ptxas: str | None = None, log=None) -> list[dict]:
                 if log:
                     log(f"{label}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:200]}")
                 continue
-            for k in program.triton_kernels():
+            for k in program.pallas_kernels():
                 occ = occupancy(k.registers, k.threads, k.shared_bytes)
                 rows.append(dict(case=case.name, program=program_name, kernel=k.name,
                                  grid=k.blocks, threads=k.threads, registers=k.registers,
@@ -486,7 +497,7 @@ def compile_cases(cases, ptxas: str | None = None, log=None) -> list[dict]:
             if log:
                 log(f"{label}: {program.seconds:.1f} s, "
                     + ", ".join(f"{k.name} {k.registers} regs x {k.threads} threads"
-                                for k in program.triton_kernels()))
+                                for k in program.pallas_kernels()))
     return rows
 
 
