@@ -359,7 +359,7 @@ class KernelCase:
 RESET_VARIANTS = (False,)
 
 
-def _delta_code_paths():
+def delta_code_paths():
     """(dk, dv) pairs of {16..128}^2 that give a new forward or backward kernel code path.
 
     A delta-rule kernel's code depends on dk and the block config (BB, BV, warps), not on dv
@@ -385,7 +385,7 @@ def kernel_cases(reset_variants: tuple[bool, ...] = RESET_VARIANTS) -> list[Kern
 
     SRWM: d x input_softmax x dtype at T=76 (two checkpoint chunks at d=16), plus T in
     {1, 50, 4096} at d=16 and T=4096 at d=64 (one step; one partial chunk; many chunks).
-    Delta rule: the (dk, dv) pairs of :func:`_delta_code_paths` in float32, bf16 at the
+    Delta rule: the (dk, dv) pairs of :func:`delta_code_paths` in float32, bf16 at the
     smallest and largest, T in {1, 4096} at (16, 16). Each case once per ``reset_variants``.
     """
     base = []
@@ -395,7 +395,7 @@ def kernel_cases(reset_variants: tuple[bool, ...] = RESET_VARIANTS) -> list[Kern
                 base.append(KernelCase("srwm", d, dtype=dtype, input_softmax=softmax))
     base += [KernelCase("srwm", 16, seq_len=t) for t in (1, 50, 4096)]
     base.append(KernelCase("srwm", 64, seq_len=4096))
-    pairs = _delta_code_paths()
+    pairs = delta_code_paths()
     base += [KernelCase("delta", dk, dv) for dk, dv in pairs]
     base += [KernelCase("delta", dk, dv, dtype="bfloat16") for dk, dv in (pairs[0], pairs[-1])]
     base += [KernelCase("delta", 16, 16, seq_len=t) for t in (1, 4096)]
