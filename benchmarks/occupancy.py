@@ -1,6 +1,7 @@
 """H100 occupancy of the Pallas kernels, beside the original IDSIA/modern-srwm CUDA kernels.
 
-    python -m benchmarks.occupancy [--markdown]      # ~2 min of compiles on 2 CPU cores
+    python -m benchmarks.occupancy                 # ~2 min of compiles on 2 CPU cores
+    python -m benchmarks.occupancy --alternatives  # + SRWM block configs other than the defaults
 
 Compiles every kernel for an H100 without a GPU (``benchmarks/h100.py``: XLA + Triton + ptxas
 for sm_90a), reads registers per thread, threads per block and shared memory per block, and
@@ -124,6 +125,61 @@ def original_rows():
     return rows
 
 
+def alternative_configs():
+    """SRWM block configs to compare with the defaults at the few-shot shape (B*H = 2048):
+    (d, block_seqs, num_warps, num_warps_bwd). Chosen around the two tight spots of the
+    default table: d=16 backward (168 registers, 6 blocks/SM) and d=64 backward (128 registers
+    x 512 threads: the whole register file, 1 block/SM)."""
+    return [(16, 1, 1, 1), (16, 2, 1, 4), (16, 4, 2, 4), (32, 1, 2, 2), (64, 1, 4, 8),
+            (64, 1, 8, 32)]
+
+
+def alternative_rows(log):
+    import jax
+    import jax.numpy as jnp
+
+    import kernels
+    from kernels.srwm import SRWMBlockConfig
+    from srwm_jax import SRWMWeights
+    b, h, t = SHAPES["few-shot"]
+    rows = []
+    for d, block_seqs, warps, warps_bwd in alternative_configs():
+        config = SRWMBlockConfig(block_seqs=block_seqs, num_warps=warps, num_warps_bwd=warps_bwd,
+                                 chunk=4 * d)
+        mat = h100.on_h100((b, h, d, d), jnp.float32)
+        args = (h100.on_h100((b, t, h, d), jnp.float32),
+                SRWMWeights(y=mat, q=mat, k=mat, b=h100.on_h100((b, h, d, 4), jnp.float32)))
+
+        def loss(x, W, config=config):
+            y, W_T = kernels.srwm_pallas(x, W, input_softmax=False, config=config)
+            return sum(jnp.sum(a) for a in jax.tree.leaves((y, W_T)))
+        label = f"srwm d={d} BB={block_seqs} warps={warps}/{warps_bwd}"
+        try:
+            program = h100.compile_for(jax.grad(loss, argnums=(0, 1)), *args)
+        except Exception as e:  # a config that does not compile is a result too
+            rows.append((label, None, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"))
+            continue
+        for k in program.pallas_kernels():
+            rows.append((label, k, None))
+        log(f"{label}: {program.seconds:.1f} s")
+    return rows
+
+
+def alternatives_table(rows) -> str:
+    head = ("| config (few-shot shape) | kernel | grid | threads | regs/thread | spill st/ld (B) "
+            "| blocks/SM | warps/SM | waves |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for label, k, error in rows:
+        if k is None:
+            lines.append(f"| {label} | compile error: {error} | | | | | | | |")
+            continue
+        occ = h100.occupancy(k.registers, k.threads, k.shared_bytes)
+        lines.append(f"| {label} | {k.name.split('__')[0]} | {k.blocks} | {k.threads} "
+                     f"| {k.registers} | {k.spill_stores}/{k.spill_loads} | {occ.blocks_per_sm} "
+                     f"| {occ.warps_per_sm} | {occ.waves(k.blocks):.2f} |")
+    return "\n".join(lines)
+
+
 def _case_label(case):
     return f"srwm d={case.d}" if case.op == "srwm" else f"delta {case.d}x{case.dv}"
 
@@ -150,7 +206,9 @@ def table(rows_ours, rows_original) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.parse_args(argv)
+    parser.add_argument("--alternatives", action="store_true",
+                        help="also compile the SRWM block configs of alternative_configs()")
+    args = parser.parse_args(argv)
     h100.use_cpu_platform()
     if not h100.cuda_plugin_installed():
         sys.exit("benchmarks.occupancy: jax's CUDA plugin is not installed; run "
@@ -165,6 +223,10 @@ def main(argv=None):
                 rows_ours.append((shape, case, r))
     print(f"H100 SXM (described; sm_90a via deviceless compile), jax {jax.__version__}")
     print(table(rows_ours, original_rows()))
+    if args.alternatives:
+        print()
+        print(alternatives_table(alternative_rows(
+            log=lambda s: print(s, file=sys.stderr, flush=True))))
     for f in failures:
         print("COMPILE ERROR", f)
     return 1 if failures else 0

@@ -89,3 +89,17 @@ def test_occupancy_matches_hand_count():
     assert h100.occupancy(16, 1024, 0) == h100.Occupancy(2, 64, "threads")
     assert h100.occupancy(32, 64, 100 * 1024) == h100.Occupancy(2, 4, "shared memory")
     assert h100.occupancy(16, 32, 0) == h100.Occupancy(32, 32, "blocks")
+
+
+@needs_cuda_plugin
+def test_actor_policy_program_compiles_for_h100_with_the_kernel_inside():
+    """A whole library program (the RL actor's single-step policy, SRWM agent) compiles for an
+    H100 with the Pallas kernel inside and fits its memory (the cheapest of
+    benchmarks/h100_programs.py; the others take minutes)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "benchmarks.h100_programs", "--programs",
+                             "rl_actor"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    row = [line for line in result.stdout.splitlines() if line.startswith("| rl_actor")]
+    assert len(row) == 1 and "srwm_fwd" in row[0] and "| yes |" in row[0], result.stdout
