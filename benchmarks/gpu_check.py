@@ -1,4 +1,4 @@
-"""One command for a GPU machine: kernel correctness on the GPU, then every benchmark, as one report.
+"""One command for a GPU machine: kernel correctness on the GPU, then the benchmarks; one report.
 
     python benchmarks/gpu_check.py OUT_DIR [--original-cuda PATH] [--skip STEP,...]
 

@@ -36,7 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# H100 SXM5 80 GB, as an XLA GpuTargetConfigProto (fields of xla/stream_executor/device_description.proto;
+# H100 SXM5 80 GB, as an XLA GpuTargetConfigProto (fields of
+# xla/stream_executor/device_description.proto;
 # values from NVIDIA's H100 datasheet and the CUDA programming guide's compute capability 9.0 table:
 # 132 SMs, 228 KiB shared memory per SM of which 227 KiB per block opt-in, 64 Ki registers per SM
 # and per block, 2048 threads per SM, 50 MiB L2, 3.35 TB/s, 1.98 GHz boost).
@@ -183,7 +184,8 @@ class CompiledProgram:
 _THUNK = re.compile(r"\]\s+(\S+)\s+grid:\s*\[(\d+),\s*(\d+),\s*(\d+)\]"
                     r"\s+threads:\s*\[(\d+),\s*(\d+),\s*(\d+)\]\s+shared_memory:\s*(\d+)")
 _PTXAS_ENTRY = re.compile(r"Compiling entry function '([^']+)'")
-_PTXAS_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
+                          r"(\d+) bytes spill loads")
 _PTXAS_REGS = re.compile(r"Used (\d+) registers")
 # A Pallas GPU (Triton) call lowers to this custom call; its backend config holds the kernel's name.
 _PALLAS_NAME = re.compile(r'xla\.gpu\.triton.*?[{ ,]name = "([^"]+)"')
@@ -344,7 +346,8 @@ class KernelCase:
     @property
     def name(self) -> str:
         dims = f"d{self.d}" if self.op == "srwm" else f"dk{self.d}-dv{self.dv}"
-        parts = [self.op, dims, f"T{self.seq_len}", {"float32": "f32", "bfloat16": "bf16"}[self.dtype]]
+        dtype = {"float32": "f32", "bfloat16": "bf16"}[self.dtype]
+        parts = [self.op, dims, f"T{self.seq_len}", dtype]
         if self.op == "srwm":
             parts.append("softmax" if self.input_softmax else "nosoftmax")
         if self.reset:
@@ -464,7 +467,8 @@ def format_table(rows: list[dict]) -> str:
             "| blocks/SM | warps/SM | limited by | compile (s) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['program']} | {r['kernel']} | {r['grid']} | {r['threads']} | {r['registers']} "
+        lines.append(f"| {r['case']} | {r['program']} | {r['kernel']} | {r['grid']} "
+                     f"| {r['threads']} | {r['registers']} "
                      f"| {r['spill_stores']}/{r['spill_loads']} | {r['shared_bytes']} "
                      f"| {r['blocks_per_sm']} | {r['warps_per_sm']} | {r['limited_by']} "
                      f"| {r['seconds']:.1f} |")

@@ -1,6 +1,6 @@
 """Whole training programs compiled for an H100 without a GPU: memory and compile time.
 
-    python -m benchmarks.h100_programs [--programs fewshot_omniglot,fewshot_miniimagenet,rl_learner,rl_actor]
+    python -m benchmarks.h100_programs [--programs NAME,...]   # all four by default, ~5 min
 
 Deviceless AOT compile (``benchmarks/h100.py``) of the library's own programs with the
 Pallas kernels inside:
@@ -50,9 +50,10 @@ def _fewshot(config_module: str):
     queries = config.get("train_queries", 1)
 
     def batch(b):
-        return {"support_images": jax.ShapeDtypeStruct((b, n * k, size, size, channels), jnp.float32),
+        image = (size, size, channels)
+        return {"support_images": jax.ShapeDtypeStruct((b, n * k, *image), jnp.float32),
                 "support_labels": jax.ShapeDtypeStruct((b, n * k), jnp.int32),
-                "query_images": jax.ShapeDtypeStruct((b, queries, size, size, channels), jnp.float32),
+                "query_images": jax.ShapeDtypeStruct((b, queries, *image), jnp.float32),
                 "query_labels": jax.ShapeDtypeStruct((b, queries), jnp.int32)}
 
     key = jax.random.key(0)
@@ -138,7 +139,6 @@ BUILDERS = {
 
 def compile_program(name: str) -> dict:
     """Compiles one program of :data:`PROGRAMS` for the described H100; returns a result row."""
-    import jax
     fn, args, label, context = BUILDERS[name]()
     start = time.perf_counter()
     with context:
@@ -148,7 +148,6 @@ def compile_program(name: str) -> dict:
     peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
             - mem.alias_size_in_bytes)
     kernels = program.pallas_kernels()
-    del jax
     return dict(program=name, shape=label, seconds=seconds,
                 argument=mem.argument_size_in_bytes, output=mem.output_size_in_bytes,
                 temp=mem.temp_size_in_bytes, alias=mem.alias_size_in_bytes, peak=peak,

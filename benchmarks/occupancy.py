@@ -191,7 +191,8 @@ def table(rows_ours, rows_original) -> str:
     for shape, case, r in rows_ours:
         occ = h100.Occupancy(r["blocks_per_sm"], r["warps_per_sm"], r["limited_by"])
         part = "fwd" if r["kernel"].split("__")[0].endswith("fwd") else "bwd"
-        lines.append(f"| {shape} | {_case_label(case)} | ours | {PROGRAM_LABEL[(r['program'], part)]} "
+        launch = PROGRAM_LABEL[(r["program"], part)]
+        lines.append(f"| {shape} | {_case_label(case)} | ours | {launch} "
                      f"| {r['grid']} | {r['threads']} | {r['registers']} | {r['shared_bytes']} "
                      f"| {occ.blocks_per_sm} | {occ.warps_per_sm} | {occ.limited_by} "
                      f"| {occ.waves(r['grid']):.2f} |")

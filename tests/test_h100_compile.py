@@ -10,6 +10,7 @@ printed. A compile error fails the case; so does any spill that ``ptxas -v`` rep
 
 Skipped only when jax's CUDA plugin is not installed (``benchmarks/install_cuda_plugin.sh``).
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -42,10 +43,10 @@ def compiled_rows(tmp_path_factory, request):
     if not out.exists():
         pytest.fail(f"benchmarks.h100 crashed (exit {result.returncode}):\n{result.stderr[-4000:]}")
     rows = json.loads(out.read_text())
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("\nH100 (sm_90a) compile of every kernel case:")
-        reporter.write_line(h100.format_table([r for r in rows if "error" not in r]))
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print("\nH100 (sm_90a) compile of every kernel case:")
+        print(h100.format_table([r for r in rows if "error" not in r]), flush=True)
     by_program = {}
     for r in rows:
         by_program.setdefault((r["case"], r["program"]), []).append(r)

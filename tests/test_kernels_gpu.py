@@ -56,7 +56,8 @@ def _assert_trees_close(what, got, want, tol_for):
         g64, w64 = (np.asarray(jnp.asarray(a, jnp.float32), np.float64) for a in (g, w))
         err = np.abs(g64 - w64).max() / max(np.abs(w64).max(), 1e-6)
         tol = tol_for(g.dtype)
-        assert err <= tol, f"{what}[{i}] ({g.dtype}, {g.shape}): relative error {err:.2e} > {tol:.0e}"
+        assert err <= tol, (f"{what}[{i}] ({g.dtype}, {g.shape}): relative error "
+                            f"{err:.2e} > {tol:.0e}")
 
 
 def _tolerances(dtype, seq_len):
