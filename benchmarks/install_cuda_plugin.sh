@@ -10,7 +10,11 @@
 set -euo pipefail
 PYTHON=${PYTHON:-python}
 version=$("$PYTHON" -c 'import jax; print(jax.__version__)')
-"$PYTHON" -m pip install --no-deps "jax-cuda12-plugin==${version}" "jax-cuda12-pjrt==${version}"
+if ! "$PYTHON" -m pip install --no-deps "jax-cuda12-plugin==${version}" "jax-cuda12-pjrt==${version}"; then
+  # Not fatal: tests/test_h100_compile.py then skips, naming this script.
+  echo "install_cuda_plugin.sh: no jax-cuda12-plugin ${version} could be installed; the H100 compile tests will skip" >&2
+  exit 0
+fi
 if ! command -v ptxas >/dev/null 2>&1; then
   "$PYTHON" -m pip install --no-deps nvidia-cuda-nvcc-cu12
 fi
