@@ -1,6 +1,6 @@
 """Deviceless ahead-of-time compilation for an NVIDIA H100 on a machine without a GPU.
 
-    python -m benchmarks.h100 [--json OUT] [--only NAME,...]   # compile every kernel case, print a table
+    python -m benchmarks.h100 [--json OUT] [--only NAME,...]   # compile every kernel case
 
 jax compiles for a *described* GPU: ``jax.experimental.topologies.get_topology_desc`` with
 ``platform="cuda"`` and an XLA ``GpuTargetConfigProto`` (text below) gives a one-device mesh;
