@@ -357,9 +357,14 @@ class KernelCase:
         return "-".join(parts)
 
 
-# Masked variants: add True once kernels.srwm_pallas / delta_rule_pallas take ``reset`` ([B, T]
-# bool, the ops issue); every case is then also compiled with a mask (see case_programs).
-RESET_VARIANTS = (False,)
+def kernels_take_reset() -> bool:
+    """Whether the kernels take per-step reset masks (``reset``; SRWM also ``reset_weights``)."""
+    import inspect
+
+    import kernels
+    srwm = inspect.signature(kernels.srwm_pallas).parameters
+    delta = inspect.signature(kernels.delta_rule_pallas).parameters
+    return "reset" in srwm and "reset_weights" in srwm and "reset" in delta
 
 
 def delta_code_paths():
@@ -383,26 +388,39 @@ def delta_code_paths():
     return pairs
 
 
-def kernel_cases(reset_variants: tuple[bool, ...] = RESET_VARIANTS) -> list[KernelCase]:
+def kernel_cases(masked: bool | None = None) -> list[KernelCase]:
     """Every kernel code path worth compiling (see the README's occupancy section).
 
     SRWM: d x input_softmax x dtype at T=76 (two checkpoint chunks at d=16), plus T in
     {1, 50, 4096} at d=16 and T=4096 at d=64 (one step; one partial chunk; many chunks).
     Delta rule: the (dk, dv) pairs of :func:`delta_code_paths` in float32, bf16 at the
-    smallest and largest, T in {1, 4096} at (16, 16). Each case once per ``reset_variants``.
+    smallest and largest, T in {1, 4096} at (16, 16).
+    masked (default: :func:`kernels_take_reset`): also compile with a reset mask every SRWM
+    head size (float32, softmax), SRWM d=16 in bf16 and at T=4096, every delta-rule pair and
+    the delta rule at T=4096: the mask adds the same load-and-select to every kernel, so the
+    dtype and T variants need not all be repeated.
     """
-    base = []
+    if masked is None:
+        masked = kernels_take_reset()
+    cases = []
     for d in (16, 32, 64):
         for softmax in (True, False):
             for dtype in ("float32", "bfloat16"):
-                base.append(KernelCase("srwm", d, dtype=dtype, input_softmax=softmax))
-    base += [KernelCase("srwm", 16, seq_len=t) for t in (1, 50, 4096)]
-    base.append(KernelCase("srwm", 64, seq_len=4096))
+                cases.append(KernelCase("srwm", d, dtype=dtype, input_softmax=softmax))
+    cases += [KernelCase("srwm", 16, seq_len=t) for t in (1, 50, 4096)]
+    cases.append(KernelCase("srwm", 64, seq_len=4096))
     pairs = delta_code_paths()
-    base += [KernelCase("delta", dk, dv) for dk, dv in pairs]
-    base += [KernelCase("delta", dk, dv, dtype="bfloat16") for dk, dv in (pairs[0], pairs[-1])]
-    base += [KernelCase("delta", 16, 16, seq_len=t) for t in (1, 4096)]
-    return [dataclasses.replace(c, reset=r) for r in reset_variants for c in base]
+    cases += [KernelCase("delta", dk, dv) for dk, dv in pairs]
+    cases += [KernelCase("delta", dk, dv, dtype="bfloat16") for dk, dv in (pairs[0], pairs[-1])]
+    cases += [KernelCase("delta", 16, 16, seq_len=t) for t in (1, 4096)]
+    if masked:
+        with_mask = ([KernelCase("srwm", d) for d in (16, 32, 64)]
+                     + [KernelCase("srwm", 16, dtype="bfloat16", input_softmax=False),
+                        KernelCase("srwm", 16, seq_len=4096)]
+                     + [KernelCase("delta", dk, dv) for dk, dv in pairs]
+                     + [KernelCase("delta", 16, 16, seq_len=4096)])
+        cases += [dataclasses.replace(c, reset=True) for c in with_mask]
+    return cases
 
 
 def case_programs(case: KernelCase) -> dict:
@@ -427,10 +445,13 @@ def case_programs(case: KernelCase) -> dict:
 
     if case.op == "srwm":
         mat = on_h100((b, h, d, d), jnp.float32)
-        args = (on_h100((b, t, h, d), dtype),
-                SRWMWeights(y=mat, q=mat, k=mat, b=on_h100((b, h, d, 4), jnp.float32)))
+        weights = SRWMWeights(y=mat, q=mat, k=mat, b=on_h100((b, h, d, 4), jnp.float32))
+        # Masked: the layers restart from the slow weights (reset_weights), a differentiable input.
+        args = (on_h100((b, t, h, d), dtype), weights) + ((weights,) if case.reset else ())
 
-        def run(x, W, **kw):
+        def run(x, W, *reset_weights, **kw):
+            if reset_weights:
+                kw["reset_weights"] = reset_weights[0]
             return kernels.srwm_pallas(x, W, input_softmax=case.input_softmax, **kw)
     elif case.op == "delta":
         dv = case.dv
@@ -443,8 +464,8 @@ def case_programs(case: KernelCase) -> dict:
     else:
         raise ValueError(f"KernelCase.op={case.op!r}: choose 'srwm' or 'delta'")
 
-    # A reset mask [B, T] (True: the state is reset to its initial value before step t) is a
-    # non-differentiable extra input, passed by keyword.
+    # A reset mask [B, T] (True: the state restarts before step t) is a non-differentiable extra
+    # input, passed by keyword (the delta rule restarts from zeros, as the DeltaNet layer does).
     masks = (on_h100((b, t), jnp.bool_),) if case.reset else ()
     n = len(args)
 

@@ -3,10 +3,10 @@
 Deviceless AOT compilation (``benchmarks/h100.py``) runs XLA, Triton and ptxas for sm_90a on
 this CPU machine; the cases are ``benchmarks.h100.kernel_cases()`` (every code path: SRWM
 d x input_softmax x dtype, the delta-rule (dk, dv) pairs with distinct block configs, T in
-{1, 50, 76, 4096}, each as a forward program and a jax.grad program; masked variants too once
-the kernels take ``reset``). All are compiled once, in one subprocess with JAX_PLATFORMS=cpu
-(the CUDA plugin must not try to load CUDA in the test process), and the per-kernel table is
-printed. A compile error fails the case; so does any spill that ``ptxas -v`` reports.
+{1, 50, 76, 4096}, each as a forward program and a jax.grad program; masked variants too when
+the kernels take ``reset``, see ``benchmarks.h100.kernels_take_reset``). All are compiled once,
+in one subprocess with JAX_PLATFORMS=cpu (the CUDA plugin must not try to load CUDA in the test
+process), and the per-kernel table is printed. A compile error fails the case; so does any spill that ``ptxas -v`` reports.
 
 Skipped only when jax's CUDA plugin is not installed (``benchmarks/install_cuda_plugin.sh``).
 """
@@ -28,9 +28,14 @@ needs_cuda_plugin = pytest.mark.skipif(
     reason="jax's CUDA plugin is not installed (run benchmarks/install_cuda_plugin.sh)")
 
 CASES = h100.kernel_cases()
-EXPECTED_KERNELS = {("srwm", "forward"): {"srwm_fwd"}, ("srwm", "grad"): {"srwm_fwd", "srwm_bwd"},
-                    ("delta", "forward"): {"delta_rule_fwd"},
-                    ("delta", "grad"): {"delta_rule_fwd", "delta_rule_bwd"}}
+# Kernel roles each program must contain, by name prefix (the masked kernels may carry a suffix,
+# and XLA adds "__N" to repeated names).
+EXPECTED_ROLES = {"forward": {"fwd"}, "grad": {"fwd", "bwd"}}
+KERNEL_PREFIX = {"srwm": "srwm_", "delta": "delta_rule_"}
+
+
+def _role(kernel_name):
+    return "bwd" if "_bwd" in kernel_name else "fwd"
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +66,9 @@ def test_kernel_compiles_for_h100_without_spills(compiled_rows, case, program):
     assert rows, f"{case.name} {program}: no result (was the case list the same in the subprocess?)"
     errors = [r["error"] for r in rows if "error" in r]
     assert not errors, f"{case.name} {program} failed to compile for H100:\n{errors[0]}"
-    names = {r["kernel"].split("__")[0] for r in rows}
-    assert names == EXPECTED_KERNELS[(case.op, program)], names
+    names = [r["kernel"] for r in rows]
+    assert all(n.startswith(KERNEL_PREFIX[case.op]) for n in names), names
+    assert {_role(n) for n in names} == EXPECTED_ROLES[program], names
     for r in rows:
         assert r["spill_stores"] == 0 and r["spill_loads"] == 0, (
             f"{case.name} {program}: {r['kernel']} spills ({r['spill_stores']} B stored, "
