@@ -6,7 +6,8 @@ d x input_softmax x dtype, the delta-rule (dk, dv) pairs with distinct block con
 {1, 50, 76, 4096}, each as a forward program and a jax.grad program; masked variants too when
 the kernels take ``reset``, see ``benchmarks.h100.kernels_take_reset``). All are compiled once,
 in one subprocess with JAX_PLATFORMS=cpu (the CUDA plugin must not try to load CUDA in the test
-process), and the per-kernel table is printed. A compile error fails the case; so does any spill that ``ptxas -v`` reports.
+process), and the per-kernel table is printed. A compile error fails the case; so does any
+spill that ``ptxas -v`` reports.
 
 Skipped only when jax's CUDA plugin is not installed (``benchmarks/install_cuda_plugin.sh``).
 """
