@@ -396,7 +396,7 @@ def kernel_cases(masked: bool | None = None) -> list[KernelCase]:
     Delta rule: the (dk, dv) pairs of :func:`delta_code_paths` in float32, bf16 at the
     smallest and largest, T in {1, 4096} at (16, 16).
     masked (default: :func:`kernels_take_reset`): also compile with a reset mask every SRWM
-    head size (float32, softmax), SRWM d=16 in bf16 and at T=4096, every delta-rule pair and
+    head size (float32, softmax), SRWM d=16 in bf16 and at T=50 (RL) and 4096, every delta pair and
     the delta rule at T=4096: the mask adds the same load-and-select to every kernel, so the
     dtype and T variants need not all be repeated.
     """
@@ -416,7 +416,7 @@ def kernel_cases(masked: bool | None = None) -> list[KernelCase]:
     if masked:
         with_mask = ([KernelCase("srwm", d) for d in (16, 32, 64)]
                      + [KernelCase("srwm", 16, dtype="bfloat16", input_softmax=False),
-                        KernelCase("srwm", 16, seq_len=4096)]
+                        KernelCase("srwm", 16, seq_len=50), KernelCase("srwm", 16, seq_len=4096)]
                      + [KernelCase("delta", dk, dv) for dk, dv in pairs]
                      + [KernelCase("delta", 16, 16, seq_len=4096)])
         cases += [dataclasses.replace(c, reset=True) for c in with_mask]
