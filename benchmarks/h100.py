@@ -91,7 +91,7 @@ H100 = GpuLimits()
 
 
 def use_cpu_platform() -> None:
-    """Sets JAX_PLATFORMS=cpu unless set; must run before jax starts its backends."""
+    """Sets JAX_PLATFORMS=cpu unless set; must run before jax is imported (jax reads it then)."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
