@@ -15,11 +15,12 @@ import jax
 import numpy as np
 
 from configs.fewshot.omniglot_srwm import get_config
-from fewshot.train import build, images_per_episode, initial_state
+from fewshot.tasks import get_task
+from fewshot.trainer import build, initial_state
 
 
 def synthetic_batch(config, batch_size, rng):
-    N, K, Q, S = config.n_way, config.k_shot, config.get("train_queries", 1), config.image_size
+    N, K, Q, S = config.n_way, config.k_shot, config.train_queries, config.image_size
     return {"support_images": rng.random((batch_size, N * K, S, S, 1), np.float32),
             "support_labels": rng.integers(0, N, (batch_size, N * K)).astype(np.int32),
             "query_images": rng.random((batch_size, Q, S, S, 1), np.float32),
@@ -40,7 +41,7 @@ def seconds_per_step(config, steps):
     for _ in range(steps):
         state, metrics = train_step(state, batch, key)
     jax.block_until_ready(metrics)
-    return (time.perf_counter() - t) / steps, config.batch_size * images_per_episode(config)
+    return (time.perf_counter() - t) / steps, config.batch_size * get_task(config).images_per_episode(config)
 
 
 def images_per_second(model_name, batch_size, steps):

@@ -8,21 +8,12 @@ first one, so compilation is excluded. Policy lag: updates between acting and le
 """
 
 import argparse
-import importlib.util
 import logging
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load_config(path):
-    spec = importlib.util.spec_from_file_location("_bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def measure(config_path, core, seconds, overrides):
@@ -30,7 +21,8 @@ def measure(config_path, core, seconds, overrides):
 
     import jax
     from rl.training import train_and_evaluate
-    config = _load_config(config_path)
+    from srwm_jax.training.run_config import load_config_file
+    config = load_config_file(config_path)
     config.agent.core = core
     config.update(overrides)
     config.eval_episodes = 0

@@ -83,7 +83,7 @@ def bootstrap_passes(model, config, params, batch_stats, batch, key, train, num_
 def bootstrap_loss(model, config, params, batch_stats, batch, key, train):
     """Loss of one batch of bootstrapping episodes, every term averaged over the B x Q queries
     (Q = config.train_queries in training, 1 otherwise). Returns (loss, (metrics, batch_stats))."""
-    Q = int(config.get("train_queries", 1)) if train else 1
+    Q = config.train_queries if train else 1
     student, teacher, batch_stats = bootstrap_passes(model, config, params, batch_stats, batch, key, train, Q)
     n = student.shape[-1]
     student, teacher = student.reshape(-1, n), teacher.reshape(-1, n)

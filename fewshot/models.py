@@ -73,6 +73,10 @@ class ResNet12(nn.Module):
 
 
 def build_backbone(config):
+    """The vision backbone of config.backbone: Conv4 or ResNet12.
+
+    Raises:
+      ValueError: unknown config.backbone."""
     if config.backbone == "conv4":
         return Conv4(config.conv_channels, config.vision_dropout)
     if config.backbone == "res12":
@@ -112,9 +116,9 @@ class SequenceLearner(nn.Module):
                                 num_heads=c.num_heads, ff_dim=c.hidden_size * c.ff_factor,
                                 dropout=c.dropout, input_softmax=c.input_softmax,
                                 use_layer_norm=True, beta_init=c.beta_init,
-                                impl=c.get("impl", "auto"), name="memory")
-        short_conv = (ShortConv(c.short_conv, c.get("short_conv_init_std", 0.0), name="short_conv")
-                      if c.get("short_conv", 0) else None)
+                                impl=c.impl, name="memory")
+        short_conv = (ShortConv(c.short_conv, c.short_conv_init_std, name="short_conv")
+                      if c.short_conv else None)
 
         def run(x, state):
             """The memory (after the short convolution, if any; its state is then (conv, stack))."""

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from fewshot.data import SequentialStream, load_split
+from fewshot.data.sampler import prefetch_steps
 from fewshot.steps import TrainState
 
 # Occurrence indices (0-based) of the instance-level columns 1st, 2nd, 3rd, 5th, 10th.
@@ -53,6 +54,7 @@ def sequence_loss(model, config, params, batch_stats, batch, key, train):
 
 
 def init_state(model, optimizer, config, example_batch, key):
+    """Fresh TrainState (step 0) from one example sequence batch (images [1, T, S, S, C])."""
     label_inputs = delayed_label_inputs(example_batch["labels"], config.n_way)
     variables = model.init({"params": key, "dropout": key}, example_batch["images"], label_inputs,
                            train=False)
@@ -62,6 +64,7 @@ def init_state(model, optimizer, config, example_batch, key):
 
 
 def make_eval_step(model, config):
+    """-> eval_step(state, batch) -> bool [B, T] (see its docstring)."""
     def eval_step(state, batch):
         """-> bool [B, T]: whether each position's prediction is correct."""
         label_inputs = delayed_label_inputs(batch["labels"], config.n_way)
@@ -117,12 +120,14 @@ class SequentialTask:
         self.pad = config.sequential_pad
 
     def sample(self, batch_size, step, train=True):
+        """Batch `step` of `batch_size` sequences (padded to the full length if config.sequential_pad)."""
         return pad_batch(self.stream.sample(batch_size, step, train), self.length if self.pad else None)
 
     def iterate(self, batch_size, start_step=0, *, num_steps=None, prefetch=4, num_threads=1):
-        from fewshot.data.sampler import _prefetch
-        return _prefetch(lambda s: self.sample(batch_size, s, True), start_step, num_steps, prefetch,
-                         num_threads)
+        """Yields (step, sample(batch_size, step)) for step = start_step, ..., made ahead in
+        background threads (see fewshot.data.EpisodeSampler.iterate)."""
+        return prefetch_steps(lambda s: self.sample(batch_size, s, True), start_step, num_steps,
+                              prefetch, num_threads)
 
     def fixed_batches(self, num_sequences, batch_size):
         """Evaluation batches (untrimmed; order alternates with the batch index: even = A first).
@@ -148,6 +153,7 @@ class SequentialAccuracy:
         self.seg_count = np.zeros((2, 2))
 
     def add(self, batch, correct):
+        """Accumulates bool correct [B, T] of one evaluation batch."""
         correct = np.asarray(correct, np.float64)
         mask = np.asarray(batch["mask"], bool)
         for o in (0, 1):
@@ -197,15 +203,11 @@ class SequentialAccuracy:
 
 def evaluate_sequences(eval_step, mesh, state, task, num_sequences, batch_size, max_occurrence=10):
     """Runs `eval_step` on the task's fixed evaluation sequences -> SequentialAccuracy."""
-    n_dev = jax.device_count()
     acc = SequentialAccuracy(task.length, max_occurrence)
     for batch in task.fixed_batches(num_sequences, batch_size):
-        size = len(batch["labels"])
-        pad = (-size) % n_dev
-        if pad:
-            batch = jax.tree.map(lambda a: np.concatenate([a, a[:pad]]), batch)
-        correct = np.asarray(eval_step(state, mesh.put_batch(batch)))[:size]
-        acc.add(jax.tree.map(lambda a: a[:size], batch), correct)
+        padded, size = mesh.pad_batch(batch)
+        correct = np.asarray(eval_step(state, mesh.put_batch(padded)))[:size]
+        acc.add(batch, correct)
     return acc
 
 

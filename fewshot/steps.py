@@ -11,10 +11,11 @@ from fewshot.models import sync_episode_inputs
 
 @flax.struct.dataclass
 class TrainState:
-    step: jax.Array
-    params: Any
-    batch_stats: Any
-    opt_state: Any
+    """Few-shot training state (the checkpointed tree)."""
+    step: jax.Array     # int32 scalar: optimiser steps done
+    params: Any         # flax parameter pytree
+    batch_stats: Any    # BatchNorm running statistics ({} without BatchNorm)
+    opt_state: Any      # optax state of make_optimizer(config)
 
 
 def make_schedule(config):
@@ -45,6 +46,8 @@ def make_schedule(config):
 
 
 def make_optimizer(config):
+    """Adam (config.adam_b1/b2/eps) on make_schedule(config), after global-norm clipping if
+    config.clip_grad_norm > 0."""
     adam = optax.adam(make_schedule(config), b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
     if config.clip_grad_norm > 0:
         return optax.chain(optax.clip_by_global_norm(config.clip_grad_norm), adam)
@@ -52,6 +55,7 @@ def make_optimizer(config):
 
 
 def init_state(model, optimizer, config, example_batch, key):
+    """Fresh TrainState (step 0) of the sync / bootstrap tasks from one example episode."""
     images, labels_in, _ = sync_episode_inputs(example_batch, config.n_way, config.query_label)
     variables = model.init({"params": key, "dropout": key}, images, labels_in, train=False)
     params = variables["params"]
@@ -65,7 +69,7 @@ def episode_loss(model, config, params, batch_stats, batch, key, train):
     In training, config.train_queries Q > 1 scores Q queries per episode, each read from the
     support state independently (SequenceLearner parallel_queries): Q times the labels per step.
     """
-    Q = config.get("train_queries", 1) if train else 1
+    Q = config.train_queries if train else 1
     images, labels_in, target = sync_episode_inputs(batch, config.n_way, config.query_label, Q)
     variables = {"params": params, "batch_stats": batch_stats}
     if train:
@@ -81,20 +85,23 @@ def episode_loss(model, config, params, batch_stats, batch, key, train):
     return loss, (accuracy, batch_stats)
 
 
-def make_train_step(model, optimizer, config, loss_fn=None):
-    """loss_fn(model, config, params, batch_stats, batch, key, train) -> (loss, (metrics dict,
-    batch_stats)) for other tasks (fewshot.sequential, fewshot.bootstrap); None: episode_loss."""
+def sync_loss(model, config, params, batch_stats, batch, key, train):
+    """`episode_loss` in the Task.loss_fn form: (loss, ({"accuracy": ...}, batch_stats))."""
+    loss, (accuracy, batch_stats) = episode_loss(model, config, params, batch_stats, batch, key, train)
+    return loss, ({"accuracy": accuracy}, batch_stats)
+
+
+def make_train_step(model, optimizer, config, loss_fn=sync_loss):
+    """-> train_step(state, batch, base_key) -> (new state, metrics dict of scalars).
+
+    loss_fn(model, config, params, batch_stats, batch, key, train) -> (loss, (metrics dict,
+    batch_stats)): the task's loss (fewshot.tasks.Task.loss_fn). metrics gains "loss" and
+    "grad_norm"."""
     def train_step(state, batch, base_key):
         key = jax.random.fold_in(base_key, state.step)  # resumed runs draw the same dropout masks
-        if loss_fn is None:
-            grad_fn = jax.value_and_grad(
-                lambda p: episode_loss(model, config, p, state.batch_stats, batch, key, True), has_aux=True)
-            (loss, (accuracy, batch_stats)), grads = grad_fn(state.params)
-            metrics = {"accuracy": accuracy}
-        else:
-            grad_fn = jax.value_and_grad(
-                lambda p: loss_fn(model, config, p, state.batch_stats, batch, key, True), has_aux=True)
-            (loss, (metrics, batch_stats)), grads = grad_fn(state.params)
+        grad_fn = jax.value_and_grad(
+            lambda p: loss_fn(model, config, p, state.batch_stats, batch, key, True), has_aux=True)
+        (loss, (metrics, batch_stats)), grads = grad_fn(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                batch_stats=batch_stats, opt_state=opt_state)
@@ -104,6 +111,7 @@ def make_train_step(model, optimizer, config, loss_fn=None):
 
 
 def make_eval_step(model, config):
+    """-> eval_step(state, batch) -> bool [B]: whether each episode's query is classified right."""
     def eval_step(state, batch):
         images, labels_in, target = sync_episode_inputs(batch, config.n_way, config.query_label)
         logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},

@@ -3,15 +3,16 @@
 Modules:
     impala          command line: python -m rl.impala --config configs/rl/<name>.py --workdir DIR
     training        train_and_evaluate(config, workdir): the run (logging, checkpoints, evals)
+                    on the shared run layer srwm_jax.training
     sebulba         actor threads, bounded rollout queue, params publishing, failure propagation
     learner         IMPALA loss (sums, as torchbeast) and the jitted data-parallel update
     vtrace          V-trace targets (own implementation; rho_bar = c_bar = 1)
     agent           IMPALA ResNet stem + core (ff, lstm, srwm, deltanet, srdelta, fakesr) + heads
     envs            multi-game vectorised ProcGen (gym3) with episode bookkeeping
-    evaluate        argmax evaluation on fixed level splits; python -m rl.evaluate --workdir DIR
+    evaluation      argmax evaluation on fixed level splits, random-policy returns, load_for_eval
+    evaluate        command line: python -m rl.evaluate --workdir DIR
     normalization   Cobbe et al. (2020) return ranges and normalised scores
-    random_baseline random-policy returns on the same levels (python -m rl.random_baseline)
-    checkpointing   orbax save/restore of params, optimizer state, step and RNG
+    random_baseline command line: random-policy returns on the same levels
     plotting        learning-curve PNG per game
 Install ProcGen with rl/install_procgen.sh.
 """

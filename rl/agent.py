@@ -19,8 +19,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-MEMORY_KINDS = ("srwm", "deltanet", "srdelta", "fakesr")
-CORE_KINDS = ("ff", "lstm") + MEMORY_KINDS
+from rl.envs import NUM_ACTIONS
+from srwm_jax.layers import MEMORY_KINDS, LSTMLayer, MemoryStack
+
+# "ff" (no memory) plus every sequence layer of srwm_jax.layers ("lstm" and the fast-weight
+# memories); the memory kinds run inside MemoryCore.
+CORE_KINDS = ("ff",) + MEMORY_KINDS
 
 
 def _torch_uniform(fan_in: int):
@@ -81,44 +85,13 @@ class FeedForwardCore(nn.Module):
     """No memory: the identity, with an empty state."""
 
     def initial_state(self, batch_size: int):
+        """The empty state ()."""
         del batch_size
         return ()
 
     def __call__(self, x, state, reset, deterministic: bool = True):
         del reset, deterministic
         return x, state
-
-
-class LSTMCore(nn.Module):
-    """One-layer LSTM (torch.nn.LSTM gate order i, f, g, o; torch init), state reset per step."""
-    hidden: int = 256
-
-    def initial_state(self, batch_size: int):
-        zeros = jnp.zeros((batch_size, self.hidden), jnp.float32)
-        return (zeros, zeros)  # (h, c)
-
-    @nn.compact
-    def __call__(self, x, state, reset, deterministic: bool = True):
-        del deterministic
-        init = _torch_uniform(self.hidden)
-        w_ih = self.param("w_ih", init, (x.shape[-1], 4 * self.hidden))
-        w_hh = self.param("w_hh", init, (self.hidden, 4 * self.hidden))
-        b = self.param("b_ih", init, (4 * self.hidden,)) + self.param(
-            "b_hh", init, (4 * self.hidden,))
-        input_gates = x @ w_ih + b  # all time steps at once: [B, T, 4H]
-
-        def step(carry, inputs):
-            gates_x, reset_t = inputs
-            keep = (1.0 - reset_t.astype(jnp.float32))[:, None]
-            h, c = carry[0] * keep, carry[1] * keep
-            i, f, g, o = jnp.split(gates_x + h @ w_hh, 4, axis=-1)
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-            h = jax.nn.sigmoid(o) * jnp.tanh(c)
-            return (h, c), h
-
-        new_state, ys = jax.lax.scan(
-            step, tuple(state), (jnp.swapaxes(input_gates, 0, 1), jnp.swapaxes(reset, 0, 1)))
-        return jnp.swapaxes(ys, 0, 1), new_state
 
 
 class MemoryCore(nn.Module):
@@ -133,15 +106,18 @@ class MemoryCore(nn.Module):
     # around 0 ("tried -1 for beta but 0 seems to be better", torchbeast/layer.py SRlayer).
     use_layer_norm: bool = False
     beta_init: float = 0.0
+    # DeltaNet key/query normalisation (elu+1)(x) / (sum + eps): the original RL code adds 1e-5
+    # (torchbeast/layer.py `elu_p1_sum_norm_eps`; the few-shot code adds nothing).
+    sum_norm_eps: float = 1e-5
 
     def _stack(self, **kwargs):
-        from srwm_jax.layers import MemoryStack  # imported lazily: FF/LSTM agents do not need it
         return MemoryStack(kind=self.kind, num_layers=self.num_layers, hidden=self.hidden,
                            num_heads=self.num_heads, ff_dim=self.ff_dim, dropout=self.dropout,
                            input_softmax=True, use_layer_norm=self.use_layer_norm,
-                           beta_init=self.beta_init, **kwargs)
+                           beta_init=self.beta_init, sum_norm_eps=self.sum_norm_eps, **kwargs)
 
     def initial_state(self, batch_size: int):
+        """Fresh MemoryStack state for `batch_size` sequences."""
         return self._stack(parent=None).initial_state(batch_size)
 
     @nn.compact
@@ -152,10 +128,11 @@ class MemoryCore(nn.Module):
 
 class Agent(nn.Module):
     """Policy/value network. `__call__(frames, last_rewards, reset, state)`; see module docstring."""
-    num_actions: int = 15
+    num_actions: int = NUM_ACTIONS
     core_kind: str = "ff"
     lstm_hidden: int = 256
-    memory: Any = None  # dict of MemoryCore fields (num_layers, hidden, num_heads, ff_dim, dropout)
+    memory: Any = None  # dict of MemoryCore fields (num_layers, hidden, num_heads, ff_dim, dropout,
+                        # sum_norm_eps)
 
     def setup(self):
         if self.core_kind not in CORE_KINDS:
@@ -169,7 +146,8 @@ class Agent(nn.Module):
         if self.core_kind == "ff":
             return FeedForwardCore(**kwargs)
         if self.core_kind == "lstm":
-            return LSTMCore(self.lstm_hidden, **kwargs)
+            # torch.nn.LSTM parameterisation (torchbeast_procgen's core): torch init, two biases.
+            return LSTMLayer(self.lstm_hidden, torch_init=True, **kwargs)
         return MemoryCore(kind=self.core_kind, **dict(self.memory or {}), **kwargs)
 
     def initial_state(self, batch_size: int):
@@ -197,10 +175,7 @@ def make_agent(config) -> Agent:
     agent_cfg = config.agent
     memory = dict(num_layers=agent_cfg.num_layers, hidden=agent_cfg.hidden,
                   num_heads=agent_cfg.num_heads, ff_dim=agent_cfg.ff_dim,
-                  dropout=agent_cfg.dropout)
-    return Agent(num_actions=15, core_kind=agent_cfg.core, lstm_hidden=agent_cfg.lstm_hidden,
-                 memory=memory)
+                  dropout=agent_cfg.dropout, sum_norm_eps=agent_cfg.sum_norm_eps)
+    return Agent(num_actions=config.num_actions, core_kind=agent_cfg.core,
+                 lstm_hidden=agent_cfg.lstm_hidden, memory=memory)
 
-
-def count_params(params) -> int:
-    return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -30,10 +30,12 @@ class FakeEnv(MultiGameEnv):
         self._lengths = np.zeros(num_envs, np.int64)
 
     def observe(self):
+        """-> (reward [N] float32, obs [N, *frame_shape] uint8, first [N] bool), as gym3."""
         obs = self._rng.integers(0, 256, (self.num_envs,) + self._frame_shape, dtype=np.uint8)
         return self._reward.copy(), obs, self._first.copy()
 
     def act(self, actions):
+        """Steps every env with int actions [N]."""
         self._acts += 1
         if self._fail_after is not None and self._acts >= self._fail_after:
             raise RuntimeError("fake env exploded")

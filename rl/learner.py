@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from rl import vtrace
+from srwm_jax.training.mesh import DataParallel
 
 
 class Batch(NamedTuple):
@@ -27,9 +27,37 @@ class Batch(NamedTuple):
 
 
 class TrainState(NamedTuple):
-    params: Any
-    opt_state: Any
+    """The learner's state (replicated over the learner devices)."""
+    params: Any        # agent parameter pytree
+    opt_state: Any     # optax state of make_optimizer
     update: jax.Array  # number of updates done (int32 scalar)
+
+
+def checkpoint_tree(train_state: TrainState, env_steps: int, rng_key) -> dict:
+    """The checkpointed pytree: the train state plus env steps (int64 scalar) and the RNG key
+    data, so a resumed run continues the same step count and random stream."""
+    return dict(params=train_state.params, opt_state=train_state.opt_state,
+                update=train_state.update, env_steps=np.asarray(env_steps, np.int64),
+                rng=jax.random.key_data(rng_key))
+
+
+def from_checkpoint_tree(tree: dict) -> tuple[TrainState, int, jax.Array]:
+    """Inverse of checkpoint_tree -> (train_state, env_steps, rng_key)."""
+    return (TrainState(tree["params"], tree["opt_state"], tree["update"]),
+            int(tree["env_steps"]), jax.random.wrap_key_data(tree["rng"]))
+
+
+def init_params(agent, key, frame_shape=(64, 64, 3)):
+    """Fresh agent parameters from a one-step dummy input of frames [1, 1, *frame_shape]."""
+    frames = jnp.zeros((1, 1) + tuple(frame_shape), jnp.uint8)
+    zeros = jnp.zeros((1, 1), jnp.float32)
+    firsts = jnp.ones((1, 1), bool)
+    return agent.init(key, frames, zeros, firsts, agent.initial_state(1))
+
+
+def num_updates_for(config) -> int:
+    """Learner updates in a run of config.total_steps env steps (the LR-decay horizon)."""
+    return max(1, config.total_steps // (config.unroll_length * config.batch_size))
 
 
 def make_optimizer(config, num_updates: int) -> optax.GradientTransformation:
@@ -84,16 +112,9 @@ class Learner:
     def __init__(self, agent, config, num_updates: int, devices=None):
         self.agent = agent
         self.config = config
-        devices = list(devices or jax.devices())
-        # Auto axes: shardings stay out of the array types, so params handed to the actors'
-        # single-device jit carry no mesh.
-        self.mesh = jax.make_mesh((len(devices),), ("data",),
-                                  axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
-        self.replicated = NamedSharding(self.mesh, P())
-        self.data_sharded = NamedSharding(self.mesh, P("data"))
-        if config.batch_size % len(devices):
-            raise ValueError(f"batch_size={config.batch_size} is not divisible by the "
-                             f"{len(devices)} learner devices")
+        self.parallel = DataParallel(devices)
+        self.parallel.check_batch_size(config.batch_size)
+        self.replicated = self.parallel.replicated
         self.optimizer = make_optimizer(config, num_updates)
 
         def update(train_state: TrainState, batch: Batch):
@@ -108,14 +129,17 @@ class Learner:
         self._update = jax.jit(update, out_shardings=(self.replicated, self.replicated))
 
     def init_state(self, params) -> TrainState:
+        """Fresh TrainState (update 0) for `params`, replicated over the learner devices."""
         params = jax.device_put(params, self.replicated)
         opt_state = jax.jit(self.optimizer.init, out_shardings=self.replicated)(params)
         return TrainState(params, opt_state, jax.device_put(jnp.int32(0), self.replicated))
 
     def shard_batch(self, batch: Batch) -> Batch:
-        return jax.device_put(batch, self.data_sharded)
+        """Host batch -> device batch split over the learner devices along B."""
+        return self.parallel.put_batch(batch)
 
     def update(self, train_state: TrainState, batch: Batch):
+        """One IMPALA update on a host batch -> (new train state, metrics dict of scalars)."""
         return self._update(train_state, self.shard_batch(batch))
 
 
@@ -125,4 +149,5 @@ def concat_batches(batches):
 
 
 def slice_batch(batch, start, stop):
+    """Rows [start, stop) of every leaf of a host batch."""
     return jax.tree.map(lambda x: x[start:stop], batch)

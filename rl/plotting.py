@@ -6,6 +6,8 @@ import math
 import os
 from collections import defaultdict
 
+from absl import app
+
 
 def _read_csv(path):
     if not os.path.exists(path):
@@ -15,9 +17,17 @@ def _read_csv(path):
 
 
 def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
-    import matplotlib
+    """Plots train_returns.csv (running mean return), eval.csv (evaluations) and
+    random_baseline.json (dashed line) of `workdir`, one panel per game.
+
+    Returns:
+      The path of the PNG written (default: workdir/learning_curves.png).
+    Raises:
+      ValueError: the workdir has nothing to plot.
+    """
+    import matplotlib  # noqa: PLC0415 - a heavy import only plots need
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     train = defaultdict(list)
     for row in _read_csv(os.path.join(workdir, "train_returns.csv")):
@@ -28,7 +38,10 @@ def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
         if row["game"] != "ALL":
             evals[row["game"]][row["split"]].append((int(row["step"]), float(row["mean_return"])))
     random_path = os.path.join(workdir, "random_baseline.json")
-    random_returns = json.load(open(random_path)) if os.path.exists(random_path) else {}
+    random_returns = {}
+    if os.path.exists(random_path):
+        with open(random_path) as f:
+            random_returns = json.load(f)
     games = sorted(set(train) | set(evals))
     if not games:
         raise ValueError(f"nothing to plot in {workdir}")
@@ -58,6 +71,12 @@ def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
     return out_path
 
 
+def main(argv):
+    """`python -m rl.plotting WORKDIR`: writes WORKDIR/learning_curves.png."""
+    if len(argv) != 2:
+        raise app.UsageError("usage: python -m rl.plotting WORKDIR")
+    print(plot_learning_curves(argv[1]))
+
+
 if __name__ == "__main__":
-    import sys
-    print(plot_learning_curves(sys.argv[1]))
+    app.run(main)

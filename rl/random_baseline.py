@@ -4,65 +4,57 @@
     python -m rl.random_baseline --workdir runs/rl_ff_cpu   # levels/games from its config.json;
                                                             # writes random_baseline.json (plotted)
 
-Each env plays exactly one episode, as in rl.evaluate.
+Each env plays exactly one episode, as in rl.evaluate (rl.evaluation.random_returns).
 """
-
-import argparse
 import json
 import os
+import sys
 
 import numpy as np
+from absl import app, flags
 
-from rl.envs import MultiGameEnv
+from rl.evaluation import load_run_config, random_returns
+from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
-
-def random_returns(games, *, episodes, start_level, num_levels, distribution_mode="easy",
-                   seed=0, max_steps=10_000, num_actions=15):
-    """{game: np.ndarray of returns} for uniformly random actions, one episode per env."""
-    env = MultiGameEnv(games, episodes, num_levels=num_levels, start_level=start_level,
-                       distribution_mode=distribution_mode, seed=seed)
-    rng = np.random.default_rng(seed)
-    returns = np.zeros(env.num_envs)
-    done = np.zeros(env.num_envs, bool)
-    env.observe()
-    for _ in range(max_steps):
-        env.act(rng.integers(0, num_actions, env.num_envs))
-        reward, _, first = env.observe()
-        returns += np.where(done, 0.0, reward)
-        done |= first
-        if done.all():
-            break
-    return {g: returns[(env.game_of_env == i) & done] for i, g in enumerate(games)}
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory: games, levels and mode from its config.json.")
+flags.DEFINE_list("games", ["starpilot"], "Comma-separated ProcGen games (without --workdir).")
+flags.DEFINE_integer("episodes", 200, "Episodes per game.")
+flags.DEFINE_integer("start_level", 0, "First level (without --workdir).")
+flags.DEFINE_integer("num_levels", 200, "Number of levels (without --workdir).")
+flags.DEFINE_string("distribution_mode", "easy", "ProcGen distribution mode (without --workdir).")
+flags.DEFINE_integer("seed", 0, "Seed of the envs and the random actions.")
+_DEFAULTS = define_defaults_flag("rl")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default=None)
-    parser.add_argument("--games", default="starpilot", help="comma-separated")
-    parser.add_argument("--episodes", type=int, default=200)
-    parser.add_argument("--start_level", type=int, default=0)
-    parser.add_argument("--num_levels", type=int, default=200)
-    parser.add_argument("--distribution_mode", default="easy")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    games, start, num, mode = (args.games.split(","), args.start_level, args.num_levels,
-                               args.distribution_mode)
-    if args.workdir:
-        from rl.checkpointing import load_config
-        config = load_config(args.workdir)
+def main(argv):
+    """Parses the flags and runs rl.evaluation.random_returns.
+
+    Bad input exits with status 2 and one error line."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    games, start, num, mode = (FLAGS.games, FLAGS.start_level, FLAGS.num_levels,
+                               FLAGS.distribution_mode)
+    num_actions = {}
+    if FLAGS.workdir:
+        try:
+            config = load_run_config(FLAGS.workdir, load_config_file(_DEFAULTS.value))
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         games, start, num, mode = (list(config.games), config.start_level, config.num_levels,
                                    config.distribution_mode)
-    per_game = random_returns(games, episodes=args.episodes, start_level=start,
-                              num_levels=num, distribution_mode=mode, seed=args.seed)
+        num_actions = dict(num_actions=config.num_actions)
+    per_game = random_returns(games, episodes=FLAGS.episodes, start_level=start, num_levels=num,
+                              distribution_mode=mode, seed=FLAGS.seed, **num_actions)
     means = {g: float(np.mean(r)) for g, r in per_game.items()}
     for g, r in per_game.items():
         print(f"{g:>10}: random-policy return {np.mean(r):.2f} +- {np.std(r) / np.sqrt(len(r)):.2f}"
               f" (s.e.m., {len(r)} episodes, levels {start}..{start + num - 1}, {mode})")
-    if args.workdir:
-        with open(os.path.join(args.workdir, "random_baseline.json"), "w") as f:
+    if FLAGS.workdir:
+        with open(os.path.join(FLAGS.workdir, "random_baseline.json"), "w") as f:
             json.dump(means, f)
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -37,6 +37,7 @@ class ActorFailed(RuntimeError):
 
 @dataclasses.dataclass
 class Unroll:
+    """One actor's rollout of N unrolls, as put on the rollout queue."""
     batch: Batch                 # host numpy, N unrolls
     params_version: np.ndarray   # [N] version of the params that acted
     game_ids: np.ndarray         # [N]
@@ -51,11 +52,13 @@ class ParamsStore:
         self._params, self._version = params, version
 
     def publish(self, params, version: int):
+        """Makes `params` (policy version `version`) the newest; waits until they are computed."""
         jax.block_until_ready(params)  # cleanba: unfinished arrays in other threads can hang jit
         with self._lock:
             self._params, self._version = params, version
 
     def latest(self):
+        """-> (params, version): the newest published pair."""
         with self._lock:
             return self._params, self._version
 
@@ -102,6 +105,7 @@ class SebulbaRunner:
 
     # -- actors -----------------------------------------------------------------------------
     def start(self):
+        """Starts config.num_actor_threads actor threads (round-robin over actor_devices)."""
         for actor_id in range(self.config.num_actor_threads):
             device = self.actor_devices[actor_id % len(self.actor_devices)]
             t = threading.Thread(target=self._actor_main, args=(actor_id, device),
@@ -171,6 +175,8 @@ class SebulbaRunner:
 
     # -- learner side -----------------------------------------------------------------------
     def check_errors(self):
+        """Raises:
+          ActorFailed: an actor thread raised (the first error, with its traceback)."""
         if self.errors:
             name, error, tb = self.errors[0]
             raise ActorFailed(f"{name} failed with {type(error).__name__}: {error}\n{tb}") from error
@@ -206,15 +212,18 @@ class SebulbaRunner:
         return slice_batch(batch, 0, batch_size), versions[:batch_size]
 
     def publish(self, params, version: int):
+        """Hands the learner's new `params` (after update number `version`) to the actors."""
         self.params_store.publish(params, version)
 
     def drain_episodes(self) -> list[EpisodeRecord]:
+        """Episodes finished by the actors since the last call."""
         out = []
         while self.episodes:
             out.append(self.episodes.popleft())
         return out
 
     def close(self, timeout: float = 10.0):
+        """Stops the actors and joins their threads (waiting up to `timeout` seconds each)."""
         self.stop.set()
         for t in self._threads:
             t.join(timeout=timeout)

@@ -1,43 +1,45 @@
-"""`train_and_evaluate(config, workdir)`: the IMPALA/Sebulba training run (rl.impala is the CLI)."""
+"""`train_and_evaluate(config, workdir)`: the IMPALA/Sebulba training run (rl.impala is the CLI).
+
+The workdir layout is the shared run layer's (srwm_jax.training): config.json, metrics.jsonl,
+tensorboard/, checkpoints/<env steps>/, plus train_returns.csv, eval.csv and
+learning_curves.png.
+"""
 
 import collections
-import csv
 import logging
 import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from rl import checkpointing, evaluate as evaluation, plotting
-from rl.agent import count_params, make_agent
-from rl.learner import Learner
+from rl import plotting
+from rl.agent import CORE_KINDS, make_agent
+from rl.evaluation import append_eval_csv, evaluate, format_eval
+from rl.learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
+from rl.normalization import PROCGEN_RETURN_RANGES
 from rl.sebulba import SebulbaRunner
+from srwm_jax.training.checkpoints import Checkpoints
+from srwm_jax.training.mesh import count_params
+from srwm_jax.training.metrics import MetricWriter, append_csv
+from srwm_jax.training.run_config import save_config
 
 log = logging.getLogger("rl")
 
-
-def init_params(agent, key, frame_shape=(64, 64, 3)):
-    frames = jnp.zeros((1, 1) + tuple(frame_shape), jnp.uint8)
-    zeros = jnp.zeros((1, 1), jnp.float32)
-    firsts = jnp.ones((1, 1), bool)
-    return agent.init(key, frames, zeros, firsts, agent.initial_state(1))
-
-
-def num_updates_for(config) -> int:
-    return max(1, config.total_steps // (config.unroll_length * config.batch_size))
+TRAIN_RETURN_FIELDS = ["step", "game", "mean_return", "episodes", "sps", "policy_lag_mean"]
 
 
 def validate_config(config):
-    from rl.agent import CORE_KINDS
-    from rl.normalization import PROCGEN_RETURN_RANGES
+    """Raises:
+      ValueError: one line naming every field of `config` that cannot run."""
     problems = []
     if config.agent.core not in CORE_KINDS:
         problems.append(f"agent.core={config.agent.core!r} not in {CORE_KINDS}")
     unknown = [g for g in config.games if g not in PROCGEN_RETURN_RANGES]
     if unknown:
         problems.append(f"unknown games {unknown}; choose from {sorted(PROCGEN_RETURN_RANGES)}")
+    if config.num_actions < 1:
+        problems.append(f"num_actions must be >= 1, got {config.num_actions}")
     if config.distribution_mode not in ("easy", "hard", "memory", "exploration", "extreme"):
         problems.append(f"distribution_mode={config.distribution_mode!r}")
     for name in ("unroll_length", "batch_size", "num_actor_threads", "envs_per_game",
@@ -53,10 +55,11 @@ def _devices(ids):
     return [devices[i] for i in ids] if ids else devices
 
 
-class _Progress:
-    """Per-game running returns, throughput, policy lag; writes the log line, TB and a CSV."""
+class Progress:
+    """Per-game running returns, throughput, policy lag; writes the log line, the metrics
+    (jsonl + TensorBoard) and train_returns.csv."""
 
-    def __init__(self, config, workdir, writer, start_steps):
+    def __init__(self, config, workdir, writer: MetricWriter, start_steps: int):
         self.config, self.writer = config, writer
         self.returns = {g: collections.deque(maxlen=config.return_window) for g in config.games}
         self.episodes = collections.Counter()
@@ -65,13 +68,18 @@ class _Progress:
         self.csv_path = os.path.join(workdir, "train_returns.csv")
 
     def add_episodes(self, records, env_steps):
+        """Adds finished episodes (rl.envs.EpisodeRecord) to the running per-game returns."""
         for r in records:
             self.returns[r.game].append(r.episode_return)
             self.episodes[r.game] += 1
-            if self.writer:
-                self.writer.add_scalar(f"episode_return/{r.game}", r.episode_return, env_steps)
+            self.writer.write(env_steps, {r.game: r.episode_return}, "episode_return", jsonl=False)
 
     def report(self, env_steps, update, metrics, queue_size):
+        """Logs and writes the progress since the last report.
+
+        Returns:
+          {sps, policy_lag_mean, policy_lag_max, mean_returns: {game: running mean}}.
+        """
         now = time.monotonic()
         sps = (env_steps - self.last_steps) / max(now - self.last_time, 1e-9)
         self.last_time, self.last_steps = now, env_steps
@@ -84,55 +92,63 @@ class _Progress:
                  "loss %.1f  entropy %.3f  grad norm %.1f  returns %s", env_steps, update, sps,
                  lags.mean(), lags.max(), queue_size, metrics["loss"], metrics["entropy"],
                  metrics["grad_norm"], game_str)
-        if self.writer:
-            self.writer.add_scalar("perf/sps", sps, env_steps)
-            self.writer.add_scalar("perf/policy_lag_mean", lags.mean(), env_steps)
-            self.writer.add_scalar("perf/policy_lag_max", lags.max(), env_steps)
-            for k, v in metrics.items():
-                self.writer.add_scalar(f"loss/{k}", v, env_steps)
-            for g, m in means.items():
-                if np.isfinite(m):
-                    self.writer.add_scalar(f"mean_return/{g}", m, env_steps)
-            self.writer.flush()
-        new = not os.path.exists(self.csv_path)
-        with open(self.csv_path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["step", "game", "mean_return", "episodes", "sps", "policy_lag_mean"])
-            for g, m in means.items():
-                w.writerow([env_steps, g, m, self.episodes[g], round(sps, 1),
-                            round(float(lags.mean()), 3)])
+        self.writer.write(env_steps, {"sps": sps, "policy_lag_mean": lags.mean(),
+                                      "policy_lag_max": lags.max()}, "perf")
+        self.writer.write(env_steps, metrics, "loss")
+        self.writer.write(env_steps, {g: m for g, m in means.items() if np.isfinite(m)},
+                          "mean_return")
+        append_csv(self.csv_path, TRAIN_RETURN_FIELDS,
+                   [dict(step=env_steps, game=g, mean_return=m, episodes=self.episodes[g],
+                         sps=round(sps, 1), policy_lag_mean=round(float(lags.mean()), 3))
+                    for g, m in means.items()])
         return dict(sps=sps, policy_lag_mean=float(lags.mean()), policy_lag_max=int(lags.max()),
                     mean_returns=means)
 
 
-def train_and_evaluate(config, workdir: str, resume: bool = False, env_factory=None,
+def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=None,
                        use_tensorboard: bool = True):
-    """Trains `config` into `workdir`; returns a summary dict (last progress report, evals)."""
+    """Trains `config` into `workdir` with Sebulba actors and a data-parallel learner.
+
+    Args:
+      config: a full RL config (configs/rl/default.py and its variants).
+      workdir: run directory; made if missing.
+      resume: continue from the latest checkpoint in `workdir` if there is one (env steps,
+        updates and RNG included); False refuses a workdir that already holds checkpoints.
+      env_factory: actor index -> env with the rl.envs.MultiGameEnv interface (default:
+        ProcGen); tests pass rl.fake_env.FakeEnv.
+      use_tensorboard: also write TensorBoard events (metrics.jsonl is always written).
+    Returns:
+      Summary dict: env_steps, updates, interrupted, train_state, progress (the last
+      Progress.report) and evals (a list of rl.evaluation.evaluate row lists).
+    Raises:
+      ValueError: bad config, or checkpoints in `workdir` with resume=False.
+      rl.sebulba.ActorFailed: an actor thread raised (after the runner is shut down).
+    """
     validate_config(config)
-    os.makedirs(workdir, exist_ok=True)
-    checkpointing.save_config(workdir, config)
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, best=False)
+    if checkpoints.latest_step() is not None and not resume:
+        checkpoints.close()
+        raise ValueError(f"{workdir} already holds checkpoints; pass --resume or use a fresh "
+                         "--workdir.")
+    save_config(workdir, config)
     agent = make_agent(config)
     rng = jax.random.key(config.seed)
     params = init_params(agent, jax.random.fold_in(rng, 0), config.frame_shape)
     learner = Learner(agent, config, num_updates_for(config),
                       devices=_devices(config.learner_device_ids))
     train_state = learner.init_state(params)
-    manager = checkpointing.make_manager(workdir, config.max_checkpoints)
     env_steps = 0
-    if resume and manager.latest_step() is not None:
-        train_state, env_steps, rng = checkpointing.restore(manager, train_state, rng)
-        log.info("resumed from %s at %d env steps", manager.directory, env_steps)
+    if checkpoints.latest_step() is not None:
+        tree = checkpoints.restore(checkpoint_tree(train_state, env_steps, rng))
+        train_state, env_steps, rng = from_checkpoint_tree(tree)
+        log.info("resumed from %s at %d env steps", checkpoints.directory, env_steps)
     update = int(train_state.update)
     log.info("agent %s: %d parameters; learner devices %s; actor devices %s", config.agent.core,
-             count_params(params), learner.mesh.devices.tolist(),
+             count_params(params), learner.parallel.mesh.devices.tolist(),
              _devices(config.actor_device_ids))
 
-    writer = None
-    if use_tensorboard:
-        from tensorboardX import SummaryWriter
-        writer = SummaryWriter(os.path.join(workdir, "tb"))
-    progress = _Progress(config, workdir, writer, env_steps)
+    writer = MetricWriter(workdir, tensorboard=use_tensorboard)
+    progress = Progress(config, workdir, writer, env_steps)
     steps_per_update = config.unroll_length * config.batch_size
     start = last_log = last_ckpt = time.monotonic()
     next_eval = env_steps + config.eval_every_steps if config.eval_every_steps else None
@@ -163,7 +179,7 @@ def train_and_evaluate(config, workdir: str, resume: bool = False, env_factory=N
                                                       runner.rollout_queue.qsize())
             if now - last_ckpt > 60 * config.checkpoint_every_minutes:
                 last_ckpt = now
-                checkpointing.save(manager, train_state, env_steps, rng)
+                checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng), force=True)
             if next_eval is not None and env_steps >= next_eval:
                 next_eval += config.eval_every_steps
                 summary["evals"].append(_evaluate(agent, train_state.params, config, workdir,
@@ -171,18 +187,21 @@ def train_and_evaluate(config, workdir: str, resume: bool = False, env_factory=N
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: saving a checkpoint at %d env steps", env_steps)
+    except Exception:
+        writer.close()
+        checkpoints.close()  # waits for the periodic saves already under way
+        raise
     finally:
         runner.close()
     # Only reached without an exception (an actor failure propagates after runner.close()).
     if metrics is not None:
         summary["progress"] = progress.report(env_steps, update, metrics,
                                               runner.rollout_queue.qsize())
-    checkpointing.save(manager, train_state, env_steps, rng)
-    manager.wait_until_finished()
+    checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng), force=True)
+    checkpoints.close()
     if not interrupted and config.eval_episodes > 0:
         summary["evals"].append(_evaluate(agent, train_state.params, config, workdir, env_steps))
-    if writer:
-        writer.close()
+    writer.close()
     try:
         plotting.plot_learning_curves(workdir)
     except Exception as e:  # noqa: BLE001 - a plot must not fail a finished run
@@ -194,8 +213,8 @@ def train_and_evaluate(config, workdir: str, resume: bool = False, env_factory=N
 
 def _evaluate(agent, params, config, workdir, env_steps):
     t0 = time.monotonic()
-    rows = evaluation.evaluate(agent, params, config)
-    evaluation.append_eval_csv(os.path.join(workdir, "eval.csv"), env_steps, rows)
+    rows = evaluate(agent, params, config)
+    append_eval_csv(os.path.join(workdir, "eval.csv"), env_steps, rows)
     log.info("evaluation at %d steps (%.0fs):\n%s", env_steps, time.monotonic() - t0,
-             evaluation.format_eval(rows))
+             format_eval(rows))
     return rows

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 
 class VTraceReturns(NamedTuple):
+    """V-trace value targets and policy-gradient advantages (time-major)."""
     vs: jax.Array             # [T, B] value targets v_s
     pg_advantages: jax.Array  # [T, B] ρ^pg_s (r_s + γ_s v_{s+1} - V(x_s))
 

@@ -1,6 +1,6 @@
 """One place that decides which implementation of an operator runs.
 
-impl values:
+`Impl` (a `typing.Literal`, so configs and command lines keep passing plain strings):
   "scan"             the `lax.scan` reference with a memory-efficient custom VJP (any backend)
   "pallas"           the fused Pallas GPU kernel from `kernels/` (error if unsupported)
   "pallas_interpret" the same kernel in Pallas interpret mode (any backend; for tests)
@@ -10,10 +10,14 @@ Setting the environment variable SRWM_JAX_AUTO_KERNEL=0 makes "auto" always choo
 """
 import logging
 import os
+from typing import Literal, get_args
 
 import jax
 
-IMPLS = ("auto", "scan", "pallas", "pallas_interpret")
+Impl = Literal["auto", "scan", "pallas", "pallas_interpret"]
+ResolvedImpl = Literal["scan", "pallas", "pallas_interpret"]  # what `resolve_impl` returns
+IMPLS: tuple[str, ...] = get_args(Impl)
+
 _log = logging.getLogger("srwm_jax")
 _logged = set()
 
@@ -24,27 +28,44 @@ def _log_once(msg):
         _log.warning(msg)
 
 
-def resolve_impl(op_name, impl, supported_name, *args):
-    """Returns "scan", "pallas" or "pallas_interpret" for operator `op_name`.
+def _kernel_support(supported_name, args):
+    """(ok, reason) from the kernels' own check, or (False, why) when they cannot be imported."""
+    try:
+        import kernels  # noqa: PLC0415 (optional: kernels only matter on GPU)
+    except ImportError as e:
+        return False, f"Pallas kernels unavailable ({e})"
+    return getattr(kernels, supported_name)(*args)
 
-    `supported_name` names the function in `kernels` that returns (ok, reason) for `args`.
+
+def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> ResolvedImpl:
+    """Returns the implementation that runs operator `op_name` for `impl`.
+
+    Args:
+      op_name: the operator, for messages ("srwm", "delta_rule").
+      impl: the requested `Impl`.
+      supported_name: the function in `kernels` that returns (ok, reason) for `args`.
+    Returns:
+      "scan", "pallas" or "pallas_interpret".
+    Raises:
+      ValueError: for an unknown impl, or an explicit "pallas"/"pallas_interpret" the kernel
+        does not support for these arguments (the message gives the kernel's reason).
     """
     if impl not in IMPLS:
         raise ValueError(f"{op_name}: unknown impl={impl!r}; choose one of {IMPLS}.")
-    if impl == "scan":
-        return "scan"
-    if impl == "auto":
-        if jax.default_backend() != "gpu" or os.environ.get("SRWM_JAX_AUTO_KERNEL", "1") == "0":
+    match impl:
+        case "scan":
             return "scan"
-    try:
-        import kernels  # noqa: PLC0415 (optional: kernels only matter on GPU)
-        ok, reason = getattr(kernels, supported_name)(*args)
-    except (ImportError, AttributeError) as e:
-        ok, reason = False, f"Pallas kernels unavailable ({e})"
-    if ok:
-        return impl if impl != "auto" else "pallas"
-    if impl == "auto":
-        _log_once(f"{op_name}: falling back to the scan reference: {reason}")
-        return "scan"
+        case "auto" if (jax.default_backend() != "gpu"
+                        or os.environ.get("SRWM_JAX_AUTO_KERNEL", "1") == "0"):
+            return "scan"
+    ok, reason = _kernel_support(supported_name, args)
+    match impl, ok:
+        case "auto", True:
+            return "pallas"
+        case "auto", False:
+            _log_once(f"{op_name}: falling back to the scan reference: {reason}")
+            return "scan"
+        case _, True:
+            return impl
     raise ValueError(f"{op_name}: impl={impl!r} does not support this configuration: {reason}. "
                      "Use impl='scan' or impl='auto'.")

@@ -13,24 +13,27 @@ gradients between calls).
 For SRWM-based layers the state is the change of the fast weights from the slow (learned)
 weights, as in the original code, so a parameter update between calls keeps the learned
 change on top of the new slow weights.
+
+Every layer checks its arguments first and raises a ValueError naming the argument, the
+expected shape and what it got (`srwm_jax.ops._validate.check_layer_inputs`): x must be a
+floating-point [B, T, D] array, each state leaf shaped as in `initial_state(B)`, reset a bool
+[B, T] array. Layers are batch-major: a time-major [T, B] mask is refused, except when T == B,
+which no shape check can tell apart, so build masks batch-major (`reset.T` converts).
 """
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from srwm_jax.dispatch import Impl
+from srwm_jax.feature_maps import elu_p1_sum_norm
+from srwm_jax.ops._validate import check_float, check_layer_inputs
 from srwm_jax.ops.delta_rule import delta_rule
 from srwm_jax.ops.srwm import SRWMWeights, srwm
 
 MEMORY_KINDS = ("srwm", "deltanet", "srdelta", "fakesr", "lstm")
-
-
-def elu_p1_sum_norm(x, eps=0.0):
-    """elu(x) + 1 normalised to sum one over the last axis (DeltaNet's key/query map)."""
-    y = jax.nn.elu(x) + 1.0
-    return y / (jnp.sum(y, axis=-1, keepdims=True) + eps)
 
 
 def _reset_state(state, reset_t):
@@ -75,6 +78,8 @@ class FeedForward(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, deterministic=True):
+        """x [..., D] -> [..., D]."""
+        check_float("FeedForward: x", x)
         out = nn.LayerNorm(epsilon=1e-5)(x) if self.use_layer_norm else x
         out = nn.relu(nn.Dense(self.ff_dim)(out))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
@@ -131,17 +136,18 @@ class SRWMLayer(nn.Module):
     input_softmax: bool = False
     use_layer_norm: bool = True
     beta_init: float = -1.0
-    impl: str = "auto"
+    impl: Impl = "auto"
+    STATE_DOC: ClassVar[str] = ("SRWMWeights of the weight change: y, q, k [B, H, d, d], "
+                                "b [B, H, d, 4]; H heads, d head dim")
 
     def initial_state(self, batch_size):
         return _srwm_zero_state(batch_size, self.num_heads, self.head_dim, self.head_dim)
 
     @nn.compact
     def __call__(self, h, state=None, reset=None, *, deterministic=True):
+        check_layer_inputs(self, h, state, reset, width=self.num_heads * self.head_dim)
         B, T, D = h.shape
         H, d = self.num_heads, self.head_dim
-        if D != H * d:
-            raise ValueError(f"SRWMLayer: input width {D} must equal num_heads*head_dim = {H * d}.")
         slow = _SlowSRWM(H, d, d, self.beta_init, name="slow")()
         state = self.initial_state(B) if state is None else state
         new_state, y = _run_srwm(slow, h.reshape(B, T, H, d), state, reset,
@@ -158,11 +164,14 @@ class FakeSRLayer(nn.Module):
     head_dim: int
     dropout: float = 0.0
 
+    STATE_DOC: ClassVar[str] = "() (stateless)"
+
     def initial_state(self, batch_size):
         return ()
 
     @nn.compact
     def __call__(self, h, state=None, reset=None, *, deterministic=True):
+        check_layer_inputs(self, h, state, reset, width=self.num_heads * self.head_dim)
         B, T, D = h.shape
         H, d = self.num_heads, self.head_dim
         W_y = self.param("W_y", _normal(0.0, 1.0 / d ** 0.5), (H, d, d))
@@ -181,14 +190,16 @@ class DeltaNetLayer(nn.Module):
     """DeltaNet layer (Schlag et al. 2021; original `FastFFlayer`).
 
     LN(x) -> bias-free projection to q, k, v, beta per head; q, k: elu+1 and sum-normalised
-    (`sum_norm_eps`: 0 in the few-shot code, 1e-5 in the RL code); beta: sigmoid; fast weights
-    start at zero; y = W_t q after the update; out projection, dropout, x + out.
+    (`sum_norm_eps`: 0 in the few-shot code, 1e-5 in the RL code; computed by
+    `srwm_jax.feature_maps.elu_p1_sum_norm`, finite for every finite input); beta: sigmoid;
+    fast weights start at zero; y = W_t q after the update; out projection, dropout, x + out.
     """
     num_heads: int
     head_dim: int
     dropout: float = 0.0
     sum_norm_eps: float = 0.0
-    impl: str = "auto"
+    impl: Impl = "auto"
+    STATE_DOC: ClassVar[str] = "fast weights [B, H, d, d]; H heads, d head dim"
 
     def initial_state(self, batch_size):
         d = self.head_dim
@@ -196,6 +207,7 @@ class DeltaNetLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x, state=None, reset=None, *, deterministic=True):
+        check_layer_inputs(self, x, state, reset)
         B, T, D = x.shape
         H, d = self.num_heads, self.head_dim
         qkvb = nn.Dense(H * (3 * d + 1), use_bias=False, name="slow_proj")(
@@ -229,7 +241,10 @@ class SRDeltaNetLayer(nn.Module):
     dropout: float = 0.0
     input_softmax: bool = True
     beta_init: float = 0.0
-    impl: str = "auto"
+    impl: Impl = "auto"
+    STATE_DOC: ClassVar[str] = ("(SRWMWeights of the weight change: y [B, H, d, 3d+1], q, k "
+                                "[B, H, d, d], b [B, H, d, 4]; fast weights [B, H, d, d]); "
+                                "H heads, d head dim")
 
     def initial_state(self, batch_size):
         H, d = self.num_heads, self.head_dim
@@ -238,10 +253,9 @@ class SRDeltaNetLayer(nn.Module):
 
     @nn.compact
     def __call__(self, h, state=None, reset=None, *, deterministic=True):
+        check_layer_inputs(self, h, state, reset, width=self.num_heads * self.head_dim)
         B, T, D = h.shape
         H, d = self.num_heads, self.head_dim
-        if D != H * d:
-            raise ValueError(f"SRDeltaNetLayer: input width {D} must equal num_heads*head_dim = {H * d}.")
         slow = _SlowSRWM(H, d, 3 * d + 1, self.beta_init, name="slow")()
         state = self.initial_state(B) if state is None else state
 
@@ -262,9 +276,14 @@ class SRDeltaNetLayer(nn.Module):
 class LSTMLayer(nn.Module):
     """Single-layer LSTM over [B, T, D_in] -> [B, T, hidden]; state (c, h) each [B, hidden].
 
-    Gates as torch.nn.LSTM (input, forget, cell, output), one bias vector.
+    Gates as torch.nn.LSTM (input, forget, cell, output), one bias vector. torch_init=True is
+    torch.nn.LSTM's parameterisation (the RL agent's, torchbeast_procgen): every weight and
+    bias drawn from U(-1/sqrt(hidden), 1/sqrt(hidden)) and a second bias b_h on the recurrent
+    projection (4 * hidden more parameters).
     """
     hidden: int
+    torch_init: bool = False
+    STATE_DOC: ClassVar[str] = "(c, h), each [B, hidden]"
 
     def initial_state(self, batch_size):
         z = jnp.zeros((batch_size, self.hidden), jnp.float32)
@@ -272,10 +291,18 @@ class LSTMLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x, state=None, reset=None, *, deterministic=True):
+        check_layer_inputs(self, x, state, reset)
         B, T, _ = x.shape
         n = self.hidden
-        gates_in = nn.Dense(4 * n, name="input_proj")(x)  # all time steps at once
-        W_h = self.param("W_h", nn.initializers.orthogonal(), (n, 4 * n))
+        if self.torch_init:
+            bound = n ** -0.5
+            init = lambda k, shape, dtype=jnp.float32: jax.random.uniform(k, shape, dtype, -bound, bound)  # noqa: E731
+            gates_in = nn.Dense(4 * n, kernel_init=init, bias_init=init, name="input_proj")(x)
+            W_h = self.param("W_h", init, (n, 4 * n))
+            gates_in = gates_in + self.param("b_h", init, (4 * n,))
+        else:
+            gates_in = nn.Dense(4 * n, name="input_proj")(x)  # all time steps at once
+            W_h = self.param("W_h", nn.initializers.orthogonal(), (n, 4 * n))
         state = self.initial_state(B) if state is None else state
         reset = jnp.zeros((B, T), bool) if reset is None else reset
 
@@ -304,6 +331,7 @@ class ShortConv(nn.Module):
     """
     kernel_size: int
     past_init_std: float = 0.0
+    STATE_DOC: ClassVar[str] = "the last K-1 inputs [B, K-1, D]; K kernel_size, D width of x"
 
     def initial_state(self, batch_size, width):
         return jnp.zeros((batch_size, self.kernel_size - 1, width))
@@ -311,6 +339,8 @@ class ShortConv(nn.Module):
     @nn.compact
     def __call__(self, x, state=None, reset=None):
         """x [B, T, D] -> (y [B, T, D], state [B, K-1, D])."""
+        check_layer_inputs(self, x, state, reset,
+                           initial_state=lambda b: self.initial_state(b, x.shape[2]))
         if reset is not None:
             raise NotImplementedError("ShortConv does not take mid-sequence resets; start a new call instead.")
         K, (B, T, D) = self.kernel_size, x.shape
@@ -343,7 +373,7 @@ class MemoryStack(nn.Module):
     use_layer_norm: bool = True   # SRWM residual LN(h) + out (few-shot); False: h + out (RL)
     beta_init: float = -1.0
     sum_norm_eps: float = 0.0
-    impl: str = "auto"
+    impl: Impl = "auto"
 
     def _layers(self, **kw):
         """The memory layers; kw=dict(parent=None) builds detached copies (for initial_state)."""
@@ -367,8 +397,15 @@ class MemoryStack(nn.Module):
     def initial_state(self, batch_size):
         return tuple(layer.initial_state(batch_size) for layer in self._layers(parent=None))
 
+    def state_doc(self):
+        """The state's shapes in words (for error messages)."""
+        layer = self._layers(parent=None)[0]
+        return f"a tuple of {self.num_layers} {type(layer).__name__} states: {layer.STATE_DOC}"
+
     @nn.compact
     def __call__(self, x, state=None, reset=None, *, deterministic=True):
+        check_layer_inputs(self, x, state, reset, state_doc=self.state_doc(), width_doc="hidden",
+                           width=None if self.kind == "lstm" else self.hidden)
         layers = self._layers()
         state = self.initial_state(x.shape[0]) if state is None else state
         new_state = []

@@ -1,7 +1,6 @@
 """Bootstrapping loss (fewshot/bootstrap.py): the KL term against its torch definition, no gradient
 into the teacher, weight 0 == the plain K-shot + (K+F)-shot losses, and a tiny Omniglot run of
 the bootstrapped and the plain model evaluated side by side."""
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -9,13 +8,14 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import OMNIGLOT_DIR
+
 from configs.fewshot.default import get_config as default_config
 from fewshot.bootstrap import bootstrap_loss, bootstrap_objective
 from fewshot.models import SequenceLearner
 from fewshot.steps import episode_loss
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "omniglot"
+DATA = OMNIGLOT_DIR
 
 
 def tiny_config(**overrides):
@@ -138,20 +138,21 @@ def test_parallel_queries_equal_separate_single_query_passes():
         passes(batch, 4)
 
 
-@pytest.mark.skipif(not (DATA / "omniglot.npz").exists(), reason=f"Omniglot npz not found at {DATA}")
+@pytest.mark.omniglot
 def test_bootstrap_and_plain_train_on_omniglot_side_by_side(tmp_path):
     """Tiny real-data run: the bootstrapped 1-shot SRWM through fewshot.train (checkpoints, metrics),
     and the plain one (same model, data and steps) through the same jitted steps; both tested on the
     same fixed test episodes with one eval step. Prints both accuracies (far too short to compare
     them; see the README for the CPU-sized runs)."""
     from configs.fewshot.omniglot_1shot_4bootstrap_srwm_cpu import get_config
-    from fewshot.metrics import read_metrics
-    from fewshot.train import build, episode_accuracy, initial_state, make_sampler, train_and_evaluate
+    from srwm_jax.training.metrics import read_metrics
+    from fewshot.tasks import episode_accuracy
+    from fewshot.trainer import build, initial_state, make_sampler, train_and_evaluate
 
     def config(task):
         c = get_config()
-        c.update(dict(data_dir=str(DATA), task=task, total_steps=4, log_every=2, eval_every=4,
-                      checkpoint_every=4, val_episodes=32, eval_batch_size=32, batch_size=8,
+        c.update(dict(data_dir=str(DATA), task=task, total_steps=4, log_every_steps=2, eval_every_steps=4,
+                      checkpoint_every_steps=4, val_episodes=32, eval_batch_size=32, batch_size=8,
                       conv_channels=8, hidden_size=16, num_heads=2, num_layers=1, ff_factor=1))
         return c
     states = {"bootstrap": train_and_evaluate(config("bootstrap"), str(tmp_path / "bootstrap"))}

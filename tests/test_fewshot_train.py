@@ -4,19 +4,18 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from configs.fewshot.omniglot_smoke import get_config as smoke_config
-from fewshot.metrics import read_metrics
+from conftest import OMNIGLOT_DIR, REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "omniglot"
-pytestmark = pytest.mark.skipif(not (DATA / "omniglot.npz").exists(),
-                                reason=f"Omniglot npz not found at {DATA}")
+from configs.fewshot.omniglot_smoke import get_config as smoke_config
+from srwm_jax.training.metrics import read_metrics
+
+REPO, DATA = REPO_ROOT, OMNIGLOT_DIR
+pytestmark = pytest.mark.omniglot
 
 
 def run(args, **kw):
@@ -54,8 +53,8 @@ def test_smoke_training_learns_and_evaluates(tmp_path):
 
 def test_resume_gives_identical_results(tmp_path):
     """Stopping after a checkpoint and resuming reproduces the uninterrupted run exactly."""
-    from fewshot.train import train_and_evaluate
-    kw = dict(total_steps=20, log_every=5, eval_every=10, checkpoint_every=10, val_episodes=50,
+    from fewshot.trainer import train_and_evaluate
+    kw = dict(total_steps=20, log_every_steps=5, eval_every_steps=10, checkpoint_every_steps=10, val_episodes=50,
               conv_channels=8, hidden_size=16)
     full = train_and_evaluate(config(**kw), str(tmp_path / "full"))
     train_and_evaluate(config(**dict(kw, total_steps=10)), str(tmp_path / "split"))
@@ -72,7 +71,7 @@ def test_data_parallel_matches_single_device(tmp_path):
     script = r"""
 import json, sys, jax, numpy as np
 from configs.fewshot.omniglot_smoke import get_config
-from fewshot.train import build, initial_state, make_sampler
+from fewshot.trainer import build, initial_state, make_sampler
 c = get_config(); c.data_dir = sys.argv[1]; c.batch_size = 8; c.conv_channels = 8; c.hidden_size = 16
 sampler = make_sampler(c, "train", c.seed)
 model, opt, mesh, train_step, _ = build(c)
@@ -109,8 +108,8 @@ def test_bad_inputs_give_one_clear_error(tmp_path):
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
-    from fewshot.train import train_and_evaluate
-    kw = dict(total_steps=4, log_every=2, eval_every=4, checkpoint_every=2, val_episodes=20,
+    from fewshot.trainer import train_and_evaluate
+    kw = dict(total_steps=4, log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=2, val_episodes=20,
               conv_channels=8, hidden_size=16)
     train_and_evaluate(config(**kw), str(tmp_path))
     latest = max((tmp_path / "checkpoints").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
@@ -123,7 +122,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 
 def test_every_config_loads_and_validates():
     import importlib
-    from fewshot.train import validate_config
+    from fewshot.trainer import validate_config
     names = sorted(p.stem for p in (REPO / "configs" / "fewshot").glob("*.py")
                    if p.stem not in ("__init__", "table1"))
     assert {"omniglot_srwm", "omniglot_deltanet", "omniglot_lstm", "miniimagenet_srwm_1shot",

@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl.agent import Agent, FeedForwardCore, LSTMCore, MemoryCore, count_params
+from rl.agent import Agent, FeedForwardCore, MemoryCore, make_agent
+from srwm_jax.layers import LSTMLayer
+from srwm_jax.training.mesh import count_params
 
 
 def _memory_stack_available():
@@ -33,7 +35,7 @@ def _make_core(kind):
     if kind == "ff":
         return FeedForwardCore()
     if kind == "lstm":
-        return LSTMCore(256)
+        return LSTMLayer(256, torch_init=True)
     return MemoryCore(kind=kind, **MEMORY)
 
 
@@ -102,3 +104,48 @@ def test_parameter_counts_match_paper():
     params = jax.eval_shape(agent.init, jax.random.key(0), jnp.zeros((1, 1, 64, 64, 3), jnp.uint8),
                             jnp.zeros((1, 1)), jnp.zeros((1, 1), bool), agent.initial_state(1))
     assert count_params(params) == 626_272
+
+
+def _agent_param_count(agent):
+    params = jax.eval_shape(agent.init, jax.random.key(0), jnp.zeros((1, 1, 64, 64, 3), jnp.uint8),
+                            jnp.zeros((1, 1)), jnp.zeros((1, 1), bool), agent.initial_state(1))
+    return count_params(params)
+
+
+def test_lstm_agent_has_torch_lstm_parameter_count():
+    """The LSTM core (srwm_jax.layers.LSTMLayer, torch_init) keeps torch.nn.LSTM(257, 256)'s
+    parameters: 4H(D + H) weights and two bias vectors of 4H; its heads read 256 features."""
+    D, H, A = 257, 256, 15
+    torch_lstm = 4 * H * (D + H) + 2 * 4 * H
+    heads_ff, heads_lstm = (D + 1) * A + D + 1, (H + 1) * A + H + 1
+    expected = 626_272 - heads_ff + heads_lstm + torch_lstm
+    assert _agent_param_count(Agent(core_kind="lstm")) == expected == 1_153_616  # paper: 1.2M
+
+
+def test_torch_init_lstm_matches_float64_torch_equations():
+    """LSTMLayer(torch_init=True) == a float64 NumPy loop of torch.nn.LSTM's equations
+    (gate order i, f, g, o; c' = f c + i g; h' = o tanh c'), with weights in U(+-1/sqrt(H))."""
+    D, H = 5, 3
+    layer = LSTMLayer(H, torch_init=True)
+    x = np.random.default_rng(0).normal(size=(B, T, D)).astype(np.float32)
+    params = layer.init(jax.random.key(1), jnp.asarray(x))
+    y, (c_T, h_T) = layer.apply(params, jnp.asarray(x))
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
+    leaves = jax.tree.leaves(p)
+    assert all(np.abs(a).max() <= H ** -0.5 for a in leaves) and len(leaves) == 4
+    sigmoid = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
+    h, c = np.zeros((B, H)), np.zeros((B, H))
+    for t in range(T):
+        g = x[:, t] @ p["input_proj"]["kernel"] + p["input_proj"]["bias"] + h @ p["W_h"] + p["b_h"]
+        i, f, gg, o = np.split(g, 4, axis=-1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(gg)
+        h = sigmoid(o) * np.tanh(c)
+        np.testing.assert_allclose(np.asarray(y[:, t]), h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(c_T), c, rtol=1e-5, atol=1e-6)
+
+
+def test_make_agent_reads_num_actions_from_config():
+    from configs.rl import ff_cpu
+    config = ff_cpu.get_config()
+    config.num_actions = 7
+    assert make_agent(config).num_actions == 7

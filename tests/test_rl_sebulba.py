@@ -14,6 +14,7 @@ from rl.envs import procgen_available
 from rl.fake_env import FakeEnv
 from rl.sebulba import ActorFailed
 from rl.training import train_and_evaluate
+from srwm_jax.training.metrics import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,6 +53,12 @@ def test_fake_env_loop_learns_resumes_and_bounds_policy_lag(tmp_path):
     summary = train_and_evaluate(config, str(tmp_path), resume=True,
                                  env_factory=lambda i: FakeEnv(2, seed=i), use_tensorboard=False)
     assert summary["env_steps"] == 1100 and summary["updates"] == 55
+    assert os.path.isdir(tmp_path / "tensorboard") is False  # use_tensorboard=False
+    assert any(m["split"] == "loss" for m in read_metrics(tmp_path))
+    # resume=False (--noresume) refuses a workdir that holds checkpoints, as in few-shot.
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train_and_evaluate(config, str(tmp_path), resume=False,
+                           env_factory=lambda i: FakeEnv(2, seed=i), use_tensorboard=False)
 
 
 def test_actor_exception_stops_the_run(tmp_path):
@@ -89,8 +96,8 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, "tests")
     from rl.fake_env import FakeEnv
     from rl.agent import make_agent
-    from rl.learner import Batch, Learner
-    from rl.training import init_params, train_and_evaluate
+    from rl.learner import Batch, Learner, init_params
+    from rl.training import train_and_evaluate
     from test_rl_sebulba import _tiny_config
     n = len(jax.devices()); assert n == int(sys.argv[1]), jax.devices()
     config = _tiny_config(batch_size=n)
@@ -135,7 +142,7 @@ def test_data_parallel_learner_on_host_devices(num_devices):
 def test_eval_rows_print_sem_and_csv_keeps_its_columns(tmp_path):
     import csv
 
-    from rl.evaluate import EVAL_FIELDS, append_eval_csv, format_eval
+    from rl.evaluation import EVAL_FIELDS, append_eval_csv, format_eval
     rows = [dict(split="train_sampled", game="starpilot", mean_return=2.5, sem=0.25, normalized=0.0,
                  episodes=200),
             dict(split="train_sampled", game="ALL", mean_return=2.5, normalized=0.0, episodes=200)]

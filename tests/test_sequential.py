@@ -11,12 +11,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import OMNIGLOT_DIR
+
 from configs.fewshot.default import get_config as default_config
 from fewshot.models import SequenceLearner
 from fewshot.sequential import SequentialAccuracy, delayed_label_inputs, pad_batch, sequence_loss
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "omniglot"
+DATA = OMNIGLOT_DIR
 
 
 def test_delayed_label_inputs_shift_by_one_and_start_with_class0():
@@ -83,17 +84,17 @@ def test_instance_level_and_curve_accounting_by_hand():
     np.testing.assert_array_equal(acc.curves(), correct.astype(float))
 
 
-@pytest.mark.skipif(not (DATA / "omniglot.npz").exists(), reason=f"Omniglot npz not found at {DATA}")
+@pytest.mark.omniglot
 def test_sequential_training_and_evaluation_outputs_on_omniglot(tmp_path):
     """A tiny delayed-label run (Omniglot then omniglot_transformed, or the reverse) trains with
     finite, falling loss; the evaluation writes the Table 2/7 numbers, the curve CSV and the plot."""
     from configs.fewshot.sequential_omniglot_transformed_srwm_cpu import get_config
-    from fewshot.evaluate_sequential import evaluate, write_outputs
-    from fewshot.metrics import read_metrics
-    from fewshot.train import train_and_evaluate
+    from fewshot.evaluation import evaluate_sequential as evaluate, write_outputs
+    from srwm_jax.training.metrics import read_metrics
+    from fewshot.trainer import train_and_evaluate
 
     c = get_config()
-    c.update(dict(data_dir=str(DATA), total_steps=10, log_every=5, eval_every=10, checkpoint_every=10,
+    c.update(dict(data_dir=str(DATA), total_steps=10, log_every_steps=5, eval_every_steps=10, checkpoint_every_steps=10,
                   val_episodes=8, eval_batch_size=8, batch_size=4, sequential_shots=3, max_trim=4,
                   conv_channels=8, hidden_size=16, num_heads=2, num_layers=1, ff_factor=1, learning_rate=3e-3))
     workdir = tmp_path / "run"

@@ -1,17 +1,17 @@
 """Warm start (config.init_from): a sequential learner starts from a sync run's weights."""
-from pathlib import Path
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fewshot.checkpointing import Checkpoints
-from fewshot.warm_start import WarmStartError, read_arrays, source_step_dir, transfer, warm_start
+from conftest import OMNIGLOT_DIR
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
-needs_data = pytest.mark.skipif(not (DATA / "omniglot.npz").exists(), reason=f"Omniglot npz not found at {DATA}")
+from fewshot.warm_start import WarmStartError, read_arrays, source_step_dir, transfer, warm_start
+from srwm_jax.training.checkpoints import Checkpoints
+
+DATA = OMNIGLOT_DIR
+needs_data = pytest.mark.omniglot
 
 SIZES = dict(n_way=5, conv_channels=8, hidden_size=16, num_heads=2, num_layers=1, ff_factor=1)
 
@@ -37,7 +37,7 @@ def test_grayscale_kernel_on_replicated_channels_gives_the_same_convolution():
 def _sync_config(**kw):
     from configs.fewshot.omniglot_smoke import get_config
     c = get_config()
-    c.update(dict(data_dir=str(DATA), total_steps=4, log_every=2, eval_every=4, checkpoint_every=4,
+    c.update(dict(data_dir=str(DATA), total_steps=4, log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=4,
                   val_episodes=10, eval_batch_size=10, batch_size=4, **SIZES))
     c.update(kw)
     return c
@@ -46,7 +46,7 @@ def _sync_config(**kw):
 def _sequential_config(**kw):
     from configs.fewshot.sequential_omniglot_transformed_srwm_cpu import get_config
     c = get_config()
-    c.update(dict(data_dir=str(DATA), total_steps=2, log_every=1, eval_every=2, checkpoint_every=2,
+    c.update(dict(data_dir=str(DATA), total_steps=2, log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2,
                   val_episodes=4, eval_batch_size=4, batch_size=2, sequential_shots=2, max_trim=2,
                   **SIZES))
     c.update(kw)
@@ -57,7 +57,7 @@ def _sequential_config(**kw):
 def test_sequential_run_starts_from_a_sync_run(tmp_path, capsys):
     """Every weight of a 1-channel sync run lands in the 3-channel sequential model (the first
     conv kernel spread over the channels); the run then trains from there."""
-    from fewshot.train import build, initial_state, make_sampler, train_and_evaluate
+    from fewshot.trainer import build, initial_state, make_sampler, train_and_evaluate
 
     sync_dir = tmp_path / "sync"
     train_and_evaluate(_sync_config(), str(sync_dir))
@@ -87,7 +87,7 @@ def test_sequential_run_starts_from_a_sync_run(tmp_path, capsys):
 
 @needs_data
 def test_bad_source_gives_one_clear_error(tmp_path):
-    from fewshot.train import build, initial_state, make_sampler
+    from fewshot.trainer import build, initial_state, make_sampler
 
     with pytest.raises(WarmStartError, match="no best checkpoint"):
         source_step_dir(str(tmp_path / "missing"))

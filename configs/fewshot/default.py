@@ -7,6 +7,7 @@ import ml_collections
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = ml_collections.ConfigDict()
     # Data
     c.dataset = "omniglot"          # omniglot | miniimagenet | fc100
@@ -73,11 +74,11 @@ def get_config():
     c.adam_eps = 1e-9
     c.clip_grad_norm = 0.0          # 0 = no clipping (as the original)
     # Bookkeeping
-    c.log_every = 100               # steps between train-metric logs
-    c.eval_every = 2000             # steps between validation runs
+    c.log_every_steps = 100         # steps between train-metric logs
+    c.eval_every_steps = 2000       # steps between validation runs
     c.val_episodes = 1000           # fixed validation episodes (same for every model)
     c.eval_batch_size = 500
-    c.checkpoint_every = 2000       # steps between periodic checkpoints
+    c.checkpoint_every_steps = 2000  # steps between periodic checkpoints
     c.keep_checkpoints = 2
     c.eval_seed = 1234              # seed of the fixed validation / test episodes
     return c

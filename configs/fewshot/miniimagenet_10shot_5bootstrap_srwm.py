@@ -12,6 +12,7 @@ from configs.fewshot.miniimagenet_srwm_5shot import get_config as _mi5
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = _mi5()
     c.task = "bootstrap"
     c.k_shot = 10

@@ -1,9 +1,11 @@
 """Mini-ImageNet 5-way 1-shot, Conv-4 + lstm (paper Table 1).
 
-python -m fewshot.train --config configs/fewshot/miniimagenet_lstm_1shot.py --config.data_dir=/path/to/miniimagenet --workdir runs/mi_lstm_1
+python -m fewshot.train --config configs/fewshot/miniimagenet_lstm_1shot.py \
+    --config.data_dir=/path/to/miniimagenet --workdir runs/mi_lstm_1
 """
 from configs.fewshot.table1 import miniimagenet
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     return miniimagenet("lstm", k_shot=1)

@@ -12,6 +12,7 @@ from configs.fewshot.omniglot_srwm_cpu import get_config as _cpu
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = _cpu()
     c.task = "bootstrap"
     c.k_shot = 1
@@ -22,6 +23,6 @@ def get_config():
     c.num_heads = 4
     c.batch_size = 16
     c.total_steps = 1000
-    c.eval_every = 500
-    c.checkpoint_every = 500
+    c.eval_every_steps = 500
+    c.checkpoint_every_steps = 500
     return c

@@ -3,6 +3,7 @@ from configs.fewshot.default import get_config as _default
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = _default()
     c.model = "lstm"
     c.num_layers = 1

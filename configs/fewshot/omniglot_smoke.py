@@ -8,6 +8,7 @@ from configs.fewshot.omniglot_srwm_cpu import get_config as _cpu
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = _cpu()
     c.n_way = 2
     c.train_queries = 1
@@ -20,8 +21,8 @@ def get_config():
     c.query_label = "class0"
     c.schedule = "constant"
     c.cpu_devices = 1
-    c.log_every = 50
-    c.eval_every = 350
+    c.log_every_steps = 50
+    c.eval_every_steps = 350
     c.val_episodes = 300
-    c.checkpoint_every = 350
+    c.checkpoint_every_steps = 350
     return c

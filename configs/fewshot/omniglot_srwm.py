@@ -6,4 +6,5 @@ from configs.fewshot.default import get_config as _default
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     return _default()

@@ -8,6 +8,7 @@ from configs.fewshot.default import get_config as _default
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = _default()
     c.conv_channels = 32
     c.hidden_size = 128
@@ -28,8 +29,8 @@ def get_config():
     c.query_label = "zeros"
     c.total_steps = 5000
     c.cpu_devices = 0               # one data-parallel device per core: 1.8x faster on 2 cores
-    c.log_every = 50
-    c.eval_every = 1000
+    c.log_every_steps = 50
+    c.eval_every_steps = 1000
     c.val_episodes = 500
-    c.checkpoint_every = 500
+    c.checkpoint_every_steps = 500
     return c

@@ -15,13 +15,15 @@ from configs.fewshot.default import get_config as _default
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = _default()
     c.task = "sequential"
     c.dataset = "omniglot"
     c.second_dataset = "miniimagenet"
     c.second_data_dir = "../shared/data/miniimagenet"
     c.image_size = 84
-    c.normalize = False             # True as the original once fewshot/data normalises Omniglot ink correctly (see README)
+    c.normalize = False             # True as the original once fewshot/data normalises Omniglot
+                                    # ink correctly (see README)
     c.sequential_shots = 15
     c.max_trim = 60
     c.conv_channels = 32
@@ -35,6 +37,6 @@ def get_config():
     c.schedule = "constant"
     c.val_episodes = 1024
     c.eval_batch_size = 64
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
+    c.eval_every_steps = 5000
+    c.checkpoint_every_steps = 5000
     return c

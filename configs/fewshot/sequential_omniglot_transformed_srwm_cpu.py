@@ -13,6 +13,7 @@ from configs.fewshot.default import get_config as _default
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = _default()
     c.task = "sequential"
     c.dataset = "omniglot"
@@ -29,9 +30,9 @@ def get_config():
     c.batch_size = 8
     c.total_steps = 1500
     c.learning_rate = 1e-3
-    c.log_every = 50
-    c.eval_every = 250
+    c.log_every_steps = 50
+    c.eval_every_steps = 250
     c.val_episodes = 64
     c.eval_batch_size = 64
-    c.checkpoint_every = 250
+    c.checkpoint_every_steps = 250
     return c

@@ -18,6 +18,7 @@ from configs.fewshot.sequential_omniglot_transformed_srwm_cpu import get_config 
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = _sequential()
     # The sync CPU run's sizes, so all of its weights fit.
     c.conv_channels = 32

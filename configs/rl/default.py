@@ -8,10 +8,11 @@ Every field is documented where it is set; variants import this file and overrid
 
 import ml_collections
 
-from rl.envs import EASY_GAMES
+from rl.envs import EASY_GAMES, NUM_ACTIONS
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = ml_collections.ConfigDict()
     c.seed = 0
 
@@ -20,7 +21,7 @@ def get_config():
     c.distribution_mode = "easy"
     c.num_levels = 200                # training levels [start_level, start_level + num_levels)
     c.start_level = 0
-    c.num_actions = 15                # ProcGen's full action set
+    c.num_actions = NUM_ACTIONS       # ProcGen's full action set (15)
     c.frame_shape = (64, 64, 3)       # observation shape (tests use smaller fake frames)
 
     # --- Sebulba actors ---
@@ -40,6 +41,8 @@ def get_config():
     c.agent.num_heads = 8             # 8 heads x 16
     c.agent.ff_dim = 512
     c.agent.dropout = 0.0
+    c.agent.sum_norm_eps = 1e-5       # deltanet: q, k = (elu+1)(x) / (sum + eps); 1e-5 as the
+                                      # original RL code (torchbeast/layer.py elu_p1_sum_norm_eps)
 
     # --- IMPALA / V-trace (torchbeast_procgen README + polybeast_learner defaults) ---
     c.total_steps = 300_000_000       # env steps over all games (also the LR-decay horizon)
@@ -67,5 +70,5 @@ def get_config():
     c.log_every_seconds = 30.0
     c.return_window = 100             # episodes per game in the running mean return
     c.checkpoint_every_minutes = 20.0
-    c.max_checkpoints = 3
+    c.keep_checkpoints = 3            # periodic checkpoints kept (newest)
     return c

@@ -10,6 +10,7 @@ from configs.rl import default
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = default.get_config()
     c.games = ("starpilot",)
     c.agent.core = "ff"

@@ -8,6 +8,7 @@ from rl.envs import MEMORY_GAMES
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = default.get_config()
     c.games = MEMORY_GAMES
     c.distribution_mode = "memory"

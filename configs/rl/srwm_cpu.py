@@ -7,6 +7,7 @@ from configs.rl import ff_cpu
 
 
 def get_config():
+    """-> the ml_collections.ConfigDict described in the module docstring."""
     c = ff_cpu.get_config()
     c.agent.core = "srwm"
     return c

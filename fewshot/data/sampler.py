@@ -290,12 +290,12 @@ class EpisodeSampler:
         ``num_steps`` is given; closing the generator (or leaving a ``for``
         loop) stops the workers. Output is identical to calling :meth:`sample`.
         """
-        return _prefetch(
+        return prefetch_steps(
             lambda step: self.sample(batch_size, step), start_step, num_steps, prefetch, num_threads
         )
 
 
-def _prefetch(make, start_step, num_steps, prefetch, num_threads):
+def prefetch_steps(make, start_step, num_steps, prefetch, num_threads):
     """Generator over ``(step, make(step))`` with ``make`` run ahead in threads."""
     if prefetch < 1 or num_threads < 1:
         raise ValueError("prefetch and num_threads must be >= 1")

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from fewshot.data.core import ClassImages
-from fewshot.data.sampler import EpisodeSampler, _prefetch
+from fewshot.data.sampler import EpisodeSampler, prefetch_steps
 
 _SEQUENCE_STREAM = 0x5E9A
 
@@ -134,6 +134,6 @@ class SequentialStream:
     ) -> Iterator[tuple[int, dict]]:
         """Yields ``(step, sample(batch_size, step, train))`` made ahead in
         background threads (see :meth:`EpisodeSampler.iterate`)."""
-        return _prefetch(
+        return prefetch_steps(
             lambda step: self.sample(batch_size, step, train), start_step, num_steps, prefetch, num_threads
         )

@@ -12,13 +12,12 @@ C = max(dk, dv, 16) steps are saved (O(T*(dk+dv)) per head), each chunk is recom
 differentiated in the backward. Undoing updates by subtraction or by a matrix inverse loses
 accuracy as T grows (see the kernel notes), so this path never does.
 """
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from srwm_jax.dispatch import resolve_impl
+from srwm_jax.dispatch import Impl, resolve_impl
 from srwm_jax.ops._validate import check_float, check_shape
 
 _HI = lax.Precision.HIGHEST
@@ -131,7 +130,7 @@ def _validate(q, k, v, beta, S0):
         raise ValueError("the sequence must have at least one time step (T >= 1).")
 
 
-def delta_rule(q, k, v, beta, S0, *, impl="auto"):
+def delta_rule(q, k, v, beta, S0, *, impl: Impl = "auto"):
     """Runs the delta rule over a sequence.
 
     Args:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from srwm_jax.dispatch import resolve_impl
+from srwm_jax.dispatch import Impl, resolve_impl
 from srwm_jax.ops._validate import check_float, check_shape
 
 _HI = lax.Precision.HIGHEST  # keep f32 accuracy on GPUs, where the default dot may use TF32
@@ -163,7 +163,7 @@ def _validate(x, W):
     return W
 
 
-def srwm(x, W, *, input_softmax=False, impl="auto"):
+def srwm(x, W, *, input_softmax=False, impl: Impl = "auto"):
     """Runs a self-referential weight matrix over a sequence.
 
     Args:

@@ -1,0 +1,194 @@
+"""Testing finished few-shot runs (CLIs: fewshot.evaluate, fewshot.evaluate_sequential).
+
+`evaluate` (sync and bootstrap runs): mean accuracy over `num_sets` sets of `episodes_per_set`
+fixed test episodes, with a 95% confidence interval 1.96 * std / sqrt(num_sets) over the set
+means (the original code divides by num_sets instead of its square root, which understates the
+interval). The episodes are a function of the seed only, so every model is tested on the same
+episodes. Writes workdir/eval_<split>.json and a Markdown row in the format of Table 1.
+
+`evaluate_sequential` (delayed-label runs, Tables 2/7, Figs. 4/6): total accuracy per dataset
+segment and instance-level accuracy of the 1st, 2nd, 3rd, 5th and 10th occurrence of each class,
+for each order (A then B, B then A) and pooled over both, on `num_sequences` fixed test sequences
+(half in each order). Writes workdir/eval_sequential_<split>.json; `write_outputs` adds table.md,
+curves.csv and accuracy_curve.png for several runs.
+
+Run configs are read with srwm_jax.training.run_config.load_config, merged onto `defaults`
+(the CLIs pass configs/fewshot/default.py) so older runs load with today's fields.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from fewshot.plots import plot_accuracy_curves
+from fewshot.sequential import INSTANCE_OCCURRENCES, SequentialTask, evaluate_sequences
+from fewshot.tasks import episode_accuracy, get_task
+from fewshot.trainer import RENAMED_KEYS, build, initial_state
+from srwm_jax.training.checkpoints import Checkpoints
+from srwm_jax.training.run_config import load_config
+
+COLUMNS = tuple(str(j + 1) for j in INSTANCE_OCCURRENCES)
+
+
+def load_run(workdir, defaults=None, evaluator="fewshot.evaluate"):
+    """The config of the run in `workdir`, checked to be testable by `evaluator`.
+
+    Raises:
+      FileNotFoundError: workdir/config.json is missing.
+      ValueError: the run's task is tested by another command (the message names it).
+    """
+    config = load_config(workdir, defaults, renames=RENAMED_KEYS)
+    task = get_task(config)
+    if task.evaluator != evaluator:
+        raise ValueError(f"{workdir} is a {task.name!r} run: test it with "
+                         f"python -m {task.evaluator} --workdir {workdir}")
+    return config, task
+
+
+def restore_run(config, workdir, checkpoint, example_batch):
+    """-> (mesh, eval_step, state restored from workdir's `checkpoint`: best | latest).
+
+    Raises:
+      FileNotFoundError: no such checkpoint; RuntimeError: it cannot be restored."""
+    model, optimizer, mesh, _, eval_step = build(config)
+    state = initial_state(config, model, optimizer, mesh, example_batch)
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+    try:
+        state = checkpoints.restore(state, which=checkpoint)
+    finally:
+        checkpoints.close()
+    return mesh, eval_step, state
+
+
+def evaluate(workdir, split="test", num_sets=5, episodes_per_set=1000, checkpoint="best",
+             seed=None, batch_size=None, defaults=None):
+    """Tests a sync or bootstrap run on fixed episodes (see the module docstring).
+
+    Args:
+      workdir: run directory written by fewshot.train.
+      split: test | val | train.
+      num_sets, episodes_per_set: set i holds episodes of seed + 1000 * (i + 1).
+      checkpoint: best | latest.
+      seed: episode seed (default: the run's eval_seed).
+      batch_size: episodes per call (default: the run's eval_batch_size).
+      defaults: ConfigDict filling fields an older config.json lacks.
+    Returns:
+      Result dict: accuracy, ci95, set_accuracies, markdown row, run facts; also written to
+      workdir/eval_<split>.json.
+    Raises:
+      FileNotFoundError, ValueError (see load_run), RuntimeError (checkpoint),
+      fewshot.data.DatasetError (data missing).
+    """
+    config, task = load_run(workdir, defaults)
+    seed = config.eval_seed if seed is None else seed
+    batch_size = batch_size or config.eval_batch_size
+    sampler = task.make_sampler(config, split, config.seed)
+    mesh, eval_step, state = restore_run(config, workdir, checkpoint, sampler.sample(1, 0))
+    # Set i uses seed + 1000 * (i + 1): disjoint from the validation episodes (seed itself).
+    set_acc = [episode_accuracy(eval_step, mesh, state, sampler, episodes_per_set,
+                                seed + 1000 * (i + 1), batch_size) for i in range(num_sets)]
+    mean = float(np.mean(set_acc))
+    ci95 = float(1.96 * np.std(set_acc) / np.sqrt(num_sets)) if num_sets > 1 else float("nan")
+    result = {"accuracy": mean, "ci95": ci95, "set_accuracies": set_acc, "split": split,
+              "num_sets": num_sets, "episodes_per_set": episodes_per_set, "checkpoint": checkpoint,
+              "step": int(state.step), "model": config.model, "dataset": config.dataset,
+              "n_way": config.n_way, "k_shot": config.k_shot, "seed": seed}
+    result["markdown"] = (f"| {config.dataset} {config.n_way}-way {config.k_shot}-shot "
+                          f"| {config.model} | {100 * mean:.2f} ± {100 * ci95:.2f} |")
+    with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def evaluate_sequential(workdir, split="test", num_sequences=1000, checkpoint="best", seed=None,
+                        batch_size=None, data_dir=None, defaults=None):
+    """Tests a delayed-label sequential run (see the module docstring).
+
+    Args:
+      workdir: run directory written by fewshot.train with config.task = "sequential".
+      split: test | val | train.
+      num_sequences: fixed test sequences (half in each order).
+      checkpoint: best | latest.
+      seed: sequence seed (default: the run's eval_seed + 1000, disjoint from validation).
+      batch_size: sequences per call (default: the run's eval_batch_size).
+      data_dir: overrides the run's data_dir.
+      defaults: ConfigDict filling fields an older config.json lacks.
+    Returns:
+      Result dict (fewshot.sequential.SequentialAccuracy.summary plus run facts and the
+      accuracy curves [2 orders, T]); also written to workdir/eval_sequential_<split>.json.
+    Raises:
+      FileNotFoundError, ValueError (see load_run), RuntimeError (checkpoint),
+      fewshot.data.DatasetError (data missing).
+    """
+    config, _ = load_run(workdir, defaults, evaluator="fewshot.evaluate_sequential")
+    if data_dir:
+        config.data_dir = data_dir
+    # Test sequences: seed eval_seed + 1000, disjoint from the validation stream (eval_seed).
+    seed = config.eval_seed + 1000 if seed is None else seed
+    batch_size = batch_size or config.eval_batch_size
+    sequences = SequentialTask(config, split, seed)
+    mesh, eval_step, state = restore_run(config, workdir, checkpoint,
+                                         sequences.sample(1, 0, train=False))
+    acc = evaluate_sequences(eval_step, mesh, state, sequences, num_sequences, batch_size)
+    result = acc.summary(sequences.names)
+    result.update(split=split, num_sequences=num_sequences, checkpoint=checkpoint,
+                  step=int(state.step), model=config.model, datasets=list(sequences.names),
+                  seed=seed, n_way=config.n_way, segment_length=sequences.length // 2,
+                  curves=[[None if np.isnan(a) else float(a) for a in row] for row in acc.curves()])
+    with open(os.path.join(workdir, f"eval_sequential_{split}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def _percent(x):
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def markdown_tables(results, labels):
+    """Table 2/7 layout: one table per order (and pooled), a row per model."""
+    names = results[0]["datasets"]
+    head = "| model | " + " | ".join(f"{n} total | " + " | ".join(f"{n} {c}" for c in COLUMNS) for n in names) + " |"
+    rule = "|---" * (1 + 2 * (1 + len(COLUMNS))) + "|"
+    blocks = []
+    sections = [(order, lambda r, o=order: r["orders"][o]) for order in results[0]["orders"]]
+    sections.append(("pooled over both orders", lambda r: r["pooled"]))
+    for title, get in sections:
+        rows = []
+        for r, label in zip(results, labels):
+            cells = []
+            for n in names:
+                e = get(r)[n]
+                cells += [_percent(e["total"])] + [_percent(e["instance"][c]) for c in COLUMNS]
+            rows.append(f"| {label} | " + " | ".join(cells) + " |")
+        blocks.append(f"**{title}** (accuracy %, instance columns = k-th occurrence of a class)\n\n"
+                      + "\n".join([head, rule] + rows))
+    return "\n\n".join(blocks) + "\n"
+
+
+def write_outputs(results, labels, out):
+    """Writes table.md, curves.csv and accuracy_curve.png for `results` of
+    evaluate_sequential (one per run, legend `labels`) into folder `out`. Returns `out`."""
+    os.makedirs(out, exist_ok=True)
+    orders = list(results[0]["orders"])
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(markdown_tables(results, labels))
+    with open(os.path.join(out, "curves.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "order", "step", "segment", "accuracy"])
+        for r, label in zip(results, labels):
+            seg_len = r["segment_length"]
+            for o, order in enumerate(orders):
+                first, second = order.split("->")
+                for t, a in enumerate(r["curves"][o]):
+                    w.writerow([label, order, t + 1, first if t < seg_len else second,
+                                "" if a is None or np.isnan(a) else f"{a:.4f}"])
+    plot_accuracy_curves({label: np.asarray(r["curves"], float) for r, label in zip(results, labels)},
+                         orders, results[0]["segment_length"], os.path.join(out, "accuracy_curve.png"),
+                         title=f"Delayed-label sequential task ({results[0]['split']} split; dotted: chance)",
+                         chance=1 / results[0].get("n_way", 5))
+    return out
+
+

@@ -1,0 +1,202 @@
+"""Few-shot training as a library: `train_and_evaluate(config, workdir)` (CLI: fewshot.train).
+
+The workdir receives config.json, metrics.jsonl, TensorBoard events (tensorboard/),
+checkpoints/ (periodic) and best/ (best validation accuracy): the layout of the shared run
+layer, srwm_jax.training. The task (sync, sequential, bootstrap) comes from fewshot.tasks.
+
+Data parallel over all devices: one mesh axis "data"; the episode batch is split over it and
+the parameters are replicated (jit + NamedSharding). Multi-host: call
+`jax.distributed.initialize()` before training (see README); each host then feeds its share.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import jax
+import ml_collections
+from tqdm import tqdm
+
+from fewshot.models import SequenceLearner
+from fewshot.steps import make_optimizer, make_schedule, make_train_step
+from fewshot.tasks import TASKS, example_batch, get_task
+from fewshot.warm_start import warm_start
+from srwm_jax.layers import MEMORY_KINDS
+from srwm_jax.training.checkpoints import Checkpoints
+from srwm_jax.training.mesh import DataParallel, count_params
+from srwm_jax.training.metrics import MetricWriter
+from srwm_jax.training.run_config import save_config
+
+REQUIRED_KEYS = ("data_dir", "seed", "batch_size", "total_steps", "model", "n_way", "k_shot")
+
+# config.json keys renamed since older runs were written: {old: new}. Older run directories
+# still load for evaluation (srwm_jax.training.run_config.load_config maps them).
+RENAMED_KEYS = {"log_every": "log_every_steps", "eval_every": "eval_every_steps",
+                "checkpoint_every": "checkpoint_every_steps"}
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message says which key and what to do."""
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks the keys a run needs before any data is read.
+
+    Raises:
+      ConfigError: a required key is missing, or model / task / train_queries / batch_size
+        has a value that cannot run (the message names the key and the choices).
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ConfigError(f"config is missing required keys {missing}; start from "
+                          "configs/fewshot/default.py.")
+    if config.model not in MEMORY_KINDS:
+        raise ConfigError(f"config.model={config.model!r}: choose one of {MEMORY_KINDS}.")
+    if config.task not in TASKS:
+        raise ConfigError(f"config.task={config.task!r}: choose one of {tuple(TASKS)}.")
+    if int(config.train_queries) < 1:
+        raise ConfigError(f"config.train_queries={config.train_queries} must be >= 1 (queries "
+                          "per training episode).")
+    n = jax.device_count()
+    if config.batch_size % n:
+        raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the {n} "
+                          "devices.")
+
+
+def build(config):
+    """Model, optimiser, mesh and jitted steps for `config` (shared by training and evaluation).
+
+    Returns:
+      (model: SequenceLearner, optimizer: optax.GradientTransformation, mesh: DataParallel,
+       train_step(state, batch, dropout_key) -> (state, metrics),
+       eval_step(state, batch) -> bool correct [B] or [B, T]); batches are host arrays with
+       B divisible by the device count.
+    """
+    task = get_task(config)
+    model = SequenceLearner(ml_collections.FrozenConfigDict(config))
+    optimizer = make_optimizer(config)
+    mesh = DataParallel()
+    train_step = jax.jit(make_train_step(model, optimizer, config, task.loss_fn),
+                         in_shardings=(mesh.replicated, mesh.batch, mesh.replicated),
+                         out_shardings=(mesh.replicated, mesh.replicated), donate_argnums=0)
+    eval_step = jax.jit(task.make_eval_step(model, config),
+                        in_shardings=(mesh.replicated, mesh.batch), out_shardings=mesh.batch)
+    return model, optimizer, mesh, train_step, eval_step
+
+
+def make_sampler(config, split: str, seed: int):
+    """The task's sampler for `split` (train | val | test); see fewshot.tasks.Task."""
+    return get_task(config).make_sampler(config, split, seed)
+
+
+def initial_state(config, model, optimizer, mesh, batch):
+    """Fresh replicated TrainState from the first episode of `batch` (key: config.seed)."""
+    init = get_task(config).init_state
+    example = example_batch(batch)
+    return jax.jit(lambda k: init(model, optimizer, config, example, k),
+                   out_shardings=mesh.replicated)(jax.random.key(config.seed))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: bool = True):
+    """Trains `config` into `workdir`, validating and checkpointing on its schedule.
+
+    Args:
+      config: a full few-shot config (configs/fewshot/default.py and its variants).
+      workdir: run directory; made if missing. An existing run there is resumed.
+      resume: continue from the latest checkpoint in `workdir` if there is one; False refuses
+        a workdir that already holds checkpoints.
+    Returns:
+      The final fewshot.steps.TrainState (replicated over the devices).
+    Raises:
+      ConfigError: bad config, or checkpoints in `workdir` with resume=False.
+      fewshot.data.DatasetError: the dataset is missing or incomplete.
+      fewshot.warm_start.WarmStartError: config.init_from cannot be read.
+      RuntimeError: the latest checkpoint cannot be restored.
+    """
+    validate_config(config)
+    task = get_task(config)
+    os.makedirs(workdir, exist_ok=True)
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+    if checkpoints.latest_step() is not None and not resume:
+        checkpoints.close()
+        raise ConfigError(f"{workdir} already holds checkpoints; pass --resume or use a fresh "
+                          "--workdir.")
+    save_config(workdir, config)
+
+    train_sampler = task.make_sampler(config, "train", config.seed)
+    val_sampler = task.make_sampler(config, "val", config.seed)
+    model, optimizer, mesh, train_step, eval_step = build(config)
+    state = initial_state(config, model, optimizer, mesh, train_sampler.sample(1, 0))
+    if checkpoints.latest_step() is not None:
+        state = checkpoints.restore(state)
+        print(f"Resumed from {workdir}/checkpoints/{int(state.step)}", flush=True)
+    elif config.init_from:
+        state, report = warm_start(state, config.init_from, config.init_from_checkpoint)
+        state = mesh.put_replicated(state)
+        print(report, flush=True)
+    start = int(state.step)
+    schedule = make_schedule(config)
+    dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    writer = MetricWriter(workdir)
+    print(f"{config.model} / {config.backbone}: {count_params(state.params):,} parameters, "
+          f"{jax.device_count()} device(s), steps {start}..{config.total_steps}", flush=True)
+
+    bar = tqdm(total=config.total_steps, initial=start, dynamic_ncols=True,
+               mininterval=1 if sys.stderr.isatty() else 30, disable=start >= config.total_steps)
+    images_per_step = config.batch_size * task.images_per_episode(config)
+    sums, count, t_last = None, 0, time.time()
+    try:
+        for step, batch in train_sampler.iterate(config.batch_size, start_step=start,
+                                                 num_steps=config.total_steps - start):
+            state, metrics = train_step(state, mesh.put_batch(batch), dropout_key)
+            sums = metrics if sums is None else jax.tree.map(lambda a, b: a + b, sums, metrics)
+            count += 1
+            done = step + 1
+            bar.update(1)
+            last = done == config.total_steps
+            if done % config.log_every_steps == 0 or last:
+                elapsed = time.time() - t_last
+                scalars = {k: float(v) / count for k, v in sums.items()}
+                scalars.update(learning_rate=float(schedule(step)),
+                               steps_per_second=count / elapsed,
+                               images_per_second=count * images_per_step / elapsed)
+                writer.write(done, scalars, "train")
+                bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
+                                sps=f"{scalars['steps_per_second']:.1f}")
+                sums, count, t_last = None, 0, time.time()
+            if done % config.eval_every_steps == 0 or last:
+                t0 = time.time()
+                val = task.validation(config, eval_step, mesh, state, val_sampler)
+                writer.write(done, val, "valid")
+                tqdm.write(f"step {done}: valid " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+                if val["accuracy"] > checkpoints.best_accuracy():
+                    checkpoints.save_best(done, state, val["accuracy"])
+                t_last += time.time() - t0  # keep evaluation out of the training throughput
+            if done % config.checkpoint_every_steps == 0 or last:
+                checkpoints.save(done, state)
+    except KeyboardInterrupt:
+        tqdm.write(f"Interrupted: saving a checkpoint at step {int(state.step)} and exiting.")
+        checkpoints.save(int(state.step), state)
+    finally:
+        bar.close()
+        writer.close()
+        checkpoints.close()
+    return state
+
+
+def configure_cpu_devices(config) -> None:
+    """Splits the host CPU into config.cpu_devices JAX devices (0: one per core, reduced to a
+    divisor of batch_size) before the backends start.
+
+    XLA's CPU convolutions barely use a second core within one device, so on a CPU-only host
+    data parallelism over per-core devices is what uses them all; results are the same as with
+    one device. GPU/TPU hosts are unaffected (their accelerators stay the default devices).
+    Call before anything touches jax devices."""
+    n = int(config.cpu_devices)
+    if n == 0:
+        n = max(1, min(os.cpu_count() or 1, config.batch_size))
+        while config.batch_size % n:
+            n -= 1
+    if n > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        jax.config.update("jax_num_cpu_devices", n)

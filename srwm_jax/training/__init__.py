@@ -1,0 +1,19 @@
+"""The run layer under both trainers (few-shot `fewshot.trainer`, RL `rl.training`).
+
+One module per job, none of them model-specific:
+
+    checkpoints   orbax checkpoints: periodic (newest `keep`) + best-on-validation, any pytree
+                  (extra scalars such as env steps and the RNG key ride in the saved tree)
+    metrics       metrics.jsonl + TensorBoard events in `tensorboard/` + CSV appends
+    run_config    config.json save/load, merged onto the defaults the caller passes
+    mesh          the data-parallel device mesh, its shardings, parameter counting
+
+Why here: both `fewshot` and `rl` already depend on `srwm_jax` (for its layers) and on
+nothing else they share, so a sub-package of `srwm_jax` is the one home both can import
+without a new top-level name. `srwm_jax/__init__.py` does not import it, so the core
+(ops, layers) stays free of orbax and tensorboardX.
+
+Workdir layout written by this layer (the same for both trainers):
+
+    config.json  metrics.jsonl  tensorboard/  checkpoints/<step>/  best/<step>/ + best/best.json
+"""

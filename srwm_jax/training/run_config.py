@@ -1,0 +1,141 @@
+"""Run configs: `workdir/config.json` written at the start of a run and read back merged
+onto defaults the caller passes, so fields added to a config file after a run was made take
+their default values (no `config.get(key, default)` restating them in the library).
+
+The library never imports `configs/`: callers (CLIs, tests) load the defaults and pass them.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+# The checkout's configs/ folder (the package is installed editable or run from the checkout).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "configs")
+
+
+class RunConfigError(ValueError):
+    """A run directory or config override that cannot be used; the message says what to do."""
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> str:
+    """Writes `config` to `workdir/config.json` (made if missing). Returns the path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    with open(path, "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    return path
+
+
+def _like(default, value):
+    """JSON turns tuples into lists: give `value` back the tuple type of `default`."""
+    if isinstance(default, tuple) and isinstance(value, list):
+        inner = default[0] if default else None
+        return tuple(_like(inner, v) if inner is not None else
+                     (tuple(v) if isinstance(v, list) else v) for v in value)
+    return value
+
+
+def merge(defaults: ml_collections.ConfigDict, data: Mapping) -> ml_collections.ConfigDict:
+    """`defaults` (copied) with every key of `data` set over it, recursively for sub-configs.
+
+    Keys of `data` that `defaults` lacks are kept (removed fields of an older run)."""
+    config = ml_collections.ConfigDict(defaults.to_dict())
+    for key, value in data.items():
+        current = config.get(key)
+        if isinstance(current, ml_collections.ConfigDict) and isinstance(value, Mapping):
+            config[key] = merge(current, value)
+        else:
+            value = _like(current, value)
+            if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # JSON writes 2.0 as 2.0, but hand-edited files may not
+            if current is not None and value is not None and type(current) is not type(value):
+                # ConfigDict fields are typed; e.g. an int stored where the default is a float.
+                del config[key]
+            config[key] = value
+    return config
+
+
+def load_config(workdir: str, defaults: ml_collections.ConfigDict | None = None,
+                renames: Mapping[str, str] | None = None) -> ml_collections.ConfigDict:
+    """Reads `workdir/config.json`, merged onto `defaults`.
+
+    Args:
+      workdir: a run directory written by a trainer.
+      defaults: the config whose fields fill keys the run's file lacks (None: the file as is).
+      renames: {old key: new key} for fields renamed since older runs were made.
+    Returns:
+      The run's ConfigDict.
+    Raises:
+      FileNotFoundError: `workdir/config.json` does not exist.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: --workdir must be a run directory written by "
+                                "a trainer (fewshot.train, rl.impala).")
+    with open(path) as f:
+        data = json.load(f)
+    for old, new in (renames or {}).items():
+        if old in data and new not in data:
+            data[new] = data.pop(old)
+    if defaults is None:
+        return ml_collections.ConfigDict(data)
+    return merge(defaults, data)
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """`get_config()` of the Python config file at `path` (a `configs/**/*.py` file).
+
+    Raises:
+      FileNotFoundError: no such file.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    spec = importlib.util.spec_from_file_location("_run_config_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def define_defaults_flag(area: str):
+    """Defines the `--defaults` flag of an evaluation CLI: the config file whose fields fill
+    those an older run's config.json lacks (default: configs/<area>/default.py of the checkout).
+    Returns its absl FlagHolder; pass `load_config_file(holder.value)` as `defaults`."""
+    from absl import flags  # noqa: PLC0415 - only CLIs need absl
+
+    return flags.DEFINE_string("defaults", os.path.join(CONFIGS_DIR, area, "default.py"),
+                               "Config file whose fields fill those an older run's config.json lacks.")
+
+
+def check_config_overrides(argv: Sequence[str]) -> None:
+    """Exits with one clear message if a `--config.a.b=...` names a key the config lacks.
+
+    (ml_collections would otherwise raise a bare AttributeError traceback during flag
+    parsing.) Call with `sys.argv[1:]` before `absl.app.run`."""
+    path = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+    if path is None or not os.path.exists(path.split(":")[0]):
+        return  # absl reports the missing/bad --config itself
+    config = load_config_file(path.split(":")[0])
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        dotted = arg[len("--config."):].split("=", 1)[0]
+        node = config
+        for i, part in enumerate(dotted.split(".")):
+            if not hasattr(node, "keys") or part not in node:
+                where = ".".join(dotted.split(".")[:i]) or "<top level>"
+                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(none)"
+                sys.exit(f"error: unknown config key {dotted!r} in {path}: {where!r} has no "
+                         f"field {part!r}. Valid fields there: {valid}")
+            node = node[part]
