@@ -40,7 +40,7 @@ def _fewshot(config_module: str):
     import jax.numpy as jnp
 
     from fewshot.steps import init_state, make_train_step
-    from fewshot.train import build
+    from fewshot.trainer import build
 
     config = importlib.import_module(config_module).get_config()
     config.impl = "pallas"
@@ -84,7 +84,7 @@ def _rl_learner():
 
     from rl.agent import make_agent
     from rl.learner import Batch, Learner
-    from rl.training import init_params
+    from rl.learner import init_params
 
     config = _rl_config()
     agent = make_agent(config)
@@ -113,7 +113,7 @@ def _rl_actor():
 
     from rl.agent import make_agent
     from rl.sebulba import make_policy_fn
-    from rl.training import init_params
+    from rl.learner import init_params
 
     config = _rl_config()
     agent = make_agent(config)
