@@ -1,0 +1,116 @@
+"""The Pallas kernels compiled and run on a real GPU (not interpreted) against the scan reference.
+
+Skipped without a GPU (jax's default backend is not "gpu"); ``benchmarks/gpu_check.py`` runs it
+on a GPU machine. The scan reference (``srwm_jax`` impl="scan") is itself checked against
+float64 loops by tests/test_cells.py; tests/test_kernels.py checks these kernels against float64
+in interpret mode on CPU. This file checks what interpret mode cannot: the Triton-compiled code.
+
+Cases (19; sized for gpu_check's 8-minute budget), at small, awkward sizes (B*H = 15, not a
+multiple of any block): SRWM d in {16, 32, 64} with (input softmax, float32) and (no softmax,
+bf16) at T=76 (two checkpoint chunks at d=16), T=1 and T=4096 at d=16; the delta-rule (dk, dv)
+pairs with distinct block configs (``benchmarks.h100.delta_code_paths``, 9 pairs), bf16 at
+(128, 32), T=4096 at (16, 16).
+
+Tolerances, relative to the largest reference value of each quantity (as tests/test_kernels.py
+uses against scan): float32 1e-5 forward, 1e-4 gradients; bf16 inputs 2e-2 for bf16 outputs
+and gradients (bf16 rounding 4e-3 plus accumulated float32 differences), 1e-3 for float32
+state and its gradient; T=4096: 1e-3 (float32 drift over thousands of steps, both sides).
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kernels
+import srwm_jax
+from benchmarks.h100 import delta_code_paths
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "gpu",
+                                reason="needs a GPU (run benchmarks/gpu_check.py on one)")
+
+B, H = 3, 5
+
+
+def _loss(outputs):
+    y, state = outputs
+    total = jnp.sum(jnp.sin(3.0 * y.astype(jnp.float32)))
+    for s in jax.tree.leaves(state):
+        total = total + 0.5 * jnp.sum(jnp.cos(s.astype(jnp.float32)))
+    return total
+
+
+def _outputs_and_grads(fn, args):
+    def loss_with_outputs(*a):
+        outputs = fn(*a)
+        return _loss(outputs), outputs
+    grads, outputs = jax.jit(jax.grad(loss_with_outputs, argnums=tuple(range(len(args))),
+                                      has_aux=True))(*args)
+    return outputs, grads
+
+
+def _assert_trees_close(what, got, want, tol_for):
+    for i, (g, w) in enumerate(zip(jax.tree.leaves(got), jax.tree.leaves(want))):
+        assert g.shape == w.shape and g.dtype == w.dtype, (what, i, g.shape, w.shape, g.dtype)
+        g64, w64 = (np.asarray(jnp.asarray(a, jnp.float32), np.float64) for a in (g, w))
+        err = np.abs(g64 - w64).max() / max(np.abs(w64).max(), 1e-6)
+        tol = tol_for(g.dtype)
+        assert err <= tol, (f"{what}[{i}] ({g.dtype}, {g.shape}): relative error "
+                            f"{err:.2e} > {tol:.0e}")
+
+
+def _tolerances(dtype, seq_len):
+    if seq_len >= 4096:
+        return (lambda _: 1e-3), (lambda _: 1e-3)
+    if dtype == jnp.bfloat16:
+        return ((lambda dt: 2e-2 if dt == jnp.bfloat16 else 1e-3),
+                (lambda dt: 2e-2 if dt == jnp.bfloat16 else 1e-3))
+    return (lambda _: 1e-5), (lambda _: 1e-4)
+
+
+SRWM_CASES = ([(d, True, jnp.float32, 76) for d in (16, 32, 64)]
+              + [(d, False, jnp.bfloat16, 76) for d in (16, 32, 64)]
+              + [(16, True, jnp.float32, t) for t in (1, 4096)])
+
+
+@pytest.mark.parametrize("d, input_softmax, dtype, seq_len", SRWM_CASES)
+def test_srwm_kernel_matches_scan_on_gpu(d, input_softmax, dtype, seq_len):
+    rng = np.random.default_rng(d + seq_len)
+    x = jnp.asarray(rng.standard_normal((B, seq_len, H, d)), jnp.float32).astype(dtype)
+    W = srwm_jax.SRWMWeights(*(jnp.asarray(rng.standard_normal((B, H, d, n)) / np.sqrt(d),
+                                           jnp.float32) for n in (d, d, d, 4)))
+    kernel = functools.partial(kernels.srwm_pallas, input_softmax=input_softmax)
+    scan = functools.partial(srwm_jax.srwm, input_softmax=input_softmax, impl="scan")
+    tol_out, tol_grad = _tolerances(dtype, seq_len)
+    _assert_trees_close("forward", jax.jit(kernel)(x, W), jax.jit(scan)(x, W), tol_out)
+    out, grads = _outputs_and_grads(kernel, (x, W))
+    out_ref, grads_ref = _outputs_and_grads(scan, (x, W))
+    _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
+    _assert_trees_close("gradients", grads, grads_ref, tol_grad)
+
+
+DELTA_CASES = ([(dk, dv, jnp.float32, 76) for dk, dv in delta_code_paths()]
+               + [(128, 32, jnp.bfloat16, 76), (16, 16, jnp.float32, 4096)])
+
+
+@pytest.mark.parametrize("dk, dv, dtype, seq_len", DELTA_CASES)
+def test_delta_rule_kernel_matches_scan_on_gpu(dk, dv, dtype, seq_len):
+    rng = np.random.default_rng(dk * dv + seq_len)
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    q, k = (softmax(rng.standard_normal((B, seq_len, H, dk))) for _ in range(2))
+    v = rng.standard_normal((B, seq_len, H, dv))
+    beta = 1.0 / (1.0 + np.exp(-rng.standard_normal((B, seq_len, H))))
+    args = (*(jnp.asarray(a, jnp.float32).astype(dtype) for a in (q, k, v, beta)),
+            jnp.asarray(rng.standard_normal((B, H, dk, dv)) / np.sqrt(dk), jnp.float32))
+    kernel = kernels.delta_rule_pallas
+    scan = functools.partial(srwm_jax.delta_rule, impl="scan")
+    tol_out, tol_grad = _tolerances(dtype, seq_len)
+    _assert_trees_close("forward", jax.jit(kernel)(*args), jax.jit(scan)(*args), tol_out)
+    out, grads = _outputs_and_grads(kernel, args)
+    out_ref, grads_ref = _outputs_and_grads(scan, args)
+    _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
+    _assert_trees_close("gradients", grads, grads_ref, tol_grad)
