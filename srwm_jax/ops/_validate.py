@@ -14,3 +14,12 @@ def check_shape(name, a, expected, legend):
     if not ok:
         want = "[" + ", ".join("?" if e is None else str(e) for e in expected) + "]"
         raise ValueError(f"{name} has shape {list(shape)}, expected {want} ({legend}).")
+
+
+def check_reset(reset, B, T):
+    """Raise unless `reset` is None or a bool [B, T] mask."""
+    if reset is None:
+        return
+    if reset.dtype != jnp.bool_:
+        raise ValueError(f"reset must be a bool array [B, T], got dtype {reset.dtype}.")
+    check_shape("reset", reset, (B, T), "B batch, T time; True = reset the state before step t")
