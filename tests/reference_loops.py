@@ -57,7 +57,7 @@ def run_split_at_resets(run, inputs, state0, reset_state, reset):
             jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *finals))
 
 
-def random_reset(key, B, T, p=0.25):
+def random_reset(key, B, T, p=0.2):
     """A random bool [B, T] mask with at least one reset at t = 0 and one mid-sequence."""
     reset = np.array(jax.random.bernoulli(key, p, (B, T)))
     reset[0, 0] = True

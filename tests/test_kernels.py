@@ -355,7 +355,8 @@ def _second_order_errors(fn_for_impl, ref64, args):
     """Max relative error (to the largest reference value) of grad-of-grad per impl vs float64."""
     with jax.enable_x64(True):
         args64 = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), args)
-        want = jax.tree.map(np.asarray, jax.jit(_grad_of_grad(ref64, args64))(*args64))
+        want = jax.tree.map(np.asarray, jax.jit(_grad_of_grad(ref64, args64),
+                                                compiler_options=_FAST_COMPILE)(*args64))
     errors = {}
     for impl in ("scan", "pallas_interpret"):
         got = jax.jit(_grad_of_grad(fn_for_impl(impl), args), compiler_options=_FAST_COMPILE)(*args)
