@@ -44,7 +44,7 @@ def run_split_at_resets(run, inputs, state0, reset_state, reset):
     reset = np.asarray(reset)  # concrete: the cut points are fixed when tracing
     ys, finals = [], []
     for b in range(reset.shape[0]):
-        take = lambda tree: jax.tree.map(lambda a: a[b:b + 1], tree)  # noqa: E731
+        take = lambda tree, b=b: jax.tree.map(lambda a: a[b:b + 1], tree)  # noqa: E731
         pieces, state = [], take(state0)
         for s, e, fresh in segments(reset[b]):
             if fresh:

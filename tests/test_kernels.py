@@ -29,10 +29,9 @@ import numpy as np
 import pytest
 
 import kernels
+import srwm_jax
 from kernels.delta_rule import DeltaRuleBlockConfig
 from kernels.srwm import SRWMBlockConfig
-
-import srwm_jax
 from srwm_jax.reference import delta_rule_reference, srwm_reference
 
 WEIGHT_FIELDS = ("y", "q", "k", "b")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax
 import jax.numpy as jnp
 
 from kernels import _autodiff, _common
@@ -105,7 +104,7 @@ def _reference(args, aux):
     return jnp.swapaxes(y[:, :, 0], 0, 1), S_T[:, 0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _delta_core(config: DeltaRuleBlockConfig, interpret: bool):
     """op(args=(q, k, v, beta, s0, reset state or None), aux=mask or None) -> (y, S_T)."""
 

@@ -35,9 +35,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import pallas as pl
-
 from jax import lax
+from jax.experimental import pallas as pl
 
 from kernels._common import (any_row, chunked_time_loop, dot_last, mat_vec, outer,
                              softmax_last, softmax_last_vjp, vec_mat, where_rows)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax
 import jax.numpy as jnp
 
 from kernels import _autodiff, _common
@@ -102,7 +101,7 @@ def _reference(args, aux, *, input_softmax):
             jnp.swapaxes(W_T.b[:, 0], 1, 2))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _srwm_core(input_softmax: bool, config: SRWMBlockConfig, interpret: bool):
     """op(args=(x, W_0, reset weights or None), aux=mask or None) -> (y, wy, wq, wk, wb)."""
 
@@ -126,7 +125,7 @@ def _srwm_core(input_softmax: bool, config: SRWMBlockConfig, interpret: bool):
         return (y, cy[-1], cq[-1], ck[-1], cb[-1]), ((cy, cq, ck, cb), tuple(vectors))
 
     def backward(args, aux, residuals, cotangents):
-        x, w0, fresh = args
+        x, w0, _ = args
         checkpoints, vectors = residuals
         dy, *d_final = cotangents
         chunk = min(config.chunk, x.shape[0])

@@ -12,8 +12,6 @@ C = max(dk, dv, 16) steps are saved (O(T*(dk+dv)) per head), each chunk is recom
 differentiated in the backward. Undoing updates by subtraction or by a matrix inverse loses
 accuracy as T grows (see the kernel notes), so this path never does.
 """
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 from jax import lax
