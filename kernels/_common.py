@@ -10,6 +10,7 @@ relative error per read.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental.pallas import triton as pl_triton
@@ -118,3 +119,18 @@ def chunked_time_loop(seq_len: int, chunk: int, step, carry, *, reverse: bool = 
         return carry
 
     return lax.fori_loop(0, num_chunks, chunk_body, carry)
+
+
+def where_rows(mask, fresh, state):
+    """Per sequence of a block: ``fresh`` where mask [BB] is True, else ``state``.
+
+    ``fresh`` and ``state`` are matching pytrees of [BB, ...] register values.
+    """
+    def pick(f, s):
+        return jnp.where(mask.reshape((-1,) + (1,) * (s.ndim - 1)), f, s)
+    return jax.tree.map(pick, fresh, state)
+
+
+def any_row(mask):
+    """Whether any sequence of the block resets here (a scalar bool from an int32 [BB] mask)."""
+    return jnp.max(mask) > 0

@@ -6,7 +6,10 @@ Every recurrent layer has the signature
     y, new_state = layer(x [B, T, D], state, reset=None, *, deterministic=True)
 and an `initial_state(batch_size)` method (callable on the unbound module). `state=None`
 means a fresh sequence. `reset` is an optional bool [B, T]: where reset[b, t] is True the
-state of sequence b is reset to fresh *before* step t (episode boundaries in RL). Carry
+state of sequence b is reset to fresh *before* step t (episode boundaries in RL). Every layer
+hands the mask to its operator in one call (`srwm` / `delta_rule` take `reset`, the LSTM
+resets inside its scan, ShortConv masks its history), so a mask keeps the fused kernels and
+the O(T*d) gradients. Carry
 `new_state` into the next call for truncated BPTT (wrap it in `jax.lax.stop_gradient` to cut
 gradients between calls).
 
@@ -36,32 +39,6 @@ from srwm_jax.ops.srwm import SRWMWeights, srwm
 MEMORY_KINDS = ("srwm", "deltanet", "srdelta", "fakesr", "lstm")
 
 
-def _reset_state(state, reset_t):
-    """Zeroes the state of sequences where reset_t [B] is True (leading axis of every leaf is B)."""
-    return jax.tree.map(
-        lambda s: jnp.where(reset_t.reshape((-1,) + (1,) * (s.ndim - 1)), jnp.zeros_like(s), s),
-        state)
-
-
-def run_with_reset(run, state, inputs, reset):
-    """Runs `run(state, inputs) -> (state, outputs)` over time with optional per-step resets.
-
-    inputs/outputs: pytrees of [B, T, ...] arrays; reset: None or bool [B, T]. Without a reset
-    the whole sequence goes through `run` in one call (the fast path); with one, `run` is
-    called one step at a time inside a `lax.scan` so the state can be cleared between steps.
-    """
-    if reset is None:
-        return run(state, inputs)
-    tm = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
-
-    def step(s, xs):
-        x_t, r_t = xs
-        s = _reset_state(s, r_t)
-        s, out = run(s, jax.tree.map(lambda a: a[:, None], x_t))
-        return s, jax.tree.map(lambda a: a[:, 0], out)
-
-    state, outs = lax.scan(step, state, (jax.tree.map(tm, inputs), tm(reset)))
-    return state, jax.tree.map(tm, outs)
 
 
 def _normal(mean, std):
@@ -113,14 +90,17 @@ def _srwm_zero_state(batch_size, num_heads, head_dim, y_dim):
 
 
 def _run_srwm(slow, x, state, reset, input_softmax, impl):
-    """x [B, T, H, d], state: weight change [B, H, d, *] -> (y [B, T, H, dy], new change)."""
+    """x [B, T, H, d], state: weight change [B, H, d, *] -> (new change, y [B, T, H, dy]).
 
-    def run(change, x_seg):
-        W = SRWMWeights(*(s[None] + c for s, c in zip(slow, change)))
-        y, W_T = srwm(x_seg, W, input_softmax=input_softmax, impl=impl)
-        return SRWMWeights(*(w - s[None] for w, s in zip(W_T, slow))), y
-
-    return run_with_reset(run, state, x, reset)
+    A reset restores the slow weights (a zero change) before its step.
+    """
+    B = x.shape[0]
+    W = SRWMWeights(*(s[None] + c for s, c in zip(slow, state)))
+    fresh = None
+    if reset is not None:
+        fresh = SRWMWeights(*(jnp.broadcast_to(s[None], (B,) + s.shape) for s in slow))
+    y, W_T = srwm(x, W, input_softmax=input_softmax, reset=reset, reset_weights=fresh, impl=impl)
+    return SRWMWeights(*(w - s[None] for w, s in zip(W_T, slow))), y
 
 
 class SRWMLayer(nn.Module):
@@ -217,12 +197,7 @@ class DeltaNetLayer(nn.Module):
         k = elu_p1_sum_norm(k, self.sum_norm_eps)
         beta = jax.nn.sigmoid(beta)
         state = self.initial_state(B) if state is None else state
-
-        def run(S, inputs):
-            y, S_T = delta_rule(*inputs, S, impl=self.impl)
-            return S_T, y
-
-        new_state, y = run_with_reset(run, state, (q, k, v, beta), reset)
+        y, new_state = delta_rule(q, k, v, beta, state, reset=reset, impl=self.impl)
         out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, H * d))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return x + out, new_state
@@ -259,15 +234,13 @@ class SRDeltaNetLayer(nn.Module):
         slow = _SlowSRWM(H, d, 3 * d + 1, self.beta_init, name="slow")()
         state = self.initial_state(B) if state is None else state
 
-        def run(st, x_seg):
-            change, S = st
-            change, qkvb = _run_srwm(slow, x_seg, change, None, self.input_softmax, self.impl)
-            q, k, v, beta = _split_qkvb(qkvb, d)
-            y, S = delta_rule(jax.nn.softmax(q, -1), jax.nn.softmax(k, -1), v,
-                              jax.nn.sigmoid(beta), S, impl=self.impl)
-            return (change, S), y
-
-        new_state, y = run_with_reset(run, state, h.reshape(B, T, H, d), reset)
+        change, S = state
+        change, qkvb = _run_srwm(slow, h.reshape(B, T, H, d), change, reset,
+                                 self.input_softmax, self.impl)
+        q, k, v, beta = _split_qkvb(qkvb, d)
+        y, S = delta_rule(jax.nn.softmax(q, -1), jax.nn.softmax(k, -1), v,
+                          jax.nn.sigmoid(beta), S, reset=reset, impl=self.impl)
+        new_state = (change, S)
         out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return h + out, new_state
@@ -308,7 +281,7 @@ class LSTMLayer(nn.Module):
 
         def step(carry, inputs):
             g_x, r_t = inputs
-            c, h = _reset_state(carry, r_t)
+            c, h = (jnp.where(r_t[:, None], 0.0, a) for a in carry)  # reset before step t
             g = g_x + h @ W_h
             i, f, gg, o = jnp.split(g, 4, axis=-1)
             c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(gg)
@@ -327,7 +300,8 @@ class ShortConv(nn.Module):
     paper). Initialised as w_0 = 1 and w_j ~ N(0, past_init_std^2) for j > 0; with the default
     past_init_std = 0 a model with it starts as the model without. State: the last K - 1 inputs
     [B, K-1, D] (zeros for a fresh sequence), so a sequence split over calls gives the same
-    output as one call.
+    output as one call. A reset at step t (optional bool [B, T]) hides every input before t
+    from steps >= t, as if the sequence started fresh at t.
     """
     kernel_size: int
     past_init_std: float = 0.0
@@ -338,11 +312,9 @@ class ShortConv(nn.Module):
 
     @nn.compact
     def __call__(self, x, state=None, reset=None):
-        """x [B, T, D] -> (y [B, T, D], state [B, K-1, D])."""
+        """x [B, T, D], reset None or bool [B, T] -> (y [B, T, D], state [B, K-1, D])."""
         check_layer_inputs(self, x, state, reset,
                            initial_state=lambda b: self.initial_state(b, x.shape[2]))
-        if reset is not None:
-            raise NotImplementedError("ShortConv does not take mid-sequence resets; start a new call instead.")
         K, (B, T, D) = self.kernel_size, x.shape
         if K < 1:
             raise ValueError(f"ShortConv: kernel_size={K} must be >= 1.")
@@ -352,8 +324,19 @@ class ShortConv(nn.Module):
         w = self.param("kernel", init, (K, D))
         past = self.initial_state(B, D) if state is None else state
         padded = jnp.concatenate([past.astype(x.dtype), x], axis=1)  # [B, K-1+T, D]
-        y = sum(w[j].astype(x.dtype) * padded[:, K - 1 - j: K - 1 - j + T] for j in range(K))
-        return y, padded[:, T:]
+        if reset is None:
+            y = sum(w[j].astype(x.dtype) * padded[:, K - 1 - j: K - 1 - j + T] for j in range(K))
+            return y, padded[:, T:]
+        # Segment number of every position (resets so far); x_{t-j} reaches step t only from
+        # the same segment, i.e. with no reset in (t-j, t]. The history is segment 0.
+        segment = jnp.concatenate([jnp.zeros((B, K - 1), jnp.int32),
+                                   jnp.cumsum(reset.astype(jnp.int32), axis=1)], axis=1)
+        seen = lambda lo, now: (segment[:, lo:lo + now.shape[1]] == now)[..., None]  # noqa: E731
+        y = sum(jnp.where(seen(K - 1 - j, segment[:, K - 1:]),
+                          w[j].astype(x.dtype) * padded[:, K - 1 - j: K - 1 - j + T], 0)
+                for j in range(K))
+        last = segment[:, -1:]
+        return y, jnp.where(seen(T, jnp.broadcast_to(last, (B, K - 1))), padded[:, T:], 0)
 
 
 class MemoryStack(nn.Module):

@@ -1,76 +1,11 @@
-"""Float64 per-step definitions of the operators, written from the paper's equations.
+"""Test helpers: float64 conversion, relative error, and the split-at-resets reference.
 
-Independent of srwm_jax: plain jnp loops, run under float64 so that autodiff of these loops
-gives reference gradients for the custom-VJP implementations.
+The operator definitions themselves live in the package (`srwm_jax.reference`), the one
+reference every implementation and kernel is tested against.
 """
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-
-def srwm_loop(x, Wy, Wq, Wk, Wb, input_softmax):
-    """x [B,T,H,d]; W* [B,H,d,*] -> (y [B,T,H,dy], (Wy, Wq, Wk, Wb) at T)."""
-    ys = []
-    for t in range(x.shape[1]):
-        xt = x[:, t]
-        if input_softmax:
-            xt = jax.nn.softmax(xt, axis=-1)
-        read = lambda W: jnp.einsum("bhi,bhio->bho", xt, W)  # noqa: E731
-        ys.append(read(Wy))
-        q = jax.nn.softmax(read(Wq), axis=-1)
-        k = jax.nn.softmax(read(Wk), axis=-1)
-        b = jax.nn.sigmoid(read(Wb))
-        new = []
-        for i, W in enumerate((Wy, Wq, Wk, Wb)):
-            qW = jnp.einsum("bhi,bhio->bho", q, W)
-            kW = jnp.einsum("bhi,bhio->bho", k, W)
-            new.append(W + jnp.einsum("bhi,bho->bhio", k, b[..., i:i + 1] * (qW - kW)))
-        Wy, Wq, Wk, Wb = new
-    return jnp.stack(ys, axis=1), (Wy, Wq, Wk, Wb)
-
-
-def delta_loop(q, k, v, beta, S):
-    """q, k [B,T,H,dk]; v [B,T,H,dv]; beta [B,T,H]; S [B,H,dk,dv] -> (y [B,T,H,dv], S_T)."""
-    ys = []
-    for t in range(q.shape[1]):
-        v_old = jnp.einsum("bhi,bhio->bho", k[:, t], S)
-        S = S + jnp.einsum("bhi,bho->bhio", k[:, t], beta[:, t, :, None] * (v[:, t] - v_old))
-        ys.append(jnp.einsum("bhi,bhio->bho", q[:, t], S))
-    return jnp.stack(ys, axis=1), S
-
-
-def srwm_scan64(x, Wy, Wq, Wk, Wb, input_softmax):
-    """Same definition as srwm_loop, as a lax.scan (for long T)."""
-
-    def step(W, xt):
-        Wy, Wq, Wk, Wb = W
-        if input_softmax:
-            xt = jax.nn.softmax(xt, axis=-1)
-        read = lambda M, v: jnp.einsum("bhi,bhio->bho", v, M)  # noqa: E731
-        y = read(Wy, xt)
-        q = jax.nn.softmax(read(Wq, xt), -1)
-        k = jax.nn.softmax(read(Wk, xt), -1)
-        b = jax.nn.sigmoid(read(Wb, xt))
-        W = tuple(M + jnp.einsum("bhi,bho->bhio", k, b[..., i:i + 1] * (read(M, q) - read(M, k)))
-                  for i, M in enumerate(W))
-        return W, y
-
-    W, ys = jax.lax.scan(step, (Wy, Wq, Wk, Wb), jnp.swapaxes(x, 0, 1))
-    return jnp.swapaxes(ys, 0, 1), W
-
-
-def delta_scan64(q, k, v, beta, S):
-    """Same definition as delta_loop, as a lax.scan (for long T)."""
-
-    def step(S, inputs):
-        qt, kt, vt, bt = inputs
-        v_old = jnp.einsum("bhi,bhio->bho", kt, S)
-        S = S + jnp.einsum("bhi,bho->bhio", kt, bt[..., None] * (vt - v_old))
-        return S, jnp.einsum("bhi,bhio->bho", qt, S)
-
-    tm = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
-    S, ys = jax.lax.scan(step, S, (tm(q), tm(k), tm(v), tm(beta)))
-    return tm(ys), S
 
 
 def to64(tree):
@@ -81,3 +16,50 @@ def rel_err(a, b):
     """Relative L2 error of a against reference b."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def segments(reset_row):
+    """[(start, end, fresh)] pieces of one sequence cut before every reset step.
+
+    fresh: the piece starts from the reset state (it begins at a reset) rather than the
+    initial one.
+    """
+    reset_row = np.asarray(reset_row)
+    T = reset_row.shape[0]
+    cuts = [t for t in range(T) if reset_row[t]]
+    starts = sorted(set([0] + cuts))
+    ends = starts[1:] + [T]
+    return [(s, e, bool(reset_row[s])) for s, e in zip(starts, ends)]
+
+
+def run_split_at_resets(run, inputs, state0, reset_state, reset):
+    """One-call-with-resets reference built from calls without resets.
+
+    run(inputs_piece, state) -> (y_piece, state_end) runs one sequence piece (batch 1, no
+    resets); inputs: tuple of [B, T, ...] arrays; state0 / reset_state: pytrees of [B, ...].
+    Every sequence is cut before each of its resets and the pieces are run separately, each
+    from the reset state (or state0 for a first piece that does not start with a reset).
+    Returns y [B, T, ...] and the final state, both stacked over B.
+    """
+    reset = np.asarray(reset)  # concrete: the cut points are fixed when tracing
+    ys, finals = [], []
+    for b in range(reset.shape[0]):
+        take = lambda tree, b=b: jax.tree.map(lambda a: a[b:b + 1], tree)  # noqa: E731
+        pieces, state = [], take(state0)
+        for s, e, fresh in segments(reset[b]):
+            if fresh:
+                state = take(reset_state)
+            y, state = run(tuple(a[b:b + 1, s:e] for a in inputs), state)
+            pieces.append(y)
+        ys.append(jnp.concatenate(pieces, axis=1))
+        finals.append(state)
+    return (jnp.concatenate(ys, axis=0),
+            jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *finals))
+
+
+def random_reset(key, B, T, p=0.2):
+    """A random bool [B, T] mask with at least one reset at t = 0 and one mid-sequence."""
+    reset = np.array(jax.random.bernoulli(key, p, (B, T)))
+    reset[0, 0] = True
+    reset[-1, T // 2] = True
+    return jnp.asarray(reset)

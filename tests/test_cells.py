@@ -8,10 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference_loops import delta_loop, delta_scan64, rel_err, srwm_loop, srwm_scan64, to64
+from reference_loops import random_reset, rel_err, run_split_at_resets, to64
 
 import srwm_jax
 from srwm_jax import SRWMWeights
+from srwm_jax.reference import delta_rule_reference, srwm_reference
 
 
 def make_srwm_inputs(B, T, H, d, seed=0, dy=None, dtype=jnp.float32):
@@ -48,9 +49,7 @@ def test_srwm_matches_float64_loop(B, T, H, d, input_softmax):
         lambda a, b: srwm_jax.srwm(a, b, input_softmax=input_softmax, impl="scan"), x, W, proj),
         argnums=(0, 1))(x, W)
     with jax.enable_x64(True):
-        # The eager loop is the plainest definition; for longer T its jitted scan twin is used.
-        loop = srwm_loop if T <= 3 else srwm_scan64
-        ref = lambda a, b: loop(a, *b, input_softmax)  # noqa: E731
+        ref = lambda a, b: srwm_reference(a, b, input_softmax=input_softmax)  # noqa: E731
         x64, W64, p64 = to64((x, tuple(W), proj))
         y_ref, W_ref = ref(x64, W64)
         g_ref = jax.jit(jax.grad(lambda a, b: srwm_loss(ref, a, b, p64), argnums=(0, 1)))(x64, W64)
@@ -69,7 +68,7 @@ def test_srwm_rectangular_y_matches_loop():
     x, W = make_srwm_inputs(2, 9, 2, 8, dy=25)
     y, W_T = srwm_jax.srwm(x, W, input_softmax=True)
     with jax.enable_x64(True):
-        y_ref, W_ref = srwm_loop(*to64((x, *W)), True)
+        y_ref, W_ref = srwm_reference(*to64((x, tuple(W))), input_softmax=True)
         y_ref, Wy_ref = np.asarray(y_ref), np.asarray(W_ref[0])
     assert y.shape == (2, 9, 2, 25)
     assert rel_err(y, y_ref) < 1e-5 and rel_err(W_T.y, Wy_ref) < 1e-5
@@ -89,7 +88,7 @@ def test_delta_rule_matches_float64_loop(B, T, H, dk, dv):
                      argnums=tuple(range(5)))(*inputs)
     with jax.enable_x64(True):
         in64 = to64(inputs)
-        ref = delta_loop if T <= 3 else delta_scan64
+        ref = delta_rule_reference
         y_ref, S_ref = ref(*in64)
         g_ref = jax.jit(jax.grad(lambda *a: loss(ref, *a), argnums=tuple(range(5))))(*in64)
         y_ref, S_ref, g_ref = np.asarray(y_ref), np.asarray(S_ref), jax.tree.map(np.asarray, g_ref)
@@ -134,7 +133,7 @@ def test_srwm_gradients_exact_at_T4096():
     g = ours(x, W)
     with jax.enable_x64(True):
         p64 = to64(proj)
-        ref = jax.jit(jax.grad(lambda a, b: srwm_loss(lambda u, v: srwm_scan64(u, *v, False), a, b, p64),
+        ref = jax.jit(jax.grad(lambda a, b: srwm_loss(lambda u, v: srwm_reference(u, v), a, b, p64),
                                argnums=(0, 1)))
         g_ref = jax.tree.map(np.asarray, ref(*to64((x, tuple(W)))))
     assert rel_err(g[0], g_ref[0]) < 1e-3
@@ -148,7 +147,7 @@ def test_delta_rule_gradients_exact_at_T4096():
     g = jax.jit(jax.grad(f(srwm_jax.delta_rule), argnums=tuple(range(5))))(*inputs)
 
     with jax.enable_x64(True):
-        g_ref = jax.tree.map(np.asarray, jax.jit(jax.grad(f(delta_scan64), argnums=tuple(range(5))))(*to64(inputs)))
+        g_ref = jax.tree.map(np.asarray, jax.jit(jax.grad(f(delta_rule_reference), argnums=tuple(range(5))))(*to64(inputs)))
     for name, a, b in zip("q k v beta S0".split(), g, g_ref):
         assert rel_err(a, b) < 1e-3, name
 
@@ -279,3 +278,149 @@ def test_bad_shapes_and_impl_raise_clear_errors():
 def test_auto_uses_scan_on_cpu():
     x, W = make_srwm_inputs(1, 3, 1, 8)
     np.testing.assert_array_equal(srwm_jax.srwm(x, W, impl="auto")[0], srwm_jax.srwm(x, W, impl="scan")[0])
+
+
+# --- resets inside the ops --------------------------------------------------------------------
+
+RESET_IMPLS = ["scan", "pallas_interpret"]
+
+
+def _srwm_reset_case(seed=0, B=2, T=7, H=1, d=16):
+    x, W = make_srwm_inputs(B, T, H, d, seed=seed)
+    _, W_reset = make_srwm_inputs(B, T, H, d, seed=seed + 1)
+    reset = random_reset(jax.random.key(seed + 2), B, T)
+    proj = jax.random.normal(jax.random.key(seed + 3), (B, T, H, d))
+    return x, W, W_reset, reset, proj
+
+
+def _outputs_and_grads(loss_of_outputs, fn, args):
+    """fn(*args), and the gradient of loss_of_outputs(fn(*args)) w.r.t. every argument."""
+    def f(*a):
+        out = fn(*a)
+        return loss_of_outputs(out), out
+    grad_fn = jax.grad(f, argnums=tuple(range(len(args))), has_aux=True)
+    return jax.jit(grad_fn, compiler_options=_FAST_COMPILE)(*args)[::-1]
+
+
+# Tiny shapes: compile time dominates, and skipping XLA's expensive CPU passes cuts it.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _state_loss(proj):
+    return lambda out: jnp.sum(jnp.sin(out[0] * proj)) + sum(
+        jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(out[1]))
+
+
+@pytest.mark.parametrize("impl", RESET_IMPLS)
+def test_srwm_resets_equal_running_the_pieces_separately(impl):
+    """One call with a random reset mask == every sequence cut at its resets, pieces run
+    separately (each from the reset weights): outputs, W_T and the gradients of x, W_0 and
+    the reset weights."""
+    x, W, W_reset, reset, proj = _srwm_reset_case()
+    one = lambda x, W, Wr: srwm_jax.srwm(x, W, input_softmax=True, reset=reset,  # noqa: E731
+                                         reset_weights=Wr, impl=impl)
+    piece = lambda inp, w: srwm_jax.srwm(inp[0], w, input_softmax=True, impl="scan")  # noqa: E731
+    split = lambda x, W, Wr: run_split_at_resets(piece, (x,), W, Wr, reset)  # noqa: E731
+    out, grads = _outputs_and_grads(_state_loss(proj), one, (x, W, W_reset))
+    out_ref, grads_ref = _outputs_and_grads(_state_loss(proj), split, (x, W, W_reset))
+    for name, a, b in zip(["y", "W_T"] + ["dx", "dW0", "dW_reset"],
+                          list(out) + list(grads), list(out_ref) + list(grads_ref)):
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            assert rel_err(u, v) < 1e-5, name
+    # The float64 definition with resets agrees too (independent of both).
+    with jax.enable_x64(True):
+        ref = lambda x, W, Wr: srwm_reference(x, W, input_softmax=True, reset=reset,  # noqa: E731
+                                              reset_weights=Wr)
+        out64, grads64 = _outputs_and_grads(_state_loss(to64(proj)), ref,
+                                            to64((x, tuple(W), tuple(W_reset))))
+        out64, grads64 = jax.tree.map(np.asarray, (out64, grads64))
+    for a, b in zip(jax.tree.leaves((out, grads)), jax.tree.leaves((out64, grads64))):
+        assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("impl", RESET_IMPLS)
+def test_delta_rule_resets_equal_running_the_pieces_separately(impl):
+    B, T, H, dk, dv = 2, 8, 1, 16, 8
+    q, k, v, beta, S0 = make_delta_inputs(B, T, H, dk, dv, seed=5)
+    S_reset = 0.3 * jax.random.normal(jax.random.key(6), S0.shape)
+    reset = random_reset(jax.random.key(7), B, T)
+    proj = jax.random.normal(jax.random.key(8), (B, T, H, dv))
+    args = (q, k, v, beta, S0, S_reset)
+    one = lambda q, k, v, b, S, Sr: srwm_jax.delta_rule(  # noqa: E731
+        q, k, v, b, S, reset=reset, reset_state=Sr, impl=impl)
+    piece = lambda inp, S: srwm_jax.delta_rule(*inp, S, impl="scan")  # noqa: E731
+    split = lambda q, k, v, b, S, Sr: run_split_at_resets(  # noqa: E731
+        piece, (q, k, v, b), S, Sr, reset)
+    out, grads = _outputs_and_grads(_state_loss(proj), one, args)
+    out_ref, grads_ref = _outputs_and_grads(_state_loss(proj), split, args)
+    names = ["y", "S_T", "dq", "dk", "dv", "dbeta", "dS0", "dS_reset"]
+    for name, a, b in zip(names, list(out) + list(grads), list(out_ref) + list(grads_ref)):
+        assert rel_err(a, b) < 1e-5, name
+    with jax.enable_x64(True):
+        ref = lambda q, k, v, b, S, Sr: delta_rule_reference(  # noqa: E731
+            q, k, v, b, S, reset=reset, reset_state=Sr)
+        out64, grads64 = _outputs_and_grads(_state_loss(to64(proj)), ref, to64(args))
+        out64, grads64 = jax.tree.map(np.asarray, (out64, grads64))
+    for name, a, b in zip(names, list(out) + list(grads), list(out64) + list(grads64)):
+        assert rel_err(a, b) < 1e-5, name
+
+
+def test_reset_defaults_restore_W0_and_zeros():
+    """Without reset_weights / reset_state a reset restores W_0 / zeros; an all-False mask
+    changes nothing."""
+    x, W, _, reset, _ = _srwm_reset_case(seed=3, T=6)
+    y, W_T = srwm_jax.srwm(x, W, reset=reset)
+    y_ref, W_ref = srwm_jax.srwm(x, W, reset=reset, reset_weights=W)
+    np.testing.assert_array_equal(y, y_ref)
+    for a, b in zip(W_T, W_ref):
+        np.testing.assert_array_equal(a, b)
+    y0, _ = srwm_jax.srwm(x, W, reset=jnp.zeros(reset.shape, bool))
+    np.testing.assert_allclose(y0, srwm_jax.srwm(x, W)[0], rtol=1e-6, atol=1e-6)
+    q, k, v, beta, S0 = make_delta_inputs(2, 6, 1, 8, 8)
+    y, _ = srwm_jax.delta_rule(q, k, v, beta, S0, reset=reset)
+    y_ref, _ = srwm_jax.delta_rule(q, k, v, beta, S0, reset=reset, reset_state=jnp.zeros_like(S0))
+    np.testing.assert_array_equal(y, y_ref)
+
+
+def test_reset_bad_inputs_raise_clear_errors():
+    x, W, W_reset, reset, _ = _srwm_reset_case(T=6)
+    with pytest.raises(ValueError, match=r"reset has shape \[6, 2\], expected \[2, 6\]"):
+        srwm_jax.srwm(x, W, reset=reset.T)
+    with pytest.raises(ValueError, match="reset must be a bool"):
+        srwm_jax.srwm(x, W, reset=reset.astype(jnp.float32))
+    with pytest.raises(ValueError, match="reset_weights given without reset"):
+        srwm_jax.srwm(x, W, reset_weights=W_reset)
+    with pytest.raises(ValueError, match=r"reset_weights.q has shape"):
+        srwm_jax.srwm(x, W, reset=reset, reset_weights=W_reset._replace(q=W_reset.q[..., :3]))
+    q, k, v, beta, S0 = make_delta_inputs(2, 6, 1, 8, 4)
+    with pytest.raises(ValueError, match=r"reset_state has shape"):
+        srwm_jax.delta_rule(q, k, v, beta, S0, reset=reset, reset_state=S0[:, :, :4, :2])
+
+
+def residual_bytes_with_and_without_mask(T, d=16, B=1, H=1):
+    """Saved-residual bytes of srwm / delta_rule (scan impl) without and with a reset mask."""
+    x, W = make_srwm_inputs(B, T, H, d)
+    reset = random_reset(jax.random.key(1), B, T)
+    srwm_plain = saved_residual_bytes(lambda x, W: srwm_jax.srwm(x, W, impl="scan"), x, W)
+    srwm_mask = saved_residual_bytes(
+        lambda x, W: srwm_jax.srwm(x, W, reset=reset, impl="scan"), x, W)
+    inputs = make_delta_inputs(B, T, H, d, d)
+    delta_plain = saved_residual_bytes(lambda *a: srwm_jax.delta_rule(*a, impl="scan"), *inputs)
+    delta_mask = saved_residual_bytes(
+        lambda *a: srwm_jax.delta_rule(*a, reset=reset, impl="scan"), *inputs)
+    return dict(srwm=(srwm_plain, srwm_mask), delta_rule=(delta_plain, delta_mask))
+
+
+def test_residuals_with_reset_mask_stay_O_T_times_d():
+    """A mask adds T bools and one reset state (O(d^2), independent of T) to the residuals:
+    no weights per step. Measured (d=16, B=H=1) in the closing note of issue 13."""
+    small, large = residual_bytes_with_and_without_mask(64), residual_bytes_with_and_without_mask(256)
+    d = 16
+    for op in ("srwm", "delta_rule"):
+        (plain64, mask64), (plain256, mask256) = small[op], large[op]
+        reset_state_bytes = (3 * d * d + 4 * d) * 4 if op == "srwm" else d * d * 4
+        # The mask's extra bytes: the reset state plus at most a few bytes per step.
+        assert mask64 - plain64 <= reset_state_bytes + 8 * 64, (op, small)
+        assert mask256 - plain256 <= reset_state_bytes + 8 * 256, (op, large)
+        # O(T*d): 4x the steps gives about 4x the bytes (well under the 4x * d of O(T*d^2)).
+        assert mask256 < 4.5 * mask64, (op, small, large)

@@ -1,11 +1,11 @@
 """Tests of the Pallas kernels in kernels/ (run on CPU in Pallas interpret mode).
 
-Every kernel is checked against an independent float64 definition written here:
-a numpy loop for the forward (y and the final state) and ``jax.grad`` of a
-float64 jnp loop for every gradient (the kernels' backward is hand-derived, so
-autodiff of the plain definition is an independent check). Where
-``srwm_jax``'s scan reference is importable, the kernels are also compared with
-``impl="scan"`` and run through ``impl="pallas_interpret"``.
+Every kernel is checked against the plain step-by-step definitions in
+``srwm_jax.reference`` run in float64: forward (y and the final state) and
+``jax.grad`` of the definition for every gradient (the kernels' backward is
+hand-derived, so autodiff of the plain definition is an independent check). The
+kernels are also compared with ``impl="scan"`` through ``impl="pallas_interpret"``,
+with reset masks, and to second order.
 
 GPU lowering (``lowering_platforms=("cuda",)``) of forward and backward is
 checked for every supported configuration; it needs no GPU.
@@ -29,97 +29,56 @@ import numpy as np
 import pytest
 
 import kernels
+import srwm_jax
 from kernels.delta_rule import DeltaRuleBlockConfig
 from kernels.srwm import SRWMBlockConfig
-
-try:
-    import srwm_jax
-except ImportError:  # the scan reference is optional for these tests
-    srwm_jax = None
+from srwm_jax.reference import delta_rule_reference, srwm_reference
 
 WEIGHT_FIELDS = ("y", "q", "k", "b")
 
 
 def _weights_type():
-    if srwm_jax is not None:
-        return srwm_jax.SRWMWeights
-    from collections import namedtuple
-    return namedtuple("SRWMWeights", WEIGHT_FIELDS)
+    return srwm_jax.SRWMWeights
 
 
-# --- float64 definitions ---------------------------------------------------------------------
+# --- float64 definitions (srwm_jax.reference, the one reference for every kernel) -------------
 
 def _np_softmax(z):
     e = np.exp(z - z.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
 
-def srwm_numpy(x, W, input_softmax):
-    """float64 loop over (batch, head, time). x [B,T,H,d]; W 4 arrays [B,H,d,*]."""
-    x = np.asarray(x, np.float64)
-    W = [np.array(w, np.float64) for w in W]
-    B, T, H, _ = x.shape
-    y = np.zeros(x.shape[:3] + (W[0].shape[-1],))
-    for b in range(B):
-        for h in range(H):
-            w = [m[b, h] for m in W]
-            for t in range(T):
-                a = _np_softmax(x[b, t, h]) if input_softmax else x[b, t, h]
-                y[b, t, h] = a @ w[0]
-                q = _np_softmax(a @ w[1])
-                k = _np_softmax(a @ w[2])
-                rate = 1.0 / (1.0 + np.exp(-(a @ w[3])))
-                w = [m + np.outer(k, rate[i] * (q @ m - k @ m)) for i, m in enumerate(w)]
-            for m, m_final in zip(W, w):
-                m[b, h] = m_final
-    return y, W
+def _run64(fn, *args, **kwargs):
+    """fn on float64 copies of args (bools kept), under x64; numpy results."""
+    with jax.enable_x64(True):
+        cast = lambda a: a if a.dtype == jnp.bool_ else jnp.asarray(np.asarray(a, np.float64))  # noqa: E731
+        out = jax.jit(fn, compiler_options=_FAST_COMPILE)(*jax.tree.map(cast, args), **kwargs)
+        return jax.tree.map(np.asarray, out)
 
 
-def delta_numpy(q, k, v, beta, S0):
-    """float64 loop. q,k [B,T,H,dk]; v [B,T,H,dv]; beta [B,T,H]; S0 [B,H,dk,dv]."""
-    q, k, v, beta = (np.asarray(a, np.float64) for a in (q, k, v, beta))
-    S = np.array(S0, np.float64)
-    B, T, H, _ = q.shape
-    y = np.zeros(v.shape)
-    for b in range(B):
-        for h in range(H):
-            s = S[b, h]
-            for t in range(T):
-                s = s + np.outer(k[b, t, h], beta[b, t, h] * (v[b, t, h] - k[b, t, h] @ s))
-                y[b, t, h] = q[b, t, h] @ s
-            S[b, h] = s
-    return y, S
+def srwm_numpy(x, W, input_softmax, reset=None, reset_weights=None):
+    """float64 y [B,T,H,dy] and the final weights (list of 4) from srwm_reference."""
+    y, W_T = _run64(lambda x, W, reset, fresh: srwm_reference(
+        x, W, input_softmax=input_softmax, reset=reset, reset_weights=fresh),
+        x, tuple(W), reset, None if reset_weights is None else tuple(reset_weights))
+    return y, list(W_T)
 
 
-def srwm_jnp64(x, W, input_softmax):
-    """The same definition in jnp (for jax.grad under float64)."""
-    hi = jax.lax.Precision.HIGHEST
-
-    def step(w, x_t):  # x_t [B, H, d]; w: list of [B, H, d, *]
-        a = jax.nn.softmax(x_t, -1) if input_softmax else x_t
-        read = lambda v, m: jnp.einsum("bhi,bhio->bho", v, m, precision=hi)  # noqa: E731
-        y = read(a, w[0])
-        q, k = jax.nn.softmax(read(a, w[1]), -1), jax.nn.softmax(read(a, w[2]), -1)
-        rate = jax.nn.sigmoid(read(a, w[3]))
-        w = [m + k[..., :, None] * (rate[..., i, None] * (read(q, m) - read(k, m)))[..., None, :]
-             for i, m in enumerate(w)]
-        return w, y
-
-    w_final, ys = jax.lax.scan(step, list(W), jnp.swapaxes(x, 0, 1))
-    return jnp.swapaxes(ys, 0, 1), w_final
+def delta_numpy(q, k, v, beta, S0, reset=None, reset_state=None):
+    return _run64(lambda *a: delta_rule_reference(*a[:5], reset=a[5], reset_state=a[6]),
+                  q, k, v, beta, S0, reset, reset_state)
 
 
-def delta_jnp64(q, k, v, beta, S0):
-    hi = jax.lax.Precision.HIGHEST
+def srwm_jnp64(x, W, input_softmax, reset=None):
+    """The definition in jnp (for jax.grad under float64); W: the 4 weights, or 8 (W_0 and
+    the reset weights) when reset is given."""
+    W = tuple(W)
+    fresh = W[4:] if len(W) == 8 else None
+    return srwm_reference(x, W[:4], input_softmax=input_softmax, reset=reset, reset_weights=fresh)
 
-    def step(s, inp):
-        q_t, k_t, v_t, b_t = inp
-        v_old = jnp.einsum("bhi,bhio->bho", k_t, s, precision=hi)
-        s = s + k_t[..., :, None] * (b_t[..., None] * (v_t - v_old))[..., None, :]
-        return s, jnp.einsum("bhi,bhio->bho", q_t, s, precision=hi)
 
-    S, ys = jax.lax.scan(step, S0, tuple(jnp.swapaxes(a, 0, 1) for a in (q, k, v, beta)))
-    return jnp.swapaxes(ys, 0, 1), S
+def delta_jnp64(q, k, v, beta, S0, reset_state=None, reset=None):
+    return delta_rule_reference(q, k, v, beta, S0, reset=reset, reset_state=reset_state)
 
 
 def _loss(outputs):
@@ -241,7 +200,6 @@ def test_srwm_forward_without_gradient_matches_float64():
         _assert_close(f"W_T.{name}", got, want, 2e-5)
 
 
-@pytest.mark.skipif(srwm_jax is None, reason="srwm_jax not importable")
 def test_srwm_matches_scan_reference_through_dispatch():
     x, W = _srwm_inputs(2, 5, 2, 16, jnp.float32, seed=1)
     outputs, grads = _outputs_and_grads(
@@ -315,7 +273,6 @@ def test_delta_rule_forward_without_gradient_matches_float64():
     _assert_close("S_T", S_T, S_ref, 2e-5)
 
 
-@pytest.mark.skipif(srwm_jax is None, reason="srwm_jax not importable")
 def test_delta_rule_matches_scan_reference_through_dispatch():
     args = _delta_inputs(2, 6, 2, 16, 32, jnp.float32, seed=1)
     (y, S_T), grads = _outputs_and_grads(
@@ -326,6 +283,120 @@ def test_delta_rule_matches_scan_reference_through_dispatch():
     _assert_close("S_T", S_T, S_ref, 1e-5)
     for name, got, want in zip(("dq", "dk", "dv", "dbeta", "dS0"), grads, grads_ref):
         _assert_close(name, got, want, 1e-4)
+
+
+# --- resets inside the kernels ----------------------------------------------------------------
+
+def _reset_mask(B, T, seed):
+    """Random resets plus ones at t=0, at a chunk's first step and at consecutive steps."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((B, T)) < 0.25
+    mask[0, 0] = mask[-1, 3] = mask[-1, 4] = True
+    return jnp.asarray(mask)
+
+
+def test_srwm_resets_match_float64():
+    """Masked kernels (chunk 3, so resets fall at chunk starts and mid-chunk; 6 sequences in
+    blocks of 4) against the float64 definition with resets: y, W_T and the gradients of x,
+    W_0 and the reset weights (the backward rebuilds W before each reset)."""
+    B, T, H, d = 2, 8, 3, 16
+    x, W = _srwm_inputs(B, T, H, d, jnp.float32, seed=4)
+    _, W_reset = _srwm_inputs(B, T, H, d, jnp.float32, seed=5)
+    reset = _reset_mask(B, T, seed=6)
+    config = SRWMBlockConfig(block_seqs=4, num_warps=1, num_warps_bwd=1, chunk=3)
+    run = lambda x, W, Wr: kernels.srwm_pallas(  # noqa: E731
+        x, W, input_softmax=True, reset=reset, reset_weights=Wr, interpret=True, config=config)
+    (y, W_T), grads = _outputs_and_grads(run, (x, W, W_reset))
+    y_ref, W_ref = srwm_numpy(x, W, True, reset, W_reset)
+    _assert_close("y", y, y_ref, 2e-5)
+    for name, got, want in zip(WEIGHT_FIELDS, W_T, W_ref):
+        _assert_close(f"W_T.{name}", got, want, 2e-5)
+    ref = _grads64(lambda x, *w: srwm_jnp64(x, w, True, reset), (x, *W, *W_reset))
+    _assert_close("dx", grads[0], ref[0], 1e-4)
+    for name, got, want in zip(WEIGHT_FIELDS * 2, (*grads[1], *grads[2]), ref[1:]):
+        _assert_close(f"d{name}", got, want, 1e-4)
+
+
+def test_delta_rule_resets_match_float64():
+    B, T, H, dk, dv = 2, 8, 3, 16, 8
+    args = _delta_inputs(B, T, H, dk, dv, jnp.float32, seed=4)
+    S_reset = jnp.asarray(np.random.default_rng(5).standard_normal(args[4].shape), jnp.float32)
+    reset = _reset_mask(B, T, seed=6)
+    config = DeltaRuleBlockConfig(block_seqs=4, block_v=4, block_v_bwd=4, num_warps=1,
+                                  num_warps_bwd=1, chunk=3)
+    run = lambda q, k, v, b, S, Sr: kernels.delta_rule_pallas(  # noqa: E731
+        q, k, v, b, S, reset=reset, reset_state=Sr, interpret=True, config=config)
+    (y, S_T), grads = _outputs_and_grads(run, (*args, S_reset))
+    y_ref, S_ref = delta_numpy(*args, reset, S_reset)
+    _assert_close("y", y, y_ref, 2e-5)
+    _assert_close("S_T", S_T, S_ref, 2e-5)
+    ref = _grads64(lambda *a: delta_jnp64(*a, reset=reset), (*args, S_reset))
+    for name, got, want in zip(("dq", "dk", "dv", "dbeta", "dS0", "dS_reset"), grads, ref):
+        _assert_close(name, got, want, 1e-4)
+
+
+# --- second order -----------------------------------------------------------------------------
+
+def _grad_of_grad(fn, args, seed=11):
+    """d/d(args) of <grad_args L(fn(args)), r> for fixed random directions r."""
+    rng = np.random.default_rng(seed)
+    dirs = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), a.dtype), args)
+    argnums = tuple(range(len(args)))
+
+    def inner(*a):
+        g = jax.grad(lambda *b: _loss(fn(*b)), argnums=argnums)(*a)
+        return sum(jnp.sum(u * w) for u, w in zip(jax.tree.leaves(g), jax.tree.leaves(dirs)))
+
+    return jax.grad(inner, argnums=argnums)
+
+
+def _second_order_errors(fn_for_impl, ref64, args):
+    """Max relative error (to the largest reference value) of grad-of-grad per impl vs float64."""
+    with jax.enable_x64(True):
+        args64 = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), args)
+        want = jax.tree.map(np.asarray, jax.jit(_grad_of_grad(ref64, args64),
+                                                compiler_options=_FAST_COMPILE)(*args64))
+    errors = {}
+    for impl in ("scan", "pallas_interpret"):
+        got = jax.jit(_grad_of_grad(fn_for_impl(impl), args), compiler_options=_FAST_COMPILE)(*args)
+        errors[impl] = max(
+            float(np.abs(np.asarray(g, np.float64) - w).max() / max(np.abs(w).max(), 1e-6))
+            for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+    return errors
+
+
+def test_srwm_second_order_gradients_match_float64():
+    """grad-of-grad w.r.t. x, W_0 and the reset weights, through a reset mask: the kernel path
+    (its backward differentiated through the scan reference) and the scan path vs float64."""
+    B, T, H, d = 2, 4, 1, 16
+    x, W = _srwm_inputs(B, T, H, d, jnp.float32, seed=8)
+    _, W_reset = _srwm_inputs(B, T, H, d, jnp.float32, seed=9)
+    reset = jnp.asarray([[False, False, True, False], [True, False, False, True]])
+    fn = lambda impl: (lambda x, W, Wr: srwm_jax.srwm(  # noqa: E731
+        x, W, input_softmax=True, reset=reset, reset_weights=Wr, impl=impl))
+    ref64 = lambda x, W, Wr: srwm_reference(  # noqa: E731
+        x, W, input_softmax=True, reset=reset, reset_weights=Wr)
+    errors = _second_order_errors(fn, ref64, (x, tuple(W), tuple(W_reset)))
+    print("srwm grad-of-grad max relative error vs float64:", errors)
+    assert max(errors.values()) < 1e-4, errors
+
+
+@pytest.mark.parametrize("with_reset", [True, False])
+def test_delta_rule_second_order_gradients_match_float64(with_reset):
+    B, T, H, dk, dv = 2, 5, 1, 16, 8
+    args = _delta_inputs(B, T, H, dk, dv, jnp.float32, seed=8)
+    S_reset = jnp.asarray(np.random.default_rng(9).standard_normal(args[4].shape), jnp.float32)
+    reset = jnp.asarray([[False, False, True, False, False], [True, False, False, True, False]])
+    if not with_reset:  # the call without a mask (another kernel-op path)
+        fn = lambda impl: (lambda *a: srwm_jax.delta_rule(*a, impl=impl))  # noqa: E731
+        errors = _second_order_errors(fn, delta_rule_reference, args)
+    else:
+        fn = lambda impl: (lambda *a: srwm_jax.delta_rule(  # noqa: E731
+            *a[:5], reset=reset, reset_state=a[5], impl=impl))
+        ref64 = lambda *a: delta_rule_reference(*a[:5], reset=reset, reset_state=a[5])  # noqa: E731
+        errors = _second_order_errors(fn, ref64, (*args, S_reset))
+    print(f"delta_rule (reset={with_reset}) grad-of-grad max relative error vs float64:", errors)
+    assert max(errors.values()) < 1e-4, errors
 
 
 # --- supported / unsupported -----------------------------------------------------------------
@@ -407,6 +478,16 @@ def test_srwm_lowers_for_cuda(d, dtype, input_softmax):
     assert "srwm_bwd" in bwd
 
 
+@pytest.mark.parametrize("d", [16, 32, 64])
+def test_masked_srwm_lowers_for_cuda(d):
+    x, W = _srwm_shapes(d)
+    reset = jnp.zeros(x.shape[:2], bool).at[0, 1].set(True)
+    fwd, bwd = _lower_for_cuda(
+        lambda x, W: kernels.srwm_pallas(x, W, input_softmax=True, reset=reset), x, W)
+    assert "triton" in fwd and "srwm_fwd_reset" in fwd
+    assert "srwm_bwd_reset" in bwd
+
+
 @pytest.mark.parametrize("dk, dv", [(16, 16), (32, 32), (64, 64), (16, 64), (128, 32),
                                     (128, 128), (4, 8)])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -417,21 +498,42 @@ def test_delta_rule_lowers_for_cuda(dk, dv, dtype):
     assert "delta_rule_bwd" in bwd
 
 
+@pytest.mark.parametrize("dk, dv", [(16, 16), (64, 64), (128, 32)])
+def test_masked_delta_rule_lowers_for_cuda(dk, dv):
+    args = _delta_shapes(dk, dv)
+    reset = jnp.zeros(args[0].shape[:2], bool).at[0, 1].set(True)
+    fwd, bwd = _lower_for_cuda(lambda *a: kernels.delta_rule_pallas(*a, reset=reset), *args)
+    assert "triton" in fwd and "delta_rule_fwd_reset" in fwd
+    assert "delta_rule_bwd_reset" in bwd
+
+
 # --- residual size and benchmark shapes --------------------------------------------------------
 
-def test_srwm_residuals_are_linear_in_head_dim():
-    """Saved for the backward per step and sequence: O(d) floats, not O(d^2)."""
+@pytest.mark.parametrize("with_reset", [False, True])
+def test_srwm_residuals_are_linear_in_head_dim(with_reset):
+    """Saved for the backward per step and sequence: O(d) floats, not O(d^2), with or
+    without a reset mask (which adds one int per step and one reset-weights set)."""
+    from kernels import _common
     from kernels.srwm import ops as srwm_ops
+    from kernels.srwm.fwd import srwm_forward
     T, n, d = 1024, 4, 64
     config = srwm_ops.default_srwm_config(d, n)
     x = jax.ShapeDtypeStruct((T, n, d), jnp.float32)
     w = [jax.ShapeDtypeStruct((n, d, d), jnp.float32)] * 3 + [
         jax.ShapeDtypeStruct((n, 4, d), jnp.float32)]
-    _, residuals = jax.eval_shape(
-        lambda *a: srwm_ops._srwm_core_fwd(*a, False, config, True), x, *w)
-    floats_per_step = sum(np.prod(r.shape) for r in jax.tree.leaves(residuals)) / (T * n)
-    # x (d) + q, k, u_y, u_q, u_k (5d) + rates and u_b (8) + checkpoints (3d^2+4d per chunk).
-    assert floats_per_step <= 6 * d + 8 + (3 * d * d + 4 * d) / config.chunk + 1
+    resets = (jax.ShapeDtypeStruct((T, n), jnp.int32), *w) if with_reset else None
+    outputs = jax.eval_shape(functools.partial(
+        srwm_forward, input_softmax=False, save_residuals=True, chunk=config.chunk,
+        block_seqs=config.block_seqs, num_warps=1, interpret=True,
+        compiler_params=_common.triton_params, resets=resets), x, *w)
+    # Saved: x, W_0, the reset weights and mask, the checkpoints and the per-step vectors.
+    saved = [x, *w, *(resets or ()), *outputs[1:]]
+    floats_per_step = sum(np.prod(r.shape) for r in saved) / (T * n)
+    # x (d) + q, k, u_y, u_q, u_k (5d) + rates and u_b (8) + checkpoints (3d^2+4d per chunk)
+    # + W_0 and, with resets, the reset weights (3d^2+4d each, once) and the mask (1).
+    state = 3 * d * d + 4 * d
+    bound = 6 * d + 8 + state / config.chunk + (2 if with_reset else 1) * state / T + 1 + 1
+    assert floats_per_step <= bound
     assert floats_per_step < d * d / 2
 
 

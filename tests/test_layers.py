@@ -124,5 +124,55 @@ def test_short_conv_matches_a_loop_starts_as_identity_and_carries_state(inputs):
     head, s = conv.apply(variables, inputs[:, :5])
     tail, _ = conv.apply(variables, inputs[:, 5:], s)
     np.testing.assert_allclose(jnp.concatenate([head, tail], 1), y, rtol=1e-6, atol=1e-6)
-    with pytest.raises(NotImplementedError, match="resets"):
-        conv.apply(variables, inputs, None, jnp.zeros((B, T), bool))
+    # With resets: a float64 loop that forgets everything before the last reset.
+    reset = np.zeros((B, T), bool)
+    reset[0, 3] = reset[1, 0] = reset[2, 6] = reset[2, 7] = True
+    past = np.asarray(jax.random.normal(jax.random.key(2), (B, 2, D)), np.float64)
+    y_r, state_r = conv.apply(variables, inputs, jnp.asarray(past, jnp.float32), jnp.asarray(reset))
+    history = np.concatenate([past, x], axis=1)  # position p holds x_{p-2}
+    want = np.zeros_like(x)
+    for b in range(B):
+        for t in range(T):
+            start = max([s for s in range(t + 1) if reset[b, s]], default=-2)  # first visible step
+            for j in range(3):
+                if t - j >= start:
+                    want[b, t] += w[j] * history[b, t - j + 2]
+    np.testing.assert_allclose(y_r, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(state_r[0], inputs[0, -2:])     # no reset in the last 2 steps
+    np.testing.assert_array_equal(state_r[2, 0], np.zeros(D))     # x_6 forgotten at step 7
+    np.testing.assert_array_equal(state_r[2, 1], inputs[2, -1])
+
+
+def _per_step_reference(stack, params, x, state, reset):
+    """The old library path, kept here as the reference: one call per time step, every state
+    leaf of sequence b zeroed (fresh) before step t where reset[b, t]."""
+    def step(s, inputs):
+        x_t, r_t = inputs
+        s = jax.tree.map(lambda a: jnp.where(r_t.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a), s)
+        y_t, s = stack.apply(params, x_t[:, None], s)
+        return s, y_t[:, 0]
+
+    state, ys = jax.lax.scan(step, state, (jnp.swapaxes(x, 0, 1), jnp.swapaxes(reset, 0, 1)))
+    return jnp.swapaxes(ys, 0, 1), state
+
+
+@pytest.mark.parametrize("kind", MEMORY_KINDS)
+def test_reset_in_one_call_equals_old_per_step_path(kind, inputs):
+    """Outputs, final state and the gradients of the parameters, inputs and initial state."""
+    stack = make(kind)
+    params = stack.init(jax.random.key(1), inputs)
+    state0 = jax.tree.map(lambda a: 0.1 * jax.random.normal(jax.random.key(4), a.shape),
+                          stack.initial_state(B))
+    reset = jnp.asarray(np.random.default_rng(0).random((B, T)) < 0.3).at[0, 0].set(True)
+
+    def loss(fn):
+        def f(params, x, state):
+            y, s = fn(params, x, state)
+            return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(s)), (y, s)
+        return jax.jit(jax.grad(f, argnums=(0, 1, 2), has_aux=True))
+
+    one = loss(lambda p, x, s: stack.apply(p, x, s, reset))
+    ref = loss(lambda p, x, s: _per_step_reference(stack, p, x, s, reset))
+    (g, out), (g_ref, out_ref) = one(params, inputs, state0), ref(params, inputs, state0)
+    for a, b in zip(jax.tree.leaves((out, g)), jax.tree.leaves((out_ref, g_ref))):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)

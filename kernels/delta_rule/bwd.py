@@ -12,6 +12,11 @@ Per step, with G = dL/dS_t (carried), ins = beta (v - v_old), v_old = k S_{t-1}:
     dv   = beta dins                    dv_old = -beta dins
     dbeta = <dins, v - v_old>           G_{t-1} = G + outer(k, dv_old)
 
+Resets (optional): where step t starts from the reset state F, the carried gradient is
+added to dF and restarts from zero; S before the reset is rebuilt by adding the saved
+inserts forward from the chunk's start (previous checkpoint, or S_0), applying resets on the
+way (only at steps where some sequence of the block resets; at most ``chunk`` outer products).
+
 A program owns BV value columns, so dq, dk and dbeta (sums over all dv columns)
 are written as per-block partial sums [NV, T, N, .] that the wrapper adds up.
 """
@@ -19,20 +24,50 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels._common import chunked_time_loop, dot_last, mat_vec, outer, vec_mat
+from kernels._common import (any_row, chunked_time_loop, dot_last, mat_vec, outer, vec_mat,
+                             where_rows)
 
 
-def _delta_bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, ins_ref,
-                      dq_ref, dk_ref, dv_ref, dbeta_ref, ds0_ref,
-                      *, seq_len, chunk, block_seqs, block_v):
+def _delta_bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, ins_ref, *refs,
+                      seq_len, chunk, block_seqs, block_v, has_reset):
+    if has_reset:
+        (reset_ref, fresh_ref, s0_ref,
+         dq_ref, dk_ref, dv_ref, dbeta_ref, ds0_ref, dfresh_ref) = refs
+    else:
+        dq_ref, dk_ref, dv_ref, dbeta_ref, ds0_ref = refs
     block = pl.program_id(1)
     rows = pl.ds(pl.program_id(0) * block_seqs, block_seqs)
     cols = pl.ds(block * block_v, block_v)
 
+    def rebuild(t):
+        """S before the reset at step t: the chunk's start plus the saved inserts up to t-1."""
+        c = t // chunk
+        start = jnp.where(c == 0, s0_ref[rows, :, cols],
+                          ckpt_ref[jnp.maximum(c - 1, 0), rows, :, cols])
+        fresh = fresh_ref[rows, :, cols]
+
+        def add_insert(j, s):
+            s = where_rows(reset_ref[j, rows] > 0, fresh, s)
+            return s + outer(k_ref[j, rows, :].astype(jnp.float32), ins_ref[j, rows, cols])
+
+        return lax.fori_loop(c * chunk, t, add_insert, start)
+
+    def cross_reset(t, s, g, g_fresh):
+        r = reset_ref[t, rows]
+
+        def at_reset(args):
+            s, g, g_fresh = args
+            m = (r > 0)[:, None, None]
+            return (jnp.where(m, rebuild(t), s), jnp.where(m, 0.0, g),
+                    g_fresh + jnp.where(m, g, 0.0))
+
+        return lax.cond(any_row(r), at_reset, lambda args: args, (s, g, g_fresh))
+
     def step(t, carry):
-        s, g = carry
+        s, g, g_fresh = carry
         q = q_ref[t, rows, :].astype(jnp.float32)
         k = k_ref[t, rows, :].astype(jnp.float32)
         v = v_ref[t, rows, cols].astype(jnp.float32)
@@ -54,20 +89,28 @@ def _delta_bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, in
         dk_ref[block, t, rows, :] = dk
         dbeta_ref[block, t, rows] = dbeta
         dv_ref[t, rows, cols] = dv.astype(dv_ref.dtype)
-        return s, g
+        if has_reset:
+            s, g, g_fresh = cross_reset(t, s, g, g_fresh)
+        return s, g, g_fresh
 
     def reload_checkpoint(c, carry):
-        return ckpt_ref[c, rows, :, cols], carry[1]
+        return (ckpt_ref[c, rows, :, cols],) + carry[1:]
 
-    initial = (ckpt_ref[0, rows, :, cols], g_ref[rows, :, cols])
-    _, grad = chunked_time_loop(seq_len, chunk, step, initial, reverse=True,
-                                before_chunk=reload_checkpoint)
+    grad = g_ref[rows, :, cols]
+    initial = (ckpt_ref[0, rows, :, cols], grad, jnp.zeros_like(grad) if has_reset else ())
+    _, grad, g_fresh = chunked_time_loop(seq_len, chunk, step, initial, reverse=True,
+                                         before_chunk=reload_checkpoint)
     ds0_ref[rows, :, cols] = grad
+    if has_reset:
+        dfresh_ref[rows, :, cols] = g_fresh
 
 
 def delta_rule_backward(q, k, v, beta, dy, checkpoints, d_final, inserts, *, chunk,
-                        block_seqs, block_v, num_warps, interpret, compiler_params):
-    """Launches the backward kernel. Returns float32 (dq, dk, dv, dbeta, dS0) in kernel layout."""
+                        block_seqs, block_v, num_warps, interpret, compiler_params,
+                        resets=None, s0=None):
+    """Launches the backward kernel. Returns float32 (dq, dk, dv, dbeta, dS0) in kernel layout,
+    plus dF (the reset state's gradient) when ``resets`` = (mask, fresh) is given; ``s0`` is
+    then S_0, the first chunk's start."""
     seq_len, n, dk = q.shape
     dv = v.shape[-1]
     num_v_blocks = dv // block_v
@@ -79,14 +122,17 @@ def delta_rule_backward(q, k, v, beta, dy, checkpoints, d_final, inserts, *, chu
         jax.ShapeDtypeStruct((num_v_blocks, seq_len, n), f32),
         jax.ShapeDtypeStruct((n, dk, dv), f32),
     )
+    has_reset = resets is not None
+    if has_reset:
+        out_shape = out_shape + (jax.ShapeDtypeStruct((n, dk, dv), f32),)
     kernel = functools.partial(_delta_bwd_kernel, seq_len=seq_len, chunk=chunk,
-                               block_seqs=block_seqs, block_v=block_v)
-    dq, dk_, dv_, dbeta, ds0 = pl.pallas_call(
+                               block_seqs=block_seqs, block_v=block_v, has_reset=has_reset)
+    dq, dk_, dv_, dbeta, ds0, *dfresh = pl.pallas_call(
         kernel,
         grid=(n // block_seqs, num_v_blocks),
         out_shape=out_shape,
         compiler_params=compiler_params(num_warps),
         interpret=interpret,
-        name="delta_rule_bwd",
-    )(q, k, v, beta, dy, checkpoints, d_final, inserts)
-    return dq.sum(0), dk_.sum(0), dv_, dbeta.sum(0), ds0
+        name="delta_rule_bwd_reset" if has_reset else "delta_rule_bwd",
+    )(q, k, v, beta, dy, checkpoints, d_final, inserts, *((*resets, s0) if has_reset else ()))
+    return (dq.sum(0), dk_.sum(0), dv_, dbeta.sum(0), ds0, *dfresh)

@@ -8,10 +8,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax
 import jax.numpy as jnp
 
-from kernels import _common
+from kernels import _autodiff, _common
 from kernels.delta_rule.bwd import delta_rule_backward
 from kernels.delta_rule.fwd import delta_rule_forward
 
@@ -94,37 +93,53 @@ def _launch_args(config: DeltaRuleBlockConfig, interpret: bool, backward: bool =
                 interpret=interpret, compiler_params=_common.triton_params)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _delta_core(q, k, v, beta, s0, config, interpret):
-    # No gradient needed: one chunk spanning all of T, so the only checkpoint is S_T.
-    y, ckpt = delta_rule_forward(q, k, v, beta, s0, save_residuals=False, chunk=q.shape[0],
-                                 **_launch_args(config, interpret))
-    return y, ckpt[0]
+def _reference(args, aux):
+    """The scan reference (srwm_jax) on kernel-layout arrays, for derivatives past the first."""
+    from srwm_jax.ops.delta_rule import delta_rule_scan  # noqa: PLC0415 (kernels -> srwm_jax only here)
+    q, k, v, beta, s0, fresh = args
+    ref = lambda a: jnp.swapaxes(a, 0, 1)[:, :, None]  # noqa: E731  [T, N, ...] -> [N, T, 1, ...]
+    reset = None if aux is None else jnp.swapaxes(aux, 0, 1) > 0
+    y, S_T = delta_rule_scan(ref(q), ref(k), ref(v), ref(beta), s0[:, None], reset=reset,
+                             reset_state=None if fresh is None else fresh[:, None])
+    return jnp.swapaxes(y[:, :, 0], 0, 1), S_T[:, 0]
 
 
-def _delta_core_fwd(q, k, v, beta, s0, config, interpret):
-    chunk = min(config.chunk, q.shape[0])
-    y, ckpt, inserts = delta_rule_forward(q, k, v, beta, s0, save_residuals=True, chunk=chunk,
-                                          **_launch_args(config, interpret))
-    return (y, ckpt[-1]), (q, k, v, beta, ckpt, inserts)
+@functools.cache
+def _delta_core(config: DeltaRuleBlockConfig, interpret: bool):
+    """op(args=(q, k, v, beta, s0, reset state or None), aux=mask or None) -> (y, S_T)."""
+
+    def resets(args, aux):
+        return None if aux is None else (aux, args[5])
+
+    def forward(args, aux):
+        # No gradient needed: one chunk spanning all of T, so the only checkpoint is S_T.
+        y, ckpt = delta_rule_forward(*args[:5], save_residuals=False, chunk=args[0].shape[0],
+                                     resets=resets(args, aux), **_launch_args(config, interpret))
+        return y, ckpt[0]
+
+    def forward_with_residuals(args, aux):
+        chunk = min(config.chunk, args[0].shape[0])
+        y, ckpt, inserts = delta_rule_forward(*args[:5], save_residuals=True, chunk=chunk,
+                                              resets=resets(args, aux),
+                                              **_launch_args(config, interpret))
+        return (y, ckpt[-1]), (ckpt, inserts)
+
+    def backward(args, aux, residuals, cotangents):
+        q, k, v, beta, s0, _ = args
+        ckpt, inserts = residuals
+        dy, d_final = cotangents
+        chunk = min(config.chunk, q.shape[0])
+        dq, dk, dv, dbeta, ds0, *dfresh = delta_rule_backward(
+            q, k, v, beta, dy, ckpt, d_final.astype(jnp.float32), inserts, chunk=chunk,
+            resets=resets(args, aux), s0=s0, **_launch_args(config, interpret, backward=True))
+        return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype),
+                dbeta.astype(beta.dtype), ds0, dfresh[0] if dfresh else None)
+
+    return _autodiff.kernel_op(forward, forward_with_residuals, backward, _reference)
 
 
-def _delta_core_bwd(config, interpret, residuals, cotangents):
-    q, k, v, beta, ckpt, inserts = residuals
-    dy, d_final = cotangents
-    chunk = min(config.chunk, q.shape[0])
-    dq, dk, dv, dbeta, ds0 = delta_rule_backward(
-        q, k, v, beta, dy, ckpt, d_final.astype(jnp.float32), inserts, chunk=chunk,
-        **_launch_args(config, interpret, backward=True))
-    return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype),
-            dbeta.astype(beta.dtype), ds0)
-
-
-_delta_core.defvjp(_delta_core_fwd, _delta_core_bwd)
-
-
-def delta_rule_pallas(q, k, v, beta, S0, *, interpret: bool = False,
-                      config: DeltaRuleBlockConfig | None = None):
+def delta_rule_pallas(q, k, v, beta, S0, *, reset=None, reset_state=None,
+                      interpret: bool = False, config: DeltaRuleBlockConfig | None = None):
     """Fused delta rule (DeltaNet) over a sequence, as Pallas kernels.
 
     S_t = S_{t-1} + outer(k_t, beta_t (v_t - k_t S_{t-1})),  y_t = q_t S_t.
@@ -133,12 +148,18 @@ def delta_rule_pallas(q, k, v, beta, S0, *, interpret: bool = False,
       q, k: [B, T, H, dk]; v: [B, T, H, dv]; beta: [B, T, H] (already activated;
         float32 or bfloat16, math in float32).
       S0: [B, H, dk, dv] float32 initial state.
+      reset: optional bool [B, T]; where True, the sequence restarts from ``reset_state``
+        before step t (see ``srwm_jax.delta_rule``).
+      reset_state: [B, H, dk, dv]; default zeros.
       interpret: run the same kernels in Pallas interpret mode (any backend).
       config: block sizes; ``default_delta_rule_config(dk, dv, B*H)`` when None.
 
     Returns:
       y [B, T, H, dv] in v's dtype and S_T [B, H, dk, dv] float32. Differentiable
-      w.r.t. all inputs (``jax.custom_vjp``; residuals O(T*dv) per head).
+      w.r.t. all inputs (first order by the backward kernel, residuals O(T*dv) per head;
+      higher orders through the scan reference's VJP).
+
+    Reference: ``srwm_jax.reference.delta_rule_reference`` (the plain definition).
     """
     ok, reason = delta_rule_supported(q, k, v, beta, S0)
     if not ok:
@@ -153,8 +174,18 @@ def delta_rule_pallas(q, k, v, beta, S0, *, interpret: bool = False,
     def seq_major(a):  # [B, T, H, ...] -> [T, N_pad, ...]
         return _common.pad_rows(_common.to_sequence_major(a), 1, n_pad)
 
-    s0 = _common.pad_rows(S0.astype(jnp.float32).reshape(n, dk, dv), 0, n_pad)
-    y, s_final = _delta_core(seq_major(q), seq_major(k), seq_major(v), seq_major(beta), s0,
-                             config, bool(interpret))
+    def state_to_kernel(S):
+        return _common.pad_rows(S.astype(jnp.float32).reshape(n, dk, dv), 0, n_pad)
+
+    fresh, mask = None, None
+    if reset is not None:
+        fresh = state_to_kernel(jnp.zeros_like(S0) if reset_state is None else reset_state)
+        # One mask row per (batch, head) sequence: [T, N_pad] int32 (Triton loads no bools).
+        per_head = jnp.broadcast_to(reset.astype(jnp.int32)[:, :, None],
+                                    (batch, reset.shape[1], heads))
+        mask = seq_major(per_head[..., None])[..., 0]
+    op = _delta_core(config, bool(interpret))
+    y, s_final = op((seq_major(q), seq_major(k), seq_major(v), seq_major(beta),
+                     state_to_kernel(S0), fresh), mask)
     y = _common.from_sequence_major(y[:, :n], batch, heads)
     return y, s_final[:n].reshape(batch, heads, dk, dv)

@@ -22,23 +22,75 @@ Per step, with G_i = dL/dW_{t,i} (the carried gradient), r = q - k, a the
     da   = sum_i W_{t-1,i} dz_i
     G_{t-1,i} = G_i + outer(r, du_i) + outer(a, dz_i)
     dx_t = softmax'(a) da  (or da without the input softmax)
+
+Resets (optional): where step t of a sequence starts from the reset weights F, the
+gradient carried past the step is dL/dF's share: it is added to dF and the carried
+gradient restarts from zero. The weights before the reset, W_{t-1}, cannot be undone from
+F; they are rebuilt by adding the saved updates outer(k_s, b_s u_s) forward from the
+chunk's start (the previous checkpoint, or W_0 for the first chunk), applying the resets on
+the way. The rebuild runs only at steps where some sequence of the block resets, and adds
+at most ``chunk`` outer products each time (no reads, softmaxes or sigmoids).
 """
 import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels._common import (chunked_time_loop, dot_last, mat_vec, outer, softmax_last,
-                             softmax_last_vjp, vec_mat)
+from kernels._common import (any_row, chunked_time_loop, dot_last, mat_vec, outer,
+                             softmax_last, softmax_last_vjp, vec_mat, where_rows)
 
 
 def _srwm_bwd_kernel(x_ref, dy_ref, cy_ref, cq_ref, ck_ref, cb_ref,
                      gy_ref, gq_ref, gk_ref, gb_ref,
-                     q_ref, k_ref, uy_ref, uq_ref, uk_ref, rates_ref,
-                     dx_ref, dwy_ref, dwq_ref, dwk_ref, dwb_ref,
-                     *, seq_len, chunk, block_seqs, input_softmax):
+                     q_ref, k_ref, uy_ref, uq_ref, uk_ref, rates_ref, *refs,
+                     seq_len, chunk, block_seqs, input_softmax, has_reset):
+    if has_reset:
+        (reset_ref, fy_ref, fq_ref, fk_ref, fb_ref, iy_ref, iq_ref, ik_ref, ib_ref,
+         dx_ref, dwy_ref, dwq_ref, dwk_ref, dwb_ref, dfy_ref, dfq_ref, dfk_ref, dfb_ref) = refs
+    else:
+        dx_ref, dwy_ref, dwq_ref, dwk_ref, dwb_ref = refs
     rows = pl.ds(pl.program_id(0) * block_seqs, block_seqs)
+
+    def load(y_ref, q_ref_, k_ref_, b_ref, *index):
+        return (y_ref[(*index, rows)], q_ref_[(*index, rows)], k_ref_[(*index, rows)],
+                tuple(b_ref[(*index, rows, i)] for i in range(4)))
+
+    def rebuild(t):
+        """W before the reset at step t: the chunk's start plus the saved updates up to t-1."""
+        c = t // chunk
+        prev = load(cy_ref, cq_ref, ck_ref, cb_ref, jnp.maximum(c - 1, 0))
+        first = load(iy_ref, iq_ref, ik_ref, ib_ref)
+        w = jax.tree.map(lambda a, b: jnp.where(c == 0, a, b), first, prev)
+        fresh = load(fy_ref, fq_ref, fk_ref, fb_ref)
+
+        def add_update(s, w):
+            w = where_rows(reset_ref[s, rows] > 0, fresh, w)
+            k = k_ref[s, rows, :]
+            rates = [rates_ref[s, rows, i] for i in range(4)]
+            wy, wq, wk, wb = w
+            wy = wy + outer(k, rates[0][:, None] * uy_ref[s, rows, :])
+            wq = wq + outer(k, rates[1][:, None] * uq_ref[s, rows, :])
+            wk = wk + outer(k, rates[2][:, None] * uk_ref[s, rows, :])
+            wb = tuple(wb[i] + k * (rates[3] * rates_ref[s, rows, 4 + i])[:, None]
+                       for i in range(4))
+            return wy, wq, wk, wb
+
+        return lax.fori_loop(c * chunk, t, add_update, w)
+
+    def cross_reset(t, w, g, g_fresh):
+        r = reset_ref[t, rows]
+
+        def at_reset(args):
+            w, g, g_fresh = args
+            m = r > 0
+            g_fresh = jax.tree.map(lambda a, b: a + jnp.where(
+                m.reshape((-1,) + (1,) * (b.ndim - 1)), b, 0.0), g_fresh, g)
+            g = where_rows(m, jax.tree.map(jnp.zeros_like, g), g)
+            return where_rows(m, rebuild(t), w), g, g_fresh
+
+        return lax.cond(any_row(r), at_reset, lambda args: args, (w, g, g_fresh))
 
     def load_checkpoint(c):
         return (cy_ref[c, rows, :, :], cq_ref[c, rows, :, :], ck_ref[c, rows, :, :],
@@ -48,7 +100,7 @@ def _srwm_bwd_kernel(x_ref, dy_ref, cy_ref, cq_ref, ck_ref, cb_ref,
              tuple(gb_ref[rows, i, :] for i in range(4)))
 
     def step(t, carry):
-        (wy, wq, wk, wb), (gy, gq, gk, gb) = carry
+        (wy, wq, wk, wb), (gy, gq, gk, gb), g_fresh = carry
         q = q_ref[t, rows, :]
         k = k_ref[t, rows, :]
         u_y, u_q, u_k = uy_ref[t, rows, :], uq_ref[t, rows, :], uk_ref[t, rows, :]
@@ -100,24 +152,37 @@ def _srwm_bwd_kernel(x_ref, dy_ref, cy_ref, cq_ref, ck_ref, cb_ref,
 
         dx = softmax_last_vjp(a, da) if input_softmax else da
         dx_ref[t, rows, :] = dx.astype(dx_ref.dtype)
-        return (wy, wq, wk, wb), (gy, gq, gk, gb)
+        w, g = (wy, wq, wk, wb), (gy, gq, gk, gb)
+        if has_reset:
+            w, g, g_fresh = cross_reset(t, w, g, g_fresh)
+        return w, g, g_fresh
 
     def reload_checkpoint(c, carry):
-        return load_checkpoint(c), carry[1]
+        return (load_checkpoint(c),) + carry[1:]
 
-    _, grads = chunked_time_loop(seq_len, chunk, step, (load_checkpoint(0), grads),
-                                 reverse=True, before_chunk=reload_checkpoint)
-    gy, gq, gk, gb = grads
-    dwy_ref[rows, :, :] = gy
-    dwq_ref[rows, :, :] = gq
-    dwk_ref[rows, :, :] = gk
-    for i in range(4):
-        dwb_ref[rows, i, :] = gb[i]
+    g_fresh = jax.tree.map(jnp.zeros_like, grads) if has_reset else ()
+    _, grads, g_fresh = chunked_time_loop(
+        seq_len, chunk, step, (load_checkpoint(0), grads, g_fresh),
+        reverse=True, before_chunk=reload_checkpoint)
+
+    def store(refs, g):
+        gy, gq, gk, gb = g
+        refs[0][rows, :, :] = gy
+        refs[1][rows, :, :] = gq
+        refs[2][rows, :, :] = gk
+        for i in range(4):
+            refs[3][rows, i, :] = gb[i]
+
+    store((dwy_ref, dwq_ref, dwk_ref, dwb_ref), grads)
+    if has_reset:
+        store((dfy_ref, dfq_ref, dfk_ref, dfb_ref), g_fresh)
 
 
 def srwm_backward(x, dy, checkpoints, d_final, residuals, *, input_softmax, chunk,
-                  block_seqs, num_warps, interpret, compiler_params):
-    """Launches the backward kernel. Returns (dx [T, N, d], dW_0 as 4 kernel-layout arrays)."""
+                  block_seqs, num_warps, interpret, compiler_params, resets=None, initial=None):
+    """Launches the backward kernel. Returns (dx [T, N, d], dW_0 as 4 kernel-layout arrays),
+    plus dF (the reset weights' gradient, 4 arrays) when ``resets`` = (mask, fy, fq, fk, fb)
+    is given; ``initial`` is then W_0 (4 kernel-layout arrays), the first chunk's start."""
     seq_len, n, d = x.shape
     f32 = jnp.float32
     out_shape = (
@@ -127,15 +192,21 @@ def srwm_backward(x, dy, checkpoints, d_final, residuals, *, input_softmax, chun
         jax.ShapeDtypeStruct((n, d, d), f32),
         jax.ShapeDtypeStruct((n, 4, d), f32),
     )
+    has_reset = resets is not None
+    if has_reset:
+        out_shape = out_shape + out_shape[1:]
     kernel = functools.partial(
         _srwm_bwd_kernel, seq_len=seq_len, chunk=chunk, block_seqs=block_seqs,
-        input_softmax=input_softmax)
-    dx, *dw0 = pl.pallas_call(
+        input_softmax=input_softmax, has_reset=has_reset)
+    dx, *dw = pl.pallas_call(
         kernel,
         grid=(n // block_seqs,),
         out_shape=out_shape,
         compiler_params=compiler_params(num_warps),
         interpret=interpret,
-        name="srwm_bwd",
-    )(x, dy, *checkpoints, *d_final, *residuals)
-    return dx, tuple(dw0)
+        name="srwm_bwd_reset" if has_reset else "srwm_bwd",
+    )(x, dy, *checkpoints, *d_final, *residuals,
+      *((*resets, *initial) if has_reset else ()))
+    if has_reset:
+        return dx, tuple(dw[:4]), tuple(dw[4:])
+    return dx, tuple(dw)

@@ -13,7 +13,9 @@ contiguous ``[BB, d]`` tile.
 Outputs: y [T, N, d] (input dtype); the fast weights at the end of every chunk
 of ``chunk`` steps, ``[NC, N, ...]`` with NC = ceil(T / chunk) (the last one is
 W_T); and, when ``save_residuals``, the per-step update vectors the backward
-needs to undo each step inside a chunk:
+needs to undo each step inside a chunk (optional inputs, with resets: a mask
+[T, N] int32 and the reset weights in the layout of w_*; where the mask is set,
+the sequence restarts from them before the step):
 
   q, k             [T, N, d]   the key/query softmaxes (they define the update)
   u_y, u_q, u_k    [T, N, d]   (q - k) W_i, read from W_{t-1}
@@ -23,10 +25,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels._common import (chunked_time_loop, dot_last, outer, sigmoid, softmax_last,
-                             vec_mat)
+from kernels._common import (any_row, chunked_time_loop, dot_last, outer, sigmoid,
+                             softmax_last, vec_mat, where_rows)
 
 
 def srwm_step(wy, wq, wk, wb, a):
@@ -49,14 +52,29 @@ def srwm_step(wy, wq, wk, wb, a):
     return (wy, wq, wk, wb), y, (q, k, u_y, u_q, u_k, rates, u_b)
 
 
-def _srwm_fwd_kernel(x_ref, wy_ref, wq_ref, wk_ref, wb_ref,
-                     y_ref, cy_ref, cq_ref, ck_ref, cb_ref, *res_refs,
-                     seq_len, chunk, block_seqs, input_softmax, save_residuals):
+def _srwm_fwd_kernel(x_ref, wy_ref, wq_ref, wk_ref, wb_ref, *refs,
+                     seq_len, chunk, block_seqs, input_softmax, save_residuals, has_reset):
+    if has_reset:
+        reset_ref, fy_ref, fq_ref, fk_ref, fb_ref, *refs = refs
+    y_ref, cy_ref, cq_ref, ck_ref, cb_ref, *res_refs = refs
     rows = pl.ds(pl.program_id(0) * block_seqs, block_seqs)
     state = (wy_ref[rows, :, :], wq_ref[rows, :, :], wk_ref[rows, :, :],
              tuple(wb_ref[rows, i, :] for i in range(4)))
 
+    def apply_reset(t, state):
+        # The reset weights are read only at steps where some sequence of the block resets.
+        r = reset_ref[t, rows]
+
+        def reset_some(state):
+            fresh = (fy_ref[rows, :, :], fq_ref[rows, :, :], fk_ref[rows, :, :],
+                     tuple(fb_ref[rows, i, :] for i in range(4)))
+            return where_rows(r > 0, fresh, state)
+
+        return lax.cond(any_row(r), reset_some, lambda s: s, state)
+
     def step(t, state):
+        if has_reset:
+            state = apply_reset(t, state)
         a = x_ref[t, rows, :].astype(jnp.float32)
         if input_softmax:
             a = softmax_last(a)
@@ -87,8 +105,12 @@ def _srwm_fwd_kernel(x_ref, wy_ref, wq_ref, wk_ref, wb_ref,
 
 
 def srwm_forward(x, wy, wq, wk, wb, *, input_softmax, save_residuals, chunk,
-                 block_seqs, num_warps, interpret, compiler_params):
-    """Launches the forward kernel on kernel-layout arrays (see module docstring)."""
+                 block_seqs, num_warps, interpret, compiler_params, resets=None):
+    """Launches the forward kernel on kernel-layout arrays (see module docstring).
+
+    resets: None, or (mask [T, N] int32, fy, fq, fk, fb) with the reset weights in the
+    layout of wy, wq, wk, wb: where mask[t, n] != 0, sequence n restarts from them before step t.
+    """
     seq_len, n, d = x.shape
     num_chunks = -(-seq_len // chunk)
     f32 = jnp.float32
@@ -104,12 +126,13 @@ def srwm_forward(x, wy, wq, wk, wb, *, input_softmax, save_residuals, chunk,
         out_shape += [jax.ShapeDtypeStruct((seq_len, n, 8), f32)]
     kernel = functools.partial(
         _srwm_fwd_kernel, seq_len=seq_len, chunk=chunk, block_seqs=block_seqs,
-        input_softmax=input_softmax, save_residuals=save_residuals)
+        input_softmax=input_softmax, save_residuals=save_residuals,
+        has_reset=resets is not None)
     return pl.pallas_call(
         kernel,
         grid=(n // block_seqs,),
         out_shape=tuple(out_shape),
         compiler_params=compiler_params(num_warps),
         interpret=interpret,
-        name="srwm_fwd",
-    )(x, wy, wq, wk, wb)
+        name="srwm_fwd_reset" if resets is not None else "srwm_fwd",
+    )(x, wy, wq, wk, wb, *(resets or ()))

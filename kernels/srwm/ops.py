@@ -8,10 +8,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax
 import jax.numpy as jnp
 
-from kernels import _common
+from kernels import _autodiff, _common
 from kernels.srwm.bwd import srwm_backward
 from kernels.srwm.fwd import srwm_forward
 
@@ -78,7 +77,7 @@ def srwm_supported(x, W, *unused_args, **unused_kwargs) -> tuple[bool, str]:
     return True, "ok"
 
 
-# --- custom VJP on kernel-layout arrays ------------------------------------------------------
+# --- differentiable op on kernel-layout arrays ----------------------------------------------
 
 def _launch_args(config: SRWMBlockConfig, interpret: bool, backward: bool = False):
     return dict(block_seqs=config.block_seqs,
@@ -86,40 +85,62 @@ def _launch_args(config: SRWMBlockConfig, interpret: bool, backward: bool = Fals
                 interpret=interpret, compiler_params=_common.triton_params)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _srwm_core(x, wy, wq, wk, wb, input_softmax, config, interpret):
-    # No gradient needed: one chunk spanning all of T, so the only checkpoint is W_T.
-    y, cy, cq, ck, cb = srwm_forward(
-        x, wy, wq, wk, wb, input_softmax=input_softmax, save_residuals=False,
-        chunk=x.shape[0], **_launch_args(config, interpret))
-    return y, cy[0], cq[0], ck[0], cb[0]
+def _reference(args, aux, *, input_softmax):
+    """The scan reference (srwm_jax) on kernel-layout arrays, for derivatives past the first."""
+    from srwm_jax.ops.srwm import SRWMWeights, srwm_scan  # noqa: PLC0415 (kernels -> srwm_jax only here)
+    x, w0, fresh = args
+
+    def to_ref(w):  # (wy, wq, wk, wb [N, 4, d]) -> SRWMWeights of [N, 1, d, *]
+        wy, wq, wk, wb = w
+        return SRWMWeights(wy[:, None], wq[:, None], wk[:, None], jnp.swapaxes(wb, 1, 2)[:, None])
+
+    reset = None if aux is None else jnp.swapaxes(aux, 0, 1) > 0
+    y, W_T = srwm_scan(jnp.swapaxes(x, 0, 1)[:, :, None], to_ref(w0), input_softmax=input_softmax,
+                       reset=reset, reset_weights=None if fresh is None else to_ref(fresh))
+    return (jnp.swapaxes(y[:, :, 0], 0, 1), W_T.y[:, 0], W_T.q[:, 0], W_T.k[:, 0],
+            jnp.swapaxes(W_T.b[:, 0], 1, 2))
 
 
-def _srwm_core_fwd(x, wy, wq, wk, wb, input_softmax, config, interpret):
-    chunk = min(config.chunk, x.shape[0])
-    y, cy, cq, ck, cb, *vectors = srwm_forward(
-        x, wy, wq, wk, wb, input_softmax=input_softmax, save_residuals=True,
-        chunk=chunk, **_launch_args(config, interpret))
-    residuals = (x, (cy, cq, ck, cb), tuple(vectors))
-    return (y, cy[-1], cq[-1], ck[-1], cb[-1]), residuals
+@functools.cache
+def _srwm_core(input_softmax: bool, config: SRWMBlockConfig, interpret: bool):
+    """op(args=(x, W_0, reset weights or None), aux=mask or None) -> (y, wy, wq, wk, wb)."""
+
+    def resets(args, aux):
+        return None if aux is None else (aux, *args[2])
+
+    def forward(args, aux):
+        # No gradient needed: one chunk spanning all of T, so the only checkpoint is W_T.
+        x, w0, _ = args
+        y, cy, cq, ck, cb = srwm_forward(
+            x, *w0, input_softmax=input_softmax, save_residuals=False, chunk=x.shape[0],
+            resets=resets(args, aux), **_launch_args(config, interpret))
+        return y, cy[0], cq[0], ck[0], cb[0]
+
+    def forward_with_residuals(args, aux):
+        x, w0, _ = args
+        chunk = min(config.chunk, x.shape[0])
+        y, cy, cq, ck, cb, *vectors = srwm_forward(
+            x, *w0, input_softmax=input_softmax, save_residuals=True, chunk=chunk,
+            resets=resets(args, aux), **_launch_args(config, interpret))
+        return (y, cy[-1], cq[-1], ck[-1], cb[-1]), ((cy, cq, ck, cb), tuple(vectors))
+
+    def backward(args, aux, residuals, cotangents):
+        x, w0, _ = args
+        checkpoints, vectors = residuals
+        dy, *d_final = cotangents
+        chunk = min(config.chunk, x.shape[0])
+        out = srwm_backward(
+            x, dy.astype(x.dtype), checkpoints, tuple(g.astype(jnp.float32) for g in d_final),
+            vectors, input_softmax=input_softmax, chunk=chunk, resets=resets(args, aux),
+            initial=w0, **_launch_args(config, interpret, backward=True))
+        return (out[0], out[1], None if aux is None else out[2])
+
+    return _autodiff.kernel_op(forward, forward_with_residuals, backward,
+                               functools.partial(_reference, input_softmax=input_softmax))
 
 
-def _srwm_core_bwd(input_softmax, config, interpret, residuals, cotangents):
-    x, checkpoints, vectors = residuals
-    dy, *d_final = cotangents
-    chunk = min(config.chunk, x.shape[0])
-    dx, dw0 = srwm_backward(
-        x, dy.astype(x.dtype), checkpoints, tuple(g.astype(jnp.float32) for g in d_final),
-        vectors, input_softmax=input_softmax, chunk=chunk,
-        **_launch_args(config, interpret, backward=True))
-    return (dx, *dw0)
-
-
-_srwm_core.defvjp(_srwm_core_fwd, _srwm_core_bwd)
-
-
-def srwm_pallas(x, W, *, input_softmax: bool, interpret: bool = False,
-                config: SRWMBlockConfig | None = None):
+def srwm_pallas(x, W, *, input_softmax: bool, reset=None, reset_weights=None,
+                interpret: bool = False, config: SRWMBlockConfig | None = None):
     """Fused SRWM (Irie et al. 2022) over a sequence, as Pallas kernels.
 
     Args:
@@ -127,12 +148,18 @@ def srwm_pallas(x, W, *, input_softmax: bool, interpret: bool = False,
       W: fast weights W_0 with fields y, q, k [B, H, d, d] and b [B, H, d, 4], float32
         (``srwm_jax.SRWMWeights`` or any NamedTuple with those fields).
       input_softmax: softmax each head's input before the reads.
+      reset: optional bool [B, T]; where True, the sequence restarts from ``reset_weights``
+        before step t (see ``srwm_jax.srwm``).
+      reset_weights: like W; default W.
       interpret: run the same kernels in Pallas interpret mode (any backend).
       config: block sizes; ``default_srwm_config(d, B*H)`` when None.
 
     Returns:
       y [B, T, H, d] in x's dtype and W_T (same type as W, float32). Differentiable
-      w.r.t. x and every field of W (``jax.custom_vjp``; residuals O(T*d) per head).
+      w.r.t. x, every field of W and of reset_weights (first order by the backward kernel,
+      residuals O(T*d) per head; higher orders through the scan reference's VJP).
+
+    Reference: ``srwm_jax.reference.srwm_reference`` (the plain definition).
     """
     ok, reason = srwm_supported(x, W)
     if not ok:
@@ -146,10 +173,18 @@ def srwm_pallas(x, W, *, input_softmax: bool, interpret: bool = False,
     def to_kernel(w):  # [B, H, d, m] -> [N_pad, d, m]
         return _common.pad_rows(w.astype(jnp.float32).reshape((n,) + w.shape[2:]), 0, n_pad)
 
+    def weights_to_kernel(W):  # W_b transposed: [N_pad, 4, d]
+        return (to_kernel(W.y), to_kernel(W.q), to_kernel(W.k), jnp.swapaxes(to_kernel(W.b), 1, 2))
+
     xs = _common.pad_rows(_common.to_sequence_major(x), 1, n_pad)
-    wb = jnp.swapaxes(to_kernel(W.b), 1, 2)  # [N_pad, 4, d]
-    y, wy, wq, wk, wb = _srwm_core(xs, to_kernel(W.y), to_kernel(W.q), to_kernel(W.k), wb,
-                                   bool(input_softmax), config, bool(interpret))
+    fresh, mask = None, None
+    if reset is not None:
+        fresh = weights_to_kernel(W if reset_weights is None else reset_weights)
+        # One mask row per (batch, head) sequence: [T, N_pad] int32 (Triton loads no bools).
+        per_head = jnp.broadcast_to(reset.astype(jnp.int32)[:, :, None], (batch, reset.shape[1], heads))
+        mask = _common.pad_rows(_common.to_sequence_major(per_head[..., None])[..., 0], 1, n_pad)
+    op = _srwm_core(bool(input_softmax), config, bool(interpret))
+    y, wy, wq, wk, wb = op((xs, weights_to_kernel(W), fresh), mask)
 
     def from_kernel(w):  # [N_pad, d, m] -> [B, H, d, m]
         return w[:n].reshape((batch, heads) + w.shape[1:])

@@ -78,3 +78,11 @@ def check_layer_inputs(layer, x, state, reset, *, width=None, width_doc="num_hea
             raise ValueError(f"{name}: state{jax.tree_util.keystr(path)} has {_describe(got)}, "
                              f"expected a floating-point {list(want.shape)} array ({doc}; B = {B} "
                              f"from x). {hint}")
+
+def check_reset(reset, B, T):
+    """Raise unless `reset` is None or a bool [B, T] mask."""
+    if reset is None:
+        return
+    if reset.dtype != jnp.bool_:
+        raise ValueError(f"reset must be a bool array [B, T], got dtype {reset.dtype}.")
+    check_shape("reset", reset, (B, T), "B batch, T time; True = reset the state before step t")

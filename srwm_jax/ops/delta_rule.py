@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from srwm_jax.dispatch import Impl, resolve_impl
-from srwm_jax.ops._validate import check_float, check_shape
+from srwm_jax.ops._validate import check_float, check_reset, check_shape
 
 _HI = lax.Precision.HIGHEST
 
@@ -32,13 +32,30 @@ def delta_rule_step(S, q_t, k_t, v_t, beta_t):
     return S, y_t
 
 
-def _scan_chunk(S, inputs, valid):
-    def body(s, step):
-        (q_t, k_t, v_t, b_t), ok = step
+def _scan_chunk(S, inputs, valid, resets=None):
+    """Runs the steps `inputs` ([C, ...] each) from S; steps with valid[t] False leave S as is.
+
+    resets: None, or (mask [C, B] bool, S_reset): where mask[t, b], S of sequence b is
+    replaced by S_reset before step t.
+    """
+    if resets is None:
+        def body(s, step):
+            (q_t, k_t, v_t, b_t), ok = step
+            s_new, y_t = delta_rule_step(s, q_t, k_t, v_t, b_t)
+            return jnp.where(ok, s_new, s), y_t
+
+        S_end, ys = lax.scan(body, S, (inputs, valid))
+        return ys, S_end
+
+    mask, S_reset = resets
+
+    def body_reset(s, step):
+        (q_t, k_t, v_t, b_t), ok, r_t = step
+        s = jnp.where(r_t[:, None, None, None], S_reset, s)
         s_new, y_t = delta_rule_step(s, q_t, k_t, v_t, b_t)
         return jnp.where(ok, s_new, s), y_t
 
-    S_end, ys = lax.scan(body, S, (inputs, valid))
+    S_end, ys = lax.scan(body_reset, S, (inputs, valid, mask))
     return ys, S_end
 
 
@@ -57,62 +74,97 @@ def _valid(T, C, n):
     return (jnp.arange(n * C) < T).reshape(n, C)
 
 
-def _forward(inputs, S0):
+def _forward(inputs, S0, resets):
     q = inputs[0]
     T, dk, dv = q.shape[0], q.shape[-1], inputs[2].shape[-1]
     C, n = _chunking(T, dk, dv)
     chunks = tuple(_to_chunks(a, C, n) for a in inputs)
+    if resets is None:
+        def chunk(s, step):
+            ys, s_end = _scan_chunk(s, *step)
+            return s_end, (ys, s)
 
-    def chunk(s, step):
-        ys, s_end = _scan_chunk(s, *step)
-        return s_end, (ys, s)
+        S_T, (ys, S_starts) = lax.scan(chunk, S0, (chunks, _valid(T, C, n)))
+    else:
+        mask, S_reset = resets
 
-    S_T, (ys, S_starts) = lax.scan(chunk, S0, (chunks, _valid(T, C, n)))
+        def chunk(s, step):
+            inp, ok, m_c = step
+            ys, s_end = _scan_chunk(s, inp, ok, (m_c, S_reset))
+            return s_end, (ys, s)
+
+        S_T, (ys, S_starts) = lax.scan(chunk, S0, (chunks, _valid(T, C, n),
+                                                   _to_chunks(mask, C, n)))
     return ys.reshape((n * C,) + ys.shape[2:])[:T], S_T, S_starts
 
 
 @jax.custom_vjp
-def _delta_time_major(inputs, S0):
-    ys, S_T, _ = _forward(inputs, S0)
+def _delta_time_major(inputs, S0, resets):
+    ys, S_T, _ = _forward(inputs, S0, resets)
     return ys, S_T
 
 
-def _fwd(inputs, S0):
-    ys, S_T, S_starts = _forward(inputs, S0)
-    return (ys, S_T), (inputs, S_starts)
+def _fwd(inputs, S0, resets):
+    ys, S_T, S_starts = _forward(inputs, S0, resets)
+    # Saved: inputs, S every C steps and (with resets) the bool mask and the reset state.
+    return (ys, S_T), (inputs, S_starts, resets)
 
 
 def _bwd(residuals, cotangents):
-    inputs, S_starts = residuals
+    inputs, S_starts, resets = residuals
     d_ys, d_ST = cotangents
     T, dk, dv = inputs[0].shape[0], inputs[0].shape[-1], inputs[2].shape[-1]
     C, n = _chunking(T, dk, dv)
     chunks = tuple(_to_chunks(a, C, n) for a in inputs)
 
-    def chunk_back(d_s_end, step):
-        s_start, inp, ok, d_y = step
-        _, vjp = jax.vjp(lambda s, i: _scan_chunk(s, i, ok), s_start, inp)
-        d_s_start, d_inp = vjp((d_y, d_s_end))
-        return d_s_start, d_inp
+    if resets is None:
+        def chunk_back(d_s_end, step):
+            s_start, inp, ok, d_y = step
+            _, vjp = jax.vjp(lambda s, i: _scan_chunk(s, i, ok), s_start, inp)
+            d_s_start, d_inp = vjp((d_y, d_s_end))
+            return d_s_start, d_inp
 
-    d_S0, d_chunks = lax.scan(chunk_back, d_ST,
-                              (S_starts, chunks, _valid(T, C, n), _to_chunks(d_ys, C, n)),
-                              reverse=True)
+        d_S0, d_chunks = lax.scan(chunk_back, d_ST,
+                                  (S_starts, chunks, _valid(T, C, n), _to_chunks(d_ys, C, n)),
+                                  reverse=True)
+        d_resets = None
+    else:
+        mask, S_reset = resets
+
+        def chunk_back(carry, step):
+            d_s_end, d_s_reset = carry
+            s_start, inp, ok, m_c, d_y = step
+            _, vjp = jax.vjp(lambda s, i, sr: _scan_chunk(s, i, ok, (m_c, sr)),
+                             s_start, inp, S_reset)
+            d_s_start, d_inp, d_sr = vjp((d_y, d_s_end))
+            # The reset state is read at every reset point: its gradient sums over them.
+            return (d_s_start, d_s_reset + d_sr), d_inp
+
+        (d_S0, d_S_reset), d_chunks = lax.scan(
+            chunk_back, (d_ST, jnp.zeros_like(S_reset)),
+            (S_starts, chunks, _valid(T, C, n), _to_chunks(mask, C, n), _to_chunks(d_ys, C, n)),
+            reverse=True)
+        d_resets = (None, d_S_reset)
     d_inputs = tuple(a.reshape((n * C,) + a.shape[2:])[:T] for a in d_chunks)
-    return d_inputs, d_S0
+    return d_inputs, d_S0, d_resets
 
 
 _delta_time_major.defvjp(_fwd, _bwd)
 
 
-def delta_rule_scan(q, k, v, beta, S0):
-    """Scan reference; same arguments and results as `delta_rule`."""
+def delta_rule_scan(q, k, v, beta, S0, *, reset=None, reset_state=None):
+    """Scan reference with a memory-efficient custom VJP; same arguments and results as `delta_rule`."""
     tm = lambda a: jnp.swapaxes(a, 0, 1).astype(jnp.float32)  # noqa: E731
-    ys, S_T = _delta_time_major((tm(q), tm(k), tm(v), tm(beta)), S0.astype(jnp.float32))
+    S0 = S0.astype(jnp.float32)
+    resets = None
+    if reset is not None:
+        S_reset = jnp.zeros_like(S0) if reset_state is None else reset_state.astype(jnp.float32)
+        resets = (jnp.swapaxes(reset, 0, 1), S_reset)
+    ys, S_T = _delta_time_major((tm(q), tm(k), tm(v), tm(beta)), S0, resets)
     return jnp.swapaxes(ys, 0, 1).astype(v.dtype), S_T
 
 
-def _validate(q, k, v, beta, S0):
+def _validate(q, k, v, beta, S0, reset, reset_state):
     for name, a in (("q", q), ("k", k), ("v", v), ("beta", beta), ("S0", S0)):
         check_float(name, a)
     if q.ndim != 4:
@@ -128,27 +180,43 @@ def _validate(q, k, v, beta, S0):
     check_shape("S0", S0, (B, H, dk, dv), legend)
     if T < 1:
         raise ValueError("the sequence must have at least one time step (T >= 1).")
+    check_reset(reset, B, T)
+    if reset_state is not None:
+        if reset is None:
+            raise ValueError("reset_state given without reset: pass reset [B, T] bool too.")
+        check_float("reset_state", reset_state)
+        check_shape("reset_state", reset_state, (B, H, dk, dv), legend)
 
 
-def delta_rule(q, k, v, beta, S0, *, impl: Impl = "auto"):
+def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = "auto"):
     """Runs the delta rule over a sequence.
 
     Args:
       q, k: [B, T, H, dk] activated queries and keys.
       v: [B, T, H, dv] values.   beta: [B, T, H] learning rates (after sigmoid).
       S0: [B, H, dk, dv] initial fast weights (zeros for a fresh sequence).
+      reset: optional bool [B, T]. Where reset[b, t] is True, the state of sequence b is
+        replaced by reset_state[b] *before* step t. None (default) = no resets.
+      reset_state: [B, H, dk, dv] state a reset restores; default zeros. Gradients flow to it
+        from every reset point.
       impl: "auto" | "scan" | "pallas" | "pallas_interpret" (see srwm_jax.dispatch).
 
     Returns:
       y: [B, T, H, dv] in v's dtype, and S_T [B, H, dk, dv] float32.
 
+    Raises:
+      ValueError: on a bad shape or dtype of any argument, or an unknown impl.
+
+    Reference: `srwm_jax.reference.delta_rule_reference` (plain step-by-step definition).
+
     Example:
       >>> q = k = jnp.full((1, 3, 2, 4), 0.25); v = jnp.ones((1, 3, 2, 8))
       >>> y, S = delta_rule(q, k, v, jnp.ones((1, 3, 2)), jnp.zeros((1, 2, 4, 8)))
     """
-    _validate(q, k, v, beta, S0)
+    _validate(q, k, v, beta, S0, reset, reset_state)
     which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0)
     if which == "scan":
-        return delta_rule_scan(q, k, v, beta, S0)
+        return delta_rule_scan(q, k, v, beta, S0, reset=reset, reset_state=reset_state)
     import kernels  # noqa: PLC0415
-    return kernels.delta_rule_pallas(q, k, v, beta, S0, interpret=which == "pallas_interpret")
+    return kernels.delta_rule_pallas(q, k, v, beta, S0, reset=reset, reset_state=reset_state,
+                                     interpret=which == "pallas_interpret")

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from srwm_jax.dispatch import Impl, resolve_impl
-from srwm_jax.ops._validate import check_float, check_shape
+from srwm_jax.ops._validate import check_float, check_reset, check_shape
 
 _HI = lax.Precision.HIGHEST  # keep f32 accuracy on GPUs, where the default dot may use TF32
 
@@ -59,16 +59,32 @@ def srwm_step(W, x_t, input_softmax):
     return new, y
 
 
-def _scan_chunk(W, xs, valid, input_softmax):
-    """Runs steps xs [C, B, H, d] from W; steps with valid[t] False leave W unchanged."""
+def _scan_chunk(W, xs, valid, input_softmax, resets=None):
+    """Runs steps xs [C, B, H, d] from W; steps with valid[t] False leave W unchanged.
 
-    def body(w, inputs):
-        x_t, ok = inputs
+    resets: None, or (mask [C, B] bool, W_reset): where mask[t, b], W of sequence b is replaced
+    by W_reset before step t.
+    """
+    if resets is None:
+        def body(w, inputs):
+            x_t, ok = inputs
+            w_new, y_t = srwm_step(w, x_t, input_softmax)
+            w_new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), w_new, w)
+            return w_new, y_t
+
+        W_end, ys = lax.scan(body, W, (xs, valid))
+        return ys, W_end
+
+    mask, W_reset = resets
+
+    def body_reset(w, inputs):
+        x_t, ok, r_t = inputs
+        w = jax.tree.map(lambda f, a: jnp.where(r_t[:, None, None, None], f, a), W_reset, w)
         w_new, y_t = srwm_step(w, x_t, input_softmax)
         w_new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), w_new, w)
         return w_new, y_t
 
-    W_end, ys = lax.scan(body, W, (xs, valid))
+    W_end, ys = lax.scan(body_reset, W, (xs, valid, mask))
     return ys, W_end
 
 
@@ -87,63 +103,100 @@ def _to_chunks(xs, C, n):
     return xs.reshape((n, C) + xs.shape[1:]), valid
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _srwm_time_major(xs, W, input_softmax):
-    ys, W_T, _ = _srwm_forward(xs, W, input_softmax)
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _srwm_time_major(xs, W, resets, input_softmax):
+    ys, W_T, _ = _srwm_forward(xs, W, resets, input_softmax)
     return ys, W_T
 
 
-def _srwm_forward(xs, W, input_softmax):
+def _srwm_forward(xs, W, resets, input_softmax):
     T, d = xs.shape[0], xs.shape[-1]
     C, n = _chunking(T, d)
     xc, valid = _to_chunks(xs, C, n)
+    if resets is None:
+        def chunk(w, inputs):
+            x_c, ok = inputs
+            ys, w_end = _scan_chunk(w, x_c, ok, input_softmax)
+            return w_end, (ys, w)
 
-    def chunk(w, inputs):
-        x_c, ok = inputs
-        ys, w_end = _scan_chunk(w, x_c, ok, input_softmax)
-        return w_end, (ys, w)
+        W_T, (ys, W_starts) = lax.scan(chunk, W, (xc, valid))
+    else:
+        mask, W_reset = resets
+        mc, _ = _to_chunks(mask, C, n)  # padded steps never reset
 
-    W_T, (ys, W_starts) = lax.scan(chunk, W, (xc, valid))
+        def chunk(w, inputs):
+            x_c, ok, m_c = inputs
+            ys, w_end = _scan_chunk(w, x_c, ok, input_softmax, (m_c, W_reset))
+            return w_end, (ys, w)
+
+        W_T, (ys, W_starts) = lax.scan(chunk, W, (xc, valid, mc))
     ys = ys.reshape((n * C,) + ys.shape[2:])[:T]
     return ys, W_T, W_starts
 
 
-def _srwm_fwd(xs, W, input_softmax):
-    ys, W_T, W_starts = _srwm_forward(xs, W, input_softmax)
-    return (ys, W_T), (xs, W_starts)
+def _srwm_fwd(xs, W, resets, input_softmax):
+    ys, W_T, W_starts = _srwm_forward(xs, W, resets, input_softmax)
+    # Saved: inputs, W every C steps, and (with resets) the bool mask and the one reset state:
+    # O(T*d + (T/C)*d^2 + d^2) per head, never a W per step.
+    return (ys, W_T), (xs, W_starts, resets)
 
 
 def _srwm_bwd(input_softmax, residuals, cotangents):
-    xs, W_starts = residuals
+    xs, W_starts, resets = residuals
     d_ys, d_WT = cotangents
     T, d = xs.shape[0], xs.shape[-1]
     C, n = _chunking(T, d)
     xc, valid = _to_chunks(xs, C, n)
     d_yc, _ = _to_chunks(d_ys, C, n)
 
-    def chunk_back(d_w_end, inputs):
-        w_start, x_c, ok, d_y = inputs
-        _, vjp = jax.vjp(lambda w, x: _scan_chunk(w, x, ok, input_softmax), w_start, x_c)
-        d_w_start, d_x = vjp((d_y, d_w_end))
-        return d_w_start, d_x
+    if resets is None:
+        def chunk_back(d_w_end, inputs):
+            w_start, x_c, ok, d_y = inputs
+            _, vjp = jax.vjp(lambda w, x: _scan_chunk(w, x, ok, input_softmax), w_start, x_c)
+            d_w_start, d_x = vjp((d_y, d_w_end))
+            return d_w_start, d_x
 
-    d_W0, d_xc = lax.scan(chunk_back, d_WT, (W_starts, xc, valid, d_yc), reverse=True)
+        d_W0, d_xc = lax.scan(chunk_back, d_WT, (W_starts, xc, valid, d_yc), reverse=True)
+        d_resets = None
+    else:
+        mask, W_reset = resets
+        mc, _ = _to_chunks(mask, C, n)
+
+        def chunk_back(carry, inputs):
+            d_w_end, d_w_reset = carry
+            w_start, x_c, ok, m_c, d_y = inputs
+            _, vjp = jax.vjp(
+                lambda w, x, wr: _scan_chunk(w, x, ok, input_softmax, (m_c, wr)),
+                w_start, x_c, W_reset)
+            d_w_start, d_x, d_wr = vjp((d_y, d_w_end))
+            # The reset state is read at every reset point: its gradient sums over them.
+            return (d_w_start, jax.tree.map(jnp.add, d_w_reset, d_wr)), d_x
+
+        zeros = jax.tree.map(jnp.zeros_like, W_reset)
+        (d_W0, d_W_reset), d_xc = lax.scan(chunk_back, (d_WT, zeros),
+                                           (W_starts, xc, valid, mc, d_yc), reverse=True)
+        d_resets = (None, d_W_reset)
     d_xs = d_xc.reshape((n * C,) + d_xc.shape[2:])[:T]
-    return d_xs, d_W0
+    return d_xs, d_W0, d_resets
 
 
 _srwm_time_major.defvjp(_srwm_fwd, _srwm_bwd)
 
 
-def srwm_scan(x, W, *, input_softmax=False):
-    """Scan reference. x: [B, T, H, d]; W: SRWMWeights -> (y [B, T, H, dy], W_T)."""
+def srwm_scan(x, W, *, input_softmax=False, reset=None, reset_weights=None):
+    """Scan reference with a memory-efficient custom VJP; same arguments and results as `srwm`."""
     xs = jnp.swapaxes(x, 0, 1).astype(jnp.float32)
     W = SRWMWeights(*(w.astype(jnp.float32) for w in W))
-    ys, W_T = _srwm_time_major(xs, W, bool(input_softmax))
+    resets = None
+    if reset is not None:
+        W_reset = W if reset_weights is None else SRWMWeights(
+            *(w.astype(jnp.float32) for w in reset_weights))
+        resets = (jnp.swapaxes(reset, 0, 1), W_reset)
+    ys, W_T = _srwm_time_major(xs, W, resets, bool(input_softmax))
     return jnp.swapaxes(ys, 0, 1).astype(x.dtype), W_T
 
 
-def _validate(x, W):
+def _validate(x, W, reset, reset_weights):
     check_float("x", x)
     if x.ndim != 4:
         raise ValueError(f"x has shape {list(x.shape)}, expected [B, T, H, d] (4 dims).")
@@ -160,30 +213,52 @@ def _validate(x, W):
         check_float(f"W.{name}", w)
     if T < 1:
         raise ValueError("x must have at least one time step (T >= 1).")
-    return W
+    check_reset(reset, B, T)
+    if reset_weights is not None:
+        if reset is None:
+            raise ValueError("reset_weights given without reset: pass reset [B, T] bool too.")
+        if not isinstance(reset_weights, tuple) or len(reset_weights) != 4:
+            raise ValueError("reset_weights must be srwm_jax.SRWMWeights(y=..., q=..., k=..., b=...).")
+        reset_weights = SRWMWeights(*reset_weights)
+        for name, w, w0 in zip(W._fields, reset_weights, W):
+            check_shape(f"reset_weights.{name}", w, w0.shape, "the shape of W." + name)
+            check_float(f"reset_weights.{name}", w)
+    return W, reset_weights
 
 
-def srwm(x, W, *, input_softmax=False, impl: Impl = "auto"):
+def srwm(x, W, *, input_softmax=False, reset=None, reset_weights=None, impl: Impl = "auto"):
     """Runs a self-referential weight matrix over a sequence.
 
     Args:
       x: [B, T, H, d] inputs (float32 or bf16; computation in float32).
       W: SRWMWeights with y [B, H, d, dy], q, k [B, H, d, d], b [B, H, d, 4] (W_0).
       input_softmax: apply a softmax over each head's d inputs first (RL agents use it).
+      reset: optional bool [B, T]. Where reset[b, t] is True, the weights of sequence b are
+        replaced by reset_weights[b] *before* step t (episode boundaries packed in one call).
+        None (default) = no resets (the same computation as before resets existed).
+      reset_weights: SRWMWeights shaped like W, the weights a reset restores (a layer passes
+        its slow weights); default W itself. Gradients flow to it from every reset point.
       impl: "auto" | "scan" | "pallas" | "pallas_interpret" (see srwm_jax.dispatch).
 
     Returns:
       y: [B, T, H, dy] in x's dtype, and W_T (float32 SRWMWeights) to carry into the next call.
+
+    Raises:
+      ValueError: on a bad shape or dtype of x, W, reset or reset_weights, or an unknown impl.
+
+    Reference: `srwm_jax.reference.srwm_reference` (plain step-by-step definition).
 
     Example:
       >>> B, T, H, d = 2, 5, 4, 16
       >>> W = SRWMWeights(*(jnp.zeros((B, H, d, n)) for n in (d, d, d, 4)))
       >>> y, W_T = srwm(jnp.ones((B, T, H, d)), W)
     """
-    W = _validate(x, W)
+    W, reset_weights = _validate(x, W, reset, reset_weights)
     which = resolve_impl("srwm", impl, "srwm_supported", x, W)
     if which == "scan":
-        return srwm_scan(x, W, input_softmax=input_softmax)
+        return srwm_scan(x, W, input_softmax=input_softmax, reset=reset,
+                         reset_weights=reset_weights)
     import kernels  # noqa: PLC0415
-    return kernels.srwm_pallas(x, W, input_softmax=bool(input_softmax),
+    return kernels.srwm_pallas(x, W, input_softmax=bool(input_softmax), reset=reset,
+                               reset_weights=reset_weights,
                                interpret=which == "pallas_interpret")
