@@ -14,9 +14,9 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from fewshot.checkpointing import Checkpoints
-from fewshot.data import DatasetError
-from fewshot.train import build, episode_accuracy, initial_state, make_sampler
+from .checkpointing import Checkpoints
+from .data import DatasetError
+from .train import build, episode_accuracy, initial_state, make_sampler
 
 
 def evaluate(workdir, split="test", num_sets=5, episodes_per_set=1000, checkpoint="best",

@@ -19,11 +19,11 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from fewshot.checkpointing import Checkpoints
-from fewshot.data import DatasetError
-from fewshot.plots import plot_accuracy_curves
-from fewshot.sequential import INSTANCE_OCCURRENCES, SequentialTask, evaluate_sequences
-from fewshot.train import build, initial_state
+from .checkpointing import Checkpoints
+from .data import DatasetError
+from .plots import plot_accuracy_curves
+from .sequential import INSTANCE_OCCURRENCES, SequentialTask, evaluate_sequences
+from .train import build, initial_state
 
 COLUMNS = tuple(str(j + 1) for j in INSTANCE_OCCURRENCES)
 

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fewshot.data import SequentialStream, load_split
-from fewshot.steps import TrainState
+from .data import SequentialStream, load_split
+from .steps import TrainState
 
 # Occurrence indices (0-based) of the instance-level columns 1st, 2nd, 3rd, 5th, 10th.
 INSTANCE_OCCURRENCES = (0, 1, 2, 4, 9)
@@ -120,7 +120,7 @@ class SequentialTask:
         return pad_batch(self.stream.sample(batch_size, step, train), self.length if self.pad else None)
 
     def iterate(self, batch_size, start_step=0, *, num_steps=None, prefetch=4, num_threads=1):
-        from fewshot.data.sampler import _prefetch
+        from .data.sampler import _prefetch
         return _prefetch(lambda s: self.sample(batch_size, s, True), start_step, num_steps, prefetch,
                          num_threads)
 

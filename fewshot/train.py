@@ -23,12 +23,12 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from fewshot.checkpointing import Checkpoints
-from fewshot.data import DatasetError, EpisodeSampler, load_split
-from fewshot.metrics import MetricWriter
-from fewshot.models import SequenceLearner
-from fewshot.steps import init_state, make_eval_step, make_optimizer, make_schedule, make_train_step
-from fewshot.warm_start import WarmStartError, warm_start
+from .checkpointing import Checkpoints
+from .data import DatasetError, EpisodeSampler, load_split
+from .metrics import MetricWriter
+from .models import SequenceLearner
+from .steps import init_state, make_eval_step, make_optimizer, make_schedule, make_train_step
+from .warm_start import WarmStartError, warm_start
 
 TASKS = ("sync", "sequential", "bootstrap")
 
@@ -77,10 +77,10 @@ def build(config):
     task = config.get("task", "sync")
     loss_fn, make_eval = None, make_eval_step
     if task == "sequential":
-        from fewshot import sequential
+        from . import sequential
         loss_fn, make_eval = sequential.sequence_loss, sequential.make_eval_step
     elif task == "bootstrap":
-        from fewshot.bootstrap import bootstrap_loss
+        from .bootstrap import bootstrap_loss
         loss_fn = bootstrap_loss  # evaluated as an ordinary K-shot (sync) learner
     train_step = jax.jit(make_train_step(model, optimizer, config, loss_fn),
                          in_shardings=(mesh.replicated, mesh.batch, mesh.replicated),
@@ -93,7 +93,7 @@ def build(config):
 def make_sampler(config, split, seed):
     task = config.get("task", "sync")
     if task == "sequential":
-        from fewshot.sequential import SequentialTask
+        from .sequential import SequentialTask
         # Validation / test sequences are fixed by the eval seed, the same for every model.
         return SequentialTask(config, split, seed if split == "train" else config.eval_seed)
     ds = load_split(config.dataset, config.data_dir, split, image_size=config.image_size,
@@ -110,7 +110,7 @@ def initial_state(config, model, optimizer, mesh, example_batch):
     example = jax.tree.map(lambda a: a[:1], example_batch)
     init = init_state
     if config.get("task", "sync") == "sequential":
-        from fewshot.sequential import init_state as init
+        from .sequential import init_state as init
     return jax.jit(lambda k: init(model, optimizer, config, example, k),
                    out_shardings=mesh.replicated)(key)
 
@@ -143,7 +143,7 @@ def validation_metrics(config, eval_step, mesh, state, val_sampler):
     bootstrap) or accuracy over all positions of the fixed validation sequences (sequential,
     which also reports the accuracy per occurrence of a class)."""
     if config.get("task", "sync") == "sequential":
-        from fewshot.sequential import sequence_validation
+        from .sequential import sequence_validation
         return sequence_validation(eval_step, mesh, state, val_sampler, config.val_episodes,
                                    config.eval_batch_size)
     return {"accuracy": episode_accuracy(eval_step, mesh, state, val_sampler, config.val_episodes,

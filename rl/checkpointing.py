@@ -55,9 +55,9 @@ def load_config(workdir: str):
 
 def load_for_eval(workdir: str):
     """(config, params, env_steps) of the latest checkpoint in `workdir`, on the default device."""
-    from rl.agent import make_agent
-    from rl.learner import Learner
-    from rl.training import init_params, num_updates_for
+    from .agent import make_agent
+    from .learner import Learner
+    from .training import init_params, num_updates_for
     config = load_config(workdir)
     agent = make_agent(config)
     learner = Learner(agent, config, num_updates_for(config), devices=jax.devices()[:1])

@@ -14,9 +14,9 @@ import os
 import jax
 import numpy as np
 
-from rl.envs import MultiGameEnv
-from rl.normalization import aggregate_normalized, constants_for, normalized_score
-from rl.sebulba import make_policy_fn
+from .envs import MultiGameEnv
+from .normalization import aggregate_normalized, constants_for, normalized_score
+from .sebulba import make_policy_fn
 
 
 def evaluate_split(agent, params, games, *, start_level, num_levels, episodes,
@@ -92,8 +92,8 @@ def format_eval(rows) -> str:
 def main(argv=None):
     import argparse
 
-    from rl import checkpointing
-    from rl.agent import make_agent
+    from . import checkpointing
+    from .agent import make_agent
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--episodes", type=int, default=None)

@@ -4,7 +4,7 @@ Used by tests/test_rl_sebulba.py; also handy to smoke-test the loop without Proc
 
 import numpy as np
 
-from rl.envs import MultiGameEnv
+from .envs import MultiGameEnv
 
 
 class FakeEnv(MultiGameEnv):

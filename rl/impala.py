@@ -29,11 +29,11 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save step at INFO
-    from rl.envs import procgen_available
+    from .envs import procgen_available
     ok, why = procgen_available()
     if not ok:
         raise SystemExit(why)
-    from rl.training import train_and_evaluate
+    from .training import train_and_evaluate
     summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
     logging.getLogger("rl").info("done: %d env steps, %d updates%s", summary["env_steps"],
                                  summary["updates"],

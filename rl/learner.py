@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rl import vtrace
+from . import vtrace
 
 
 class Batch(NamedTuple):

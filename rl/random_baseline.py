@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from rl.envs import MultiGameEnv
+from .envs import MultiGameEnv
 
 
 def random_returns(games, *, episodes, start_level, num_levels, distribution_mode="easy",
@@ -49,7 +49,7 @@ def main(argv=None):
     games, start, num, mode = (args.games.split(","), args.start_level, args.num_levels,
                                args.distribution_mode)
     if args.workdir:
-        from rl.checkpointing import load_config
+        from .checkpointing import load_config
         config = load_config(args.workdir)
         games, start, num, mode = (list(config.games), config.start_level, config.num_levels,
                                    config.distribution_mode)

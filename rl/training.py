@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl import checkpointing, evaluate as evaluation, plotting
-from rl.agent import count_params, make_agent
-from rl.learner import Learner
-from rl.sebulba import SebulbaRunner
+from . import checkpointing, evaluate as evaluation, plotting
+from .agent import count_params, make_agent
+from .learner import Learner
+from .sebulba import SebulbaRunner
 
 log = logging.getLogger("rl")
 
@@ -30,8 +30,8 @@ def num_updates_for(config) -> int:
 
 
 def validate_config(config):
-    from rl.agent import CORE_KINDS
-    from rl.normalization import PROCGEN_RETURN_RANGES
+    from .agent import CORE_KINDS
+    from .normalization import PROCGEN_RETURN_RANGES
     problems = []
     if config.agent.core not in CORE_KINDS:
         problems.append(f"agent.core={config.agent.core!r} not in {CORE_KINDS}")

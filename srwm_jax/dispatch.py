@@ -13,6 +13,8 @@ import os
 
 import jax
 
+from srwm_jax.own_kernels import KernelsUnavailable, own_kernels
+
 IMPLS = ("auto", "scan", "pallas", "pallas_interpret")
 _log = logging.getLogger("srwm_jax")
 _logged = set()
@@ -37,10 +39,13 @@ def resolve_impl(op_name, impl, supported_name, *args):
         if jax.default_backend() != "gpu" or os.environ.get("SRWM_JAX_AUTO_KERNEL", "1") == "0":
             return "scan"
     try:
-        import kernels  # noqa: PLC0415 (optional: kernels only matter on GPU)
+        kernels = own_kernels()
+    except KernelsUnavailable as e:
+        if impl != "auto":
+            raise
+        ok, reason = False, str(e)
+    else:
         ok, reason = getattr(kernels, supported_name)(*args)
-    except (ImportError, AttributeError) as e:
-        ok, reason = False, f"Pallas kernels unavailable ({e})"
     if ok:
         return impl if impl != "auto" else "pallas"
     if impl == "auto":

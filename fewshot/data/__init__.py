@@ -6,10 +6,10 @@
     batch = sampler.sample(128, step)
 """
 
-from fewshot.data.core import ClassImages, DatasetError
-from fewshot.data.loading import DATASETS, clear_cache, load_split
-from fewshot.data.sampler import EpisodeSampler
-from fewshot.data.sequential import SequentialStream
+from .core import ClassImages, DatasetError
+from .loading import DATASETS, clear_cache, load_split
+from .sampler import EpisodeSampler
+from .sequential import SequentialStream
 
 __all__ = [
     "ClassImages",

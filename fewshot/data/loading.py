@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fewshot.data import fc100, miniimagenet, omniglot
-from fewshot.data.core import ClassImages, DatasetError, check_split, finalize, resolve_rotations
+from . import fc100, miniimagenet, omniglot
+from .core import ClassImages, DatasetError, check_split, finalize, resolve_rotations
 
 # name -> (default image size, default channels, default rotations)
 DATASETS = {

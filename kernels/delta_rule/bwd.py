@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels._common import chunked_time_loop, dot_last, mat_vec, outer, vec_mat
+from .._common import chunked_time_loop, dot_last, mat_vec, outer, vec_mat
 
 
 def _delta_bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, ins_ref,

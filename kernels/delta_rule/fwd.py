@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels._common import chunked_time_loop, outer, vec_mat
+from .._common import chunked_time_loop, outer, vec_mat
 
 
 def _delta_fwd_kernel(q_ref, k_ref, v_ref, beta_ref, s0_ref, y_ref, ckpt_ref, *res_refs,

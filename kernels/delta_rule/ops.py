@@ -11,9 +11,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from kernels import _common
-from kernels.delta_rule.bwd import delta_rule_backward
-from kernels.delta_rule.fwd import delta_rule_forward
+from .. import _common
+from .bwd import delta_rule_backward
+from .fwd import delta_rule_forward
 
 MAX_HEAD_DIM = 128
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels._common import (chunked_time_loop, dot_last, mat_vec, outer, softmax_last,
+from .._common import (chunked_time_loop, dot_last, mat_vec, outer, softmax_last,
                              softmax_last_vjp, vec_mat)
 
 

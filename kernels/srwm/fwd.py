@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels._common import (chunked_time_loop, dot_last, outer, sigmoid, softmax_last,
+from .._common import (chunked_time_loop, dot_last, outer, sigmoid, softmax_last,
                              vec_mat)
 
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from srwm_jax.dispatch import resolve_impl
+from srwm_jax.own_kernels import own_kernels
 from srwm_jax.ops._validate import check_float, check_shape
 
 _HI = lax.Precision.HIGHEST
@@ -151,5 +152,5 @@ def delta_rule(q, k, v, beta, S0, *, impl="auto"):
     which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0)
     if which == "scan":
         return delta_rule_scan(q, k, v, beta, S0)
-    import kernels  # noqa: PLC0415
+    kernels = own_kernels()
     return kernels.delta_rule_pallas(q, k, v, beta, S0, interpret=which == "pallas_interpret")

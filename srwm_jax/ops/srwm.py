@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from srwm_jax.dispatch import resolve_impl
+from srwm_jax.own_kernels import own_kernels
 from srwm_jax.ops._validate import check_float, check_shape
 
 _HI = lax.Precision.HIGHEST  # keep f32 accuracy on GPUs, where the default dot may use TF32
@@ -184,6 +185,6 @@ def srwm(x, W, *, input_softmax=False, impl="auto"):
     which = resolve_impl("srwm", impl, "srwm_supported", x, W)
     if which == "scan":
         return srwm_scan(x, W, input_softmax=input_softmax)
-    import kernels  # noqa: PLC0415
+    kernels = own_kernels()
     return kernels.srwm_pallas(x, W, input_softmax=bool(input_softmax),
                                interpret=which == "pallas_interpret")
