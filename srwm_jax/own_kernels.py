@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 NAME = "srwm_jax.kernels"
+API = ("srwm_pallas", "srwm_supported", "delta_rule_pallas", "delta_rule_supported")
 
 
 class KernelsUnavailable(ImportError):
@@ -25,12 +26,13 @@ def own_kernels():
 
     Raises:
       KernelsUnavailable: neither an installed ``srwm_jax.kernels`` nor a ``kernels/``
-        folder next to ``srwm_jax/`` exists, or importing it failed (the message names why).
+        folder next to ``srwm_jax/`` exists, importing it failed, or it lacks the kernel
+        functions (someone else's folder); the message names which.
     """
     if NAME in sys.modules:
-        return sys.modules[NAME]
+        return _checked(sys.modules[NAME])
     try:
-        return importlib.import_module(NAME)
+        return _checked(importlib.import_module(NAME))
     except ModuleNotFoundError as e:
         if e.name != NAME:
             raise KernelsUnavailable(f"srwm_jax's Pallas kernels fail to import: {e!r}") from e
@@ -48,4 +50,13 @@ def own_kernels():
     except Exception as e:
         del sys.modules[NAME]
         raise KernelsUnavailable(f"srwm_jax's Pallas kernels in {folder} fail to import: {e!r}") from e
+    return _checked(module)
+
+
+def _checked(module):
+    missing = [name for name in API if not hasattr(module, name)]
+    if missing:
+        raise KernelsUnavailable(
+            f"{module.__file__} is not srwm_jax's kernels (it lacks {', '.join(missing)}): "
+            "reinstall srwm-jax")
     return module
