@@ -36,19 +36,20 @@ for version in $PYTHONS; do
   after=$("$py" -m pip list 2>/dev/null | grep -Ei '^(numpy|jax|jaxlib) ')
   if [ "$before" != "$after" ]; then echo "FAIL: numpy/jax changed: $before -> $after"; exit 1; fi
   (cd "$ROOT" && "$py" -m pytest -q -p no:cacheprovider tests/test_cells.py -k "$CELLS" \
-     tests/test_rl_envs.py tests/test_download.py \
+   && "$py" -m pytest -q -p no:cacheprovider tests/test_rl_envs.py tests/test_download.py \
      "tests/test_rl_sebulba.py::test_fake_env_loop_learns_resumes_and_bounds_policy_lag" \
      "tests/test_rl_sebulba.py::test_procgen_two_actor_threads_end_to_end")
   if [ $first = 1 ]; then
     first=0
     away=$(mktemp -d)
     # The installed files only: no top-level name but srwm_jax (and its dist-info).
-    "$py" - <<'EOF'
+    (cd "$away" && "$py" - <<'EOF'
 import importlib.metadata as m
 tops = {f.parts[0] for f in m.distribution("srwm-jax").files if not f.parts[0].endswith(".dist-info")}
 assert tops == {"srwm_jax"}, f"srwm-jax installs top-level {sorted(tops)}"
 print("installed top-level names:", sorted(tops))
 EOF
+    )
     "$py" -m pip install -q kernels
     (cd "$away" && "$py" - <<'EOF'
 import sys
@@ -72,7 +73,7 @@ EOF
         --config.eval_every=20 --config.checkpoint_every=20 --config.val_episodes=20 \
         --config.log_every=10 \
      && SRWM_JAX_DATA=$DATA "$py" -m srwm_jax.fewshot.evaluate --workdir run \
-        --num_sets 1 --episodes_per_set 20 --split test \
+        --num_sets 2 --episodes_per_set 10 --split test \
      && "$py" -c "import srwm_jax.fewshot.train as t; assert 'site-packages' in t.__file__, t.__file__")
     rm -rf "$away"
   fi
