@@ -5,6 +5,7 @@ The slow checks (a real wheel in fresh venvs, Hugging Face's `kernels` next to i
 another directory) are in .ci/python_versions.sh.
 """
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,20 @@ def test_every_package_folder_is_installed_under_srwm_jax():
             rel = init.parent.relative_to(REPO / folder).parts
             expected.add(".".join((name, *rel)))
     assert listed == expected, f"pyproject packages {sorted(listed)} != folders {sorted(expected)}"
+
+
+def test_folders_installed_under_srwm_jax_import_themselves_relatively():
+    """kernels/, fewshot/ and rl/ are installed as srwm_jax.*: an absolute `from fewshot...`
+    (or `import rl...`, `from kernels...`) inside them would only work from a clone."""
+    bad = []
+    for top in ("kernels", "fewshot", "rl"):
+        for path in sorted((REPO / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0
+                         else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                bad += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
+                        if n.split(".")[0] in ("kernels", "fewshot", "rl")]
+    assert not bad, "use relative imports: " + ", ".join(bad)
 
 
 def test_dispatch_ignores_another_top_level_kernels(monkeypatch):
