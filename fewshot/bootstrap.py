@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fewshot.models import first_queries, query_label_inputs, repeat_per_query
+from .models import first_queries, query_label_inputs, repeat_per_query
 
 
 def bootstrap_objective(student_logits, teacher_logits, target, main_weight=1.0, bootstrap_weight=10.0,

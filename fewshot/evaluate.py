@@ -8,8 +8,8 @@ import sys
 
 from absl import app, flags, logging
 
-from fewshot.data import DatasetError
-from fewshot.evaluation import evaluate
+from .data import DatasetError
+from .evaluation import evaluate
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS

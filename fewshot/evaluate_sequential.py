@@ -12,8 +12,8 @@ import sys
 
 from absl import app, flags, logging
 
-from fewshot.data import DatasetError
-from fewshot.evaluation import evaluate_sequential, markdown_tables, write_outputs
+from .data import DatasetError
+from .evaluation import evaluate_sequential, markdown_tables, write_outputs
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS

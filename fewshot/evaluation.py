@@ -25,10 +25,10 @@ import os
 
 import numpy as np
 
-from fewshot.plots import plot_accuracy_curves
-from fewshot.sequential import INSTANCE_OCCURRENCES, SequentialTask, evaluate_sequences
-from fewshot.tasks import episode_accuracy, get_task
-from fewshot.trainer import RENAMED_KEYS, build, initial_state
+from .plots import plot_accuracy_curves
+from .sequential import INSTANCE_OCCURRENCES, SequentialTask, evaluate_sequences
+from .tasks import episode_accuracy, get_task
+from .trainer import RENAMED_KEYS, build, initial_state
 from srwm_jax.stats import t_interval
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.run_config import load_config

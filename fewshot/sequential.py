@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fewshot.data import SequentialStream, load_split
-from fewshot.data.sampler import prefetch_steps
-from fewshot.steps import TrainState
+from .data import SequentialStream, load_split
+from .data.sampler import prefetch_steps
+from .steps import TrainState
 
 # Occurrence indices (0-based) of the instance-level columns 1st, 2nd, 3rd, 5th, 10th.
 INSTANCE_OCCURRENCES = (0, 1, 2, 4, 9)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fewshot.models import sync_episode_inputs
+from .models import sync_episode_inputs
 
 
 @flax.struct.dataclass

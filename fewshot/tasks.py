@@ -17,8 +17,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from fewshot import bootstrap, sequential, steps
-from fewshot.data import EpisodeSampler, load_split
+from . import bootstrap, sequential, steps
+from .data import EpisodeSampler, load_split
 
 
 @dataclasses.dataclass(frozen=True)

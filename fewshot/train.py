@@ -9,9 +9,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fewshot.data import DatasetError
-from fewshot.trainer import ConfigError, configure_cpu_devices, train_and_evaluate
-from fewshot.warm_start import WarmStartError
+from .data import DatasetError
+from .trainer import ConfigError, configure_cpu_devices, train_and_evaluate
+from .warm_start import WarmStartError
 from srwm_jax.training.run_config import check_config_overrides
 
 FLAGS = flags.FLAGS

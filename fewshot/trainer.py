@@ -18,10 +18,10 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from fewshot.models import SequenceLearner
-from fewshot.steps import make_optimizer, make_schedule, make_train_step
-from fewshot.tasks import TASKS, example_batch, get_task
-from fewshot.warm_start import warm_start
+from .models import SequenceLearner
+from .steps import make_optimizer, make_schedule, make_train_step
+from .tasks import TASKS, example_batch, get_task
+from .warm_start import warm_start
 from srwm_jax.layers import MEMORY_KINDS
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.mesh import DataParallel, count_params

@@ -7,7 +7,7 @@
 
 ``interpret=True`` runs the same kernels in Pallas interpret mode on any backend.
 """
-from kernels.delta_rule import delta_rule_pallas, delta_rule_supported
-from kernels.srwm import srwm_pallas, srwm_supported
+from .delta_rule import delta_rule_pallas, delta_rule_supported
+from .srwm import srwm_pallas, srwm_supported
 
 __all__ = ["srwm_pallas", "srwm_supported", "delta_rule_pallas", "delta_rule_supported"]

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rl.envs import NUM_ACTIONS
+from .envs import NUM_ACTIONS
 from srwm_jax.layers import MEMORY_KINDS, LSTMLayer, MemoryStack
 
 # "ff" (no memory) plus every sequence layer of srwm_jax.layers ("lstm" and the fast-weight

@@ -1,13 +1,24 @@
-"""Vectorised multi-game ProcGen (gym3 interface) with episode bookkeeping.
+"""Vectorised multi-game ProcGen with episode bookkeeping, on either ProcGen package.
 
 gym3 semantics (also torchbeast's): `observe()` returns (reward, obs, first) where `first[i]`
 marks obs[i] as the first frame of a new episode and `reward[i]` is the reward of the last
 action — at a `first` step, the final reward of the *previous* episode. The agent's reset flag
 for step t is `first[t]`; the transition (obs_t, a_t) has reward `reward[t+1]` and is terminal
 iff `first[t+1]`. ProcGen's time-outs are treated as terminal, like the original code.
+
+Backends (same C++ games, same level generation; rl/install_procgen.sh installs the one that
+has a wheel for the running Python):
+  "gym3"       the `procgen` module (PyPI `procgen2` on 3.11, `procgen-mirror` on 3.11/3.12):
+               `procgen.ProcgenGym3Env`, gym3 `observe()` / `act()`.
+  "gymnasium"  the `procgen_gym` module (PyPI `procgen-gym`, 3.13+): `gymnasium.make_vec`;
+               `step()`'s `terminated` is procgen's `first` of the new observation (the port
+               auto-resets inside C++ like gym3), so both backends give identical observations,
+               rewards and `first` flags for the same levels and seeds
+               (tests/test_rl_envs.py, against tests/fixtures/procgen_trace.npz).
 """
 
 import dataclasses
+import importlib.util
 
 import numpy as np
 
@@ -15,15 +26,67 @@ NUM_ACTIONS = 15
 
 EASY_GAMES = ("bigfish", "fruitbot", "maze", "leaper", "plunder", "starpilot")
 MEMORY_GAMES = ("dodgeball", "heist", "maze", "miner")
+BACKENDS = ("gym3", "gymnasium")
+_MODULES = {"gym3": "procgen", "gymnasium": "procgen_gym"}
+
+
+def procgen_backend() -> str | None:
+    """The first of BACKENDS whose module is installed, or None."""
+    for backend in BACKENDS:
+        if importlib.util.find_spec(_MODULES[backend]) is not None:
+            return backend
+    return None
 
 
 def procgen_available() -> tuple[bool, str]:
-    """(True, "") if `import procgen` works, else (False, reason)."""
+    """(True, "") if a ProcGen backend imports, else (False, reason)."""
+    backend = procgen_backend()
+    if backend is None:
+        return False, ("ProcGen not installed (neither the procgen nor the procgen_gym module); "
+                       "run rl/install_procgen.sh")
     try:
-        import procgen  # noqa: F401
+        importlib.import_module(_MODULES[backend])
     except Exception as e:  # noqa: BLE001 - any import failure means "not available"
-        return False, f"procgen not importable ({type(e).__name__}: {e}); run rl/install_procgen.sh"
+        return False, (f"{_MODULES[backend]} not importable ({type(e).__name__}: {e}); "
+                       "run rl/install_procgen.sh")
     return True, ""
+
+
+class _Gym3Game:
+    """`num` envs of one game through `procgen.ProcgenGym3Env`."""
+
+    def __init__(self, num, game, **kwargs):
+        from procgen import ProcgenGym3Env
+        self._env = ProcgenGym3Env(num=num, env_name=game, **kwargs)
+
+    def observe(self):
+        reward, obs, first = self._env.observe()
+        return reward, obs["rgb"], first
+
+    def act(self, actions):
+        self._env.act(actions)
+
+
+class _GymnasiumGame:
+    """`num` envs of one game through `gymnasium.make_vec` on `procgen_gym` (the env runs in the
+    calling thread: its vector entry point fixes num_threads=0)."""
+
+    def __init__(self, num, game, *, num_threads=None, **kwargs):
+        del num_threads  # fixed to 0 by procgen_gym's make_vec entry point
+        import gymnasium
+        import procgen_gym  # noqa: F401 - registers the procgen_gym/* ids
+        self._env = gymnasium.make_vec(f"procgen_gym/procgen-{game}-v0", num_envs=num,
+                                       vectorization_mode="vector_entry_point", **kwargs)
+        obs, _ = self._env.reset()
+        # A fresh env shows the first frame of an episode with no reward, as gym3's observe().
+        self._last = (np.zeros(num, np.float32), obs, np.ones(num, bool))
+
+    def observe(self):
+        return self._last
+
+    def act(self, actions):
+        obs, reward, terminated, truncated, _ = self._env.step(actions)
+        self._last = (reward, obs, np.logical_or(terminated, truncated))
 
 
 @dataclasses.dataclass
@@ -40,16 +103,23 @@ class MultiGameEnv:
     """
 
     def __init__(self, games, num_envs_per_game, *, num_levels, start_level,
-                 distribution_mode="easy", seed=0, num_threads=1):
-        from procgen import ProcgenGym3Env
+                 distribution_mode="easy", seed=0, num_threads=1, backend="auto"):
+        if backend == "auto":
+            backend = procgen_backend()
+            if backend is None:
+                raise ImportError(procgen_available()[1])
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown ProcGen backend {backend!r}; choose auto or one of {BACKENDS}")
+        game_cls = _Gym3Game if backend == "gym3" else _GymnasiumGame
+        self.backend = backend
         self.games = tuple(games)
         self.num_envs_per_game = num_envs_per_game
         self.num_envs = len(self.games) * num_envs_per_game
         self.game_of_env = np.repeat(np.arange(len(self.games)), num_envs_per_game)
         self._envs = [
-            ProcgenGym3Env(num=num_envs_per_game, env_name=game, num_levels=num_levels,
-                           start_level=start_level, distribution_mode=distribution_mode,
-                           rand_seed=int(seed) * 1000 + g, num_threads=num_threads)
+            game_cls(num_envs_per_game, game, num_levels=num_levels, start_level=start_level,
+                     distribution_mode=distribution_mode, rand_seed=int(seed) * 1000 + g,
+                     num_threads=num_threads)
             for g, game in enumerate(self.games)]
         self._returns = np.zeros(self.num_envs, np.float64)
         self._lengths = np.zeros(self.num_envs, np.int64)
@@ -58,7 +128,7 @@ class MultiGameEnv:
         """Returns (reward [N] float32, obs [N, 64, 64, 3] uint8, first [N] bool)."""
         parts = [env.observe() for env in self._envs]
         reward = np.concatenate([p[0] for p in parts]).astype(np.float32)
-        obs = np.concatenate([p[1]["rgb"] for p in parts])
+        obs = np.concatenate([p[1] for p in parts])
         first = np.concatenate([p[2] for p in parts]).astype(bool)
         return reward, obs, first
 

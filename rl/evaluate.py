@@ -10,8 +10,8 @@ import sys
 
 from absl import app, flags, logging
 
-from rl.agent import make_agent
-from rl.evaluation import append_eval_csv, evaluate, format_eval, load_for_eval
+from .agent import make_agent
+from .evaluation import append_eval_csv, evaluate, format_eval, load_for_eval
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS

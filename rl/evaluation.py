@@ -10,11 +10,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from rl.agent import make_agent
-from rl.envs import NUM_ACTIONS, MultiGameEnv
-from rl.learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
-from rl.normalization import aggregate_normalized, constants_for, normalized_score
-from rl.sebulba import make_policy_fn
+from .agent import make_agent
+from .envs import NUM_ACTIONS, MultiGameEnv
+from .learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
+from .normalization import aggregate_normalized, constants_for, normalized_score
+from .sebulba import make_policy_fn
 from srwm_jax.stats import sem as standard_error
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.metrics import append_csv

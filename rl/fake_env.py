@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from rl.envs import MultiGameEnv
+from .envs import MultiGameEnv
 
 
 class FakeEnv(MultiGameEnv):

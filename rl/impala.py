@@ -16,8 +16,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rl.envs import procgen_available
-from rl.training import train_and_evaluate
+from .envs import procgen_available
+from .training import train_and_evaluate
 from srwm_jax.training.run_config import check_config_overrides
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/rl/*.py).",

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rl import vtrace
+from . import vtrace
 from srwm_jax.training.mesh import DataParallel
 
 

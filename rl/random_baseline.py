@@ -13,7 +13,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from rl.evaluation import load_run_config, random_returns
+from .evaluation import load_run_config, random_returns
 from srwm_jax.stats import sem as standard_error
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 

@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl.envs import EpisodeRecord, MultiGameEnv
-from rl.learner import Batch, concat_batches, slice_batch
+from .envs import EpisodeRecord, MultiGameEnv
+from .learner import Batch, concat_batches, slice_batch
 
 _POLL_SECONDS = 0.2
 

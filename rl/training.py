@@ -13,12 +13,12 @@ import time
 import jax
 import numpy as np
 
-from rl import plotting
-from rl.agent import CORE_KINDS, make_agent
-from rl.evaluation import append_eval_csv, evaluate, format_eval
-from rl.learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
-from rl.normalization import PROCGEN_RETURN_RANGES
-from rl.sebulba import SebulbaRunner
+from . import plotting
+from .agent import CORE_KINDS, make_agent
+from .evaluation import append_eval_csv, evaluate, format_eval
+from .learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
+from .normalization import PROCGEN_RETURN_RANGES
+from .sebulba import SebulbaRunner
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.mesh import count_params
 from srwm_jax.training.metrics import MetricWriter, append_csv

@@ -14,6 +14,8 @@ from typing import Literal, get_args
 
 import jax
 
+from srwm_jax.own_kernels import KernelsUnavailable, own_kernels
+
 Impl = Literal["auto", "scan", "pallas", "pallas_interpret"]
 ResolvedImpl = Literal["scan", "pallas", "pallas_interpret"]  # what `resolve_impl` returns
 IMPLS: tuple[str, ...] = get_args(Impl)
@@ -28,12 +30,14 @@ def _log_once(msg):
         _log.warning(msg)
 
 
-def _kernel_support(supported_name, args):
+def _kernel_support(supported_name, args, impl):
     """(ok, reason) from the kernels' own check, or (False, why) when they cannot be imported."""
     try:
-        import kernels  # noqa: PLC0415 (optional: kernels only matter on GPU)
-    except ImportError as e:
-        return False, f"Pallas kernels unavailable ({e})"
+        kernels = own_kernels()
+    except KernelsUnavailable as e:
+        if impl != "auto":  # an explicit kernel request must not silently run something else
+            raise
+        return False, str(e)
     return getattr(kernels, supported_name)(*args)
 
 
@@ -58,7 +62,7 @@ def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> Resolv
         case "auto" if (jax.default_backend() != "gpu"
                         or os.environ.get("SRWM_JAX_AUTO_KERNEL", "1") == "0"):
             return "scan"
-    ok, reason = _kernel_support(supported_name, args)
+    ok, reason = _kernel_support(supported_name, args, impl)
     match impl, ok:
         case "auto", True:
             return "pallas"

@@ -11,7 +11,7 @@ def get_config():
     c = ml_collections.ConfigDict()
     # Data
     c.dataset = "omniglot"          # omniglot | miniimagenet | fc100
-    c.data_dir = "../shared/data/omniglot"  # folder of the dataset (see fewshot/data)
+    c.data_dir = ""  # folder of the dataset; "" = found or downloaded (fewshot/data/prepare.py)
     c.data_source = "auto"          # omniglot: npz | png | tfds; miniimagenet: pkl | folder
     c.image_size = 28
     c.rotations = "all"             # Omniglot 90/180/270 rotations as classes: all | train_only | none

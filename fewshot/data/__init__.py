@@ -1,15 +1,15 @@
 """Few-shot data: datasets in memory, episode samplers, the delayed-label stream.
 
-    from fewshot.data import load_split, EpisodeSampler
+    from . import load_split, EpisodeSampler
     ds = load_split("omniglot", "../shared/data/omniglot", "train")
     sampler = EpisodeSampler(ds, n_way=5, k_shot=1, num_queries=1, seed=0)
     batch = sampler.sample(128, step)
 """
 
-from fewshot.data.core import ClassImages, DatasetError
-from fewshot.data.loading import DATASETS, clear_cache, load_split
-from fewshot.data.sampler import EpisodeSampler
-from fewshot.data.sequential import SequentialStream
+from .core import ClassImages, DatasetError
+from .loading import DATASETS, clear_cache, load_split
+from .sampler import EpisodeSampler
+from .sequential import SequentialStream
 
 __all__ = [
     "ClassImages",

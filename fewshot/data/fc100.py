@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fewshot.data.core import DatasetError, resize_images
+from .core import DatasetError, resize_images
 
 COARSE_NAMES = (
     "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fewshot.data import fc100, miniimagenet, omniglot
-from fewshot.data.core import ClassImages, DatasetError, check_split, finalize, resolve_rotations
+from . import fc100, miniimagenet, omniglot, prepare
+from .core import ClassImages, DatasetError, check_split, finalize, resolve_rotations
 
 # name -> (default image size, default channels, default rotations)
 DATASETS = {
@@ -98,7 +98,9 @@ def load_split(
         characters (same Vinyals split) resized to 84 px, sheared by a fixed
         0.3, drawn as dark ink on a light background with per-image random
         (but fixed, label-independent) colours; no rotations by default.
-      data_dir: folder holding the dataset (or its parent; see each reader).
+      data_dir: folder holding the dataset (or its parent; see each reader); ``""`` or
+        ``None``: found or downloaded by `fewshot.data.prepare.locate` ($SRWM_JAX_DATA,
+        ../shared/data next to a clone, ~/.cache/srwm_jax).
       split: ``"train"``, ``"val"`` or ``"test"``.
       image_size: side in pixels; default per dataset (28/84/32/84). Resizing
         uses Pillow BILINEAR (antialiased when shrinking), as the original's
@@ -131,6 +133,8 @@ def load_split(
     image_size = int(image_size or default_size)
     channels = int(channels or default_channels)
     rotate = resolve_rotations(rotations, split, default_rotations)
+    if data_dir is None or str(data_dir) == "":
+        data_dir = prepare.locate(name)
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise DatasetError(f"{name} data_dir {data_dir} does not exist or is not a folder")

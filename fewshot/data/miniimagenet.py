@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fewshot.data.core import RESIZE_FILTER, DatasetError, resize_images
+from .core import RESIZE_FILTER, DatasetError, resize_images
 
 SUBDIRS = ("", "miniimagenet", "mini-imagenet", "mini_imagenet")
 PKL_NAME = "mini-imagenet-cache-{split}.pkl"

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fewshot.data.core import DatasetError, resize_images
+from .core import DatasetError, resize_images
 
 NATIVE_SIZE = 105
 IMAGE_FOLDERS = ("images_background", "images_evaluation")

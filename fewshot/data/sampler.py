@@ -32,7 +32,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from fewshot.data.core import ClassImages
+from .core import ClassImages
 
 # Leading words of the SeedSequence entropy, one per random stream. (NumPy
 # ignores trailing zero words, so the stream id must come first.)

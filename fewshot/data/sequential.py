@@ -23,8 +23,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from fewshot.data.core import ClassImages
-from fewshot.data.sampler import EpisodeSampler, prefetch_steps
+from .core import ClassImages
+from .sampler import EpisodeSampler, prefetch_steps
 
 _SEQUENCE_STREAM = 0x5E9A
 

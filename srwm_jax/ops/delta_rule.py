@@ -19,6 +19,7 @@ from jax import lax
 
 from srwm_jax.dispatch import Impl, resolve_impl
 from srwm_jax.ops._validate import check_float, check_reset, check_shape
+from srwm_jax.own_kernels import own_kernels
 
 _HI = lax.Precision.HIGHEST
 
@@ -217,6 +218,6 @@ def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = 
     which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0)
     if which == "scan":
         return delta_rule_scan(q, k, v, beta, S0, reset=reset, reset_state=reset_state)
-    import kernels  # noqa: PLC0415
+    kernels = own_kernels()
     return kernels.delta_rule_pallas(q, k, v, beta, S0, reset=reset, reset_state=reset_state,
                                      interpret=which == "pallas_interpret")

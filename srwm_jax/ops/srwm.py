@@ -22,6 +22,7 @@ from jax import lax
 
 from srwm_jax.dispatch import Impl, resolve_impl
 from srwm_jax.ops._validate import check_float, check_reset, check_shape
+from srwm_jax.own_kernels import own_kernels
 
 _HI = lax.Precision.HIGHEST  # keep f32 accuracy on GPUs, where the default dot may use TF32
 
@@ -258,7 +259,7 @@ def srwm(x, W, *, input_softmax=False, reset=None, reset_weights=None, impl: Imp
     if which == "scan":
         return srwm_scan(x, W, input_softmax=input_softmax, reset=reset,
                          reset_weights=reset_weights)
-    import kernels  # noqa: PLC0415
+    kernels = own_kernels()
     return kernels.srwm_pallas(x, W, input_softmax=bool(input_softmax), reset=reset,
                                reset_weights=reset_weights,
                                interpret=which == "pallas_interpret")
