@@ -69,8 +69,8 @@ EOF
     cp -r "$ROOT/configs" "$away/configs"
     (cd "$away" && SRWM_JAX_DATA=$DATA "$py" -m srwm_jax.fewshot.train \
         --config configs/fewshot/omniglot_smoke.py --workdir run --config.total_steps=20 \
-        --config.eval_every=20 --config.checkpoint_every=20 --config.val_episodes=20 \
-        --config.log_every=10 \
+        --config.eval_every_steps=20 --config.checkpoint_every_steps=20 --config.val_episodes=20 \
+        --config.log_every_steps=10 \
      && SRWM_JAX_DATA=$DATA "$py" -m srwm_jax.fewshot.evaluate --workdir run \
         --num_sets 2 --episodes_per_set 10 --split test \
      && "$py" -c "import srwm_jax.fewshot.train as t; assert 'site-packages' in t.__file__, t.__file__")

@@ -19,6 +19,8 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .core import DatasetError
 
 MIRROR_ENV = "SRWM_JAX_DATA_MIRROR"
@@ -57,8 +59,6 @@ def fetch(url: str, dest: Path, md5: str, *, manual_hint: str) -> Path:
       DatasetError: network failure (one line, ending with ``manual_hint``), a transfer
         cut short, or an md5 mismatch; nothing is left under ``dest`` in each case.
     """
-    from tqdm import tqdm
-
     dest = Path(dest)
     if dest.is_file() and md5sum(dest) == md5:
         return dest
