@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from srwm_jax.introspect import sow_delta_rule, sow_srdelta, sow_srwm
 from srwm_jax.ops.delta_rule import delta_rule
 from srwm_jax.ops.srwm import SRWMWeights, srwm
 
@@ -146,6 +147,7 @@ class SRWMLayer(nn.Module):
         state = self.initial_state(B) if state is None else state
         new_state, y = _run_srwm(slow, h.reshape(B, T, H, d), state, reset,
                                  self.input_softmax, self.impl)
+        sow_srwm(self, h.reshape(B, T, H, d), slow, state, reset, self.input_softmax)
         out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         residual = nn.LayerNorm(epsilon=1e-5)(h) if self.use_layer_norm else h
@@ -211,6 +213,7 @@ class DeltaNetLayer(nn.Module):
             return S_T, y
 
         new_state, y = run_with_reset(run, state, (q, k, v, beta), reset)
+        sow_delta_rule(self, q, k, v, beta, state, reset)
         out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, H * d))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return x + out, new_state
@@ -254,6 +257,12 @@ class SRDeltaNetLayer(nn.Module):
             return (change, S), y
 
         new_state, y = run_with_reset(run, state, h.reshape(B, T, H, d), reset)
+
+        def delta_inputs(qkvb):  # as in `run`, for the statistics (srwm_jax.introspect)
+            q, k, v, beta = _split_qkvb(qkvb, d)
+            return jax.nn.softmax(q, -1), jax.nn.softmax(k, -1), v, jax.nn.sigmoid(beta)
+
+        sow_srdelta(self, h.reshape(B, T, H, d), slow, *state, reset, self.input_softmax, delta_inputs)
         out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return h + out, new_state
