@@ -250,3 +250,40 @@ def sow_srdelta(module, x, slow, change, S0, reset, input_softmax, delta_inputs)
     y = sow_srwm(module, x, slow, change, reset, input_softmax)
     if y is not None:
         sow_delta_rule(module, *delta_inputs(y), S0, reset)
+
+
+# --- Named per-step series for tables and plots ---
+
+def named_series(stats):
+    """SRWMStats or DeltaRuleStats -> {name: [B, T, H] array}, with the four-matrix statistics
+    split by matrix: lr_y .. lr_b, update_y .. update_b, dist_y .. dist_b, entropy_q, entropy_k
+    (SRWM); beta, error_norm, state_norm (delta rule)."""
+    if isinstance(stats, SRWMStats):
+        out = {}
+        for prefix, a in (("lr", stats.learning_rate), ("update", stats.update_norm),
+                          ("dist", stats.distance)):
+            out.update({f"{prefix}_{m}": a[..., i] for i, m in enumerate(MATRICES)})
+        return {**out, "entropy_q": stats.entropy_q, "entropy_k": stats.entropy_k}
+    if isinstance(stats, DeltaRuleStats):
+        return dict(stats._asdict())
+    raise TypeError(f"expected SRWMStats or DeltaRuleStats, got {type(stats).__name__}.")
+
+
+def collect_layers(collection):
+    """The `STATS_COLLECTION` dict of an `apply` -> {"<module path>/<op>": {name: [B, T, H]}}.
+
+    Paths follow the module tree (e.g. "memory/srwm_0/srwm"). A layer called several times in
+    one apply (each call sows one entry) gets its calls concatenated along T, in call order.
+    """
+    out = {}
+
+    def walk(node, path):
+        if isinstance(node, tuple) and node and isinstance(node[0], (SRWMStats, DeltaRuleStats)):
+            parts = [named_series(s) for s in node]
+            out["/".join(path)] = {k: jnp.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+            return
+        for key, child in node.items():
+            walk(child, path + [str(key)])
+
+    walk(collection, [])
+    return out
