@@ -1,6 +1,13 @@
 """Per-step statistics (srwm_jax.introspect): every statistic against a float64 NumPy loop
 written here from the definitions, resets, jit/vmap, and the layers' sow path (outputs unchanged
 with statistics on or off, nothing computed when off, any impl)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -254,3 +261,93 @@ def test_stats_do_not_depend_on_impl():
     np.testing.assert_allclose(np.asarray(y_p), np.asarray(y_s), rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(st_s), jax.tree.leaves(st_p)):
         assert jnp.array_equal(a, b)
+
+
+# --- The tools end to end on tiny runs (trained here in a few steps) ---
+
+REPO = Path(__file__).resolve().parents[1]
+OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+
+
+def _run_cli(args):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.skipif(not (OMNIGLOT / "omniglot.npz").exists(), reason=f"Omniglot npz not found at {OMNIGLOT}")
+def test_fewshot_inspect_end_to_end(tmp_path):
+    """Two tiny runs (SRWM, DeltaNet; one step each), inspected together on the same episodes."""
+    from configs.fewshot.omniglot_smoke import get_config
+    from fewshot.evaluate import evaluate
+    from fewshot.train import train_and_evaluate
+    runs = []
+    for model in ("srwm", "deltanet"):
+        c = get_config()
+        c.update(dict(data_dir=str(OMNIGLOT), model=model, total_steps=1, batch_size=4, log_every=1,
+                      eval_every=1, checkpoint_every=1, val_episodes=8, eval_batch_size=8,
+                      conv_channels=4, hidden_size=8, num_heads=2, ff_factor=1))
+        train_and_evaluate(c, str(tmp_path / model))
+        runs.append(str(tmp_path / model))
+    out = tmp_path / "inspect"
+    r = _run_cli(["fewshot.inspect", "--workdir", runs[0], "--workdir", runs[1], "--episodes", "12",
+                  "--out", str(out)])
+    assert "query accuracy" in r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("srwm", "deltanet"):
+        for fig in ("learning_rates", "weight_change", "correct_vs_wrong", "heatmap"):
+            assert (out / f"{fig}_{name}.png").stat().st_size > 5000
+        rows = _read_csv(out / f"stats_{name}.csv")
+        assert len(rows) == 12 * 2 * 2 * 3  # episodes x layers x heads x steps (2 supports + query)
+        # The query correctness recorded here is fewshot.evaluate's on the same episodes (its
+        # first test set).
+        result = evaluate(runs[0 if name == "srwm" else 1], num_sets=1, episodes_per_set=12)
+        assert summary[name]["accuracy"] == pytest.approx(result["accuracy"])
+    assert (out / "compare.png").stat().st_size > 5000
+    srwm_rows = _read_csv(out / "stats_srwm.csv")
+    assert {r["phase"] for r in srwm_rows} == {"support", "query"}
+    for r in srwm_rows:
+        assert 0 < float(r["lr_y"]) < 1 and 0 <= float(r["entropy_q"]) <= np.log(4) + 1e-5
+        if r["step"] == "1":  # after the first step the distance from W_0 is that step's update
+            for m in "yqkb":
+                assert float(r[f"dist_{m}"]) == pytest.approx(float(r[f"update_{m}"]), rel=1e-4)
+
+
+def test_rl_inspect_end_to_end(tmp_path):
+    """A tiny SRWM agent trained 4 updates on the fake env, inspected over two episodes."""
+    from configs.rl import srwm_cpu
+    from rl.fake_env import FakeEnv
+    from rl.training import train_and_evaluate
+    c = srwm_cpu.get_config()
+    c.update(dict(frame_shape=(16, 16, 3), num_actor_threads=1, unroll_length=5, batch_size=2,
+                  queue_size=1, total_steps=20, max_minutes=0.0, eval_episodes=0,
+                  log_every_seconds=0.0, checkpoint_every_minutes=100.0))
+    c.agent.update(dict(hidden=16, num_heads=2, ff_dim=32))
+    train_and_evaluate(c, str(tmp_path), env_factory=lambda i: FakeEnv(2, seed=i), use_tensorboard=False)
+    out = tmp_path / "insp"
+    _run_cli(["rl.inspect", "--workdir", str(tmp_path), "--game", "starpilot", "--env", "fake",
+              "--episodes", "2", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 10  # FakeEnv's env 0 plays 5-step episodes
+    assert summary["replay_max_logit_diff"] < 1e-4  # the replay is what the agent acted on
+    assert (out / "episode.png").stat().st_size > 5000
+    rows = _read_csv(out / "stats.csv")
+    assert len(rows) == 10 * 2 * 2  # steps x layers x heads
+    firsts = sorted({int(r["step"]) for r in rows if r["first"] == "1"})
+    assert firsts == [0, 5]
+    # Rewards: FakeEnv pays 1 exactly for action 0.
+    assert all(float(r["reward"]) == float(r["action"] == "0") for r in rows)
+    # At a boundary the state was reset to the slow weights: the distance is that step's update.
+    for r in rows:
+        if r["first"] == "1":
+            for m in "yqkb":
+                assert float(r[f"dist_{m}"]) == pytest.approx(float(r[f"update_{m}"]), rel=1e-4)
+        elif r["step"] == "4":
+            assert float(r["dist_y"]) > float(r["update_y"])
