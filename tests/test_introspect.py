@@ -293,7 +293,7 @@ def test_fewshot_inspect_end_to_end(tmp_path):
         c = get_config()
         c.update(dict(data_dir=str(OMNIGLOT), model=model, total_steps=1, batch_size=4, log_every=1,
                       eval_every=1, checkpoint_every=1, val_episodes=8, eval_batch_size=8,
-                      conv_channels=4, hidden_size=8, num_heads=2, ff_factor=1))
+                      conv_channels=4, hidden_size=8, num_heads=2, ff_factor=1, num_layers=1))
         train_and_evaluate(c, str(tmp_path / model))
         runs.append(str(tmp_path / model))
     out = tmp_path / "inspect"
@@ -305,7 +305,7 @@ def test_fewshot_inspect_end_to_end(tmp_path):
         for fig in ("learning_rates", "weight_change", "correct_vs_wrong", "heatmap"):
             assert (out / f"{fig}_{name}.png").stat().st_size > 5000
         rows = _read_csv(out / f"stats_{name}.csv")
-        assert len(rows) == 12 * 2 * 2 * 3  # episodes x layers x heads x steps (2 supports + query)
+        assert len(rows) == 12 * 2 * 3  # episodes x heads x steps (2 supports + query); one layer
         # The query correctness recorded here is fewshot.evaluate's on the same episodes (its
         # first test set).
         result = evaluate(runs[0 if name == "srwm" else 1], num_sets=1, episodes_per_set=12)
@@ -329,7 +329,7 @@ def test_rl_inspect_end_to_end(tmp_path):
     c.update(dict(frame_shape=(16, 16, 3), num_actor_threads=1, unroll_length=5, batch_size=2,
                   queue_size=1, total_steps=20, max_minutes=0.0, eval_episodes=0,
                   log_every_seconds=0.0, checkpoint_every_minutes=100.0))
-    c.agent.update(dict(hidden=16, num_heads=2, ff_dim=32))
+    c.agent.update(dict(hidden=16, num_heads=2, ff_dim=32, num_layers=1))
     train_and_evaluate(c, str(tmp_path), env_factory=lambda i: FakeEnv(2, seed=i), use_tensorboard=False)
     out = tmp_path / "insp"
     _run_cli(["rl.inspect", "--workdir", str(tmp_path), "--game", "starpilot", "--env", "fake",
@@ -339,7 +339,7 @@ def test_rl_inspect_end_to_end(tmp_path):
     assert summary["replay_max_logit_diff"] < 1e-4  # the replay is what the agent acted on
     assert (out / "episode.png").stat().st_size > 5000
     rows = _read_csv(out / "stats.csv")
-    assert len(rows) == 10 * 2 * 2  # steps x layers x heads
+    assert len(rows) == 10 * 2  # steps x heads (one layer)
     firsts = sorted({int(r["step"]) for r in rows if r["first"] == "1"})
     assert firsts == [0, 5]
     # Rewards: FakeEnv pays 1 exactly for action 0.
