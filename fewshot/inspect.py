@@ -219,7 +219,8 @@ def summarize(config, rec):
     for path, s in rec["layers"].items():
         layer = {}
         for n, a in s.items():
-            layer[n] = {"support_mean": float(a[:, :-1].mean()), "query_mean": float(a[:, -1].mean())}
+            layer[n] = {"support_mean": float(a[:, :-1].mean()), "query_mean": float(a[:, -1].mean()),
+                        "per_head_mean": [round(float(v), 4) for v in a.mean(axis=(0, 1))]}
             if rec["correct"].any() and (~rec["correct"]).any():
                 layer[n]["query_correct"] = float(a[rec["correct"], -1].mean())
                 layer[n]["query_wrong"] = float(a[~rec["correct"], -1].mean())
