@@ -4,9 +4,8 @@
         [--episodes 200] [--out DIR] [--layer 0] [--head 0] [--checkpoint best]
 
 Runs each run's model (best checkpoint by default) on the same fixed test episodes (the first
-test set of fewshot.evaluate: seed eval_seed + 1000, synchronous-label task) with the
-statistics of srwm_jax.introspect recorded, and writes into --out (default: the first
-workdir's inspect/):
+test set of fewshot.evaluate: seed eval_seed + 1000) with the statistics of
+srwm_jax.introspect recorded, and writes into --out (default: the first workdir's inspect/):
   stats_<run>.csv         one row per (episode, layer, head, step): every statistic, the
                           label shown, whether the episode's query was answered correctly
   learning_rates_<run>.png  per layer, the four self-invented learning rates sigma(x' w_b)
@@ -21,6 +20,11 @@ workdir's inspect/):
                           query was answered correctly vs wrongly
   compare.png             with several workdirs: the runs side by side on the same episodes
   summary.json            accuracy and the means plotted above, per run (printed as well)
+
+Delayed-label sequential runs (task = sequential) get the same over the whole sequence with the
+task switch marked, on fixed test sequences (half of them in each order of the two datasets):
+orders_<run>.png replaces correct_vs_wrong (the accuracy at each step and the statistics, per
+order), and the summary compares the first and the second segment.
 """
 import json
 import os
@@ -35,6 +39,7 @@ from absl import app, flags, logging
 from fewshot.checkpointing import Checkpoints
 from fewshot.data import DatasetError
 from fewshot.models import sync_episode_inputs
+from fewshot.sequential import delayed_label_inputs
 from fewshot.train import build, initial_state, make_sampler
 from srwm_jax.introspect import MATRICES, STATS_COLLECTION, collect_layers
 from srwm_jax.introspect_report import ensure_dir, heatmap, layer_rows, line_grid, write_csv
@@ -56,9 +61,6 @@ def load_run(workdir, checkpoint="best"):
     if config.model not in FAST_WEIGHT_MODELS:
         raise InspectError(f"{workdir} is a {config.model!r} run: only fast-weight models "
                            f"{FAST_WEIGHT_MODELS} have statistics to inspect.")
-    if config.get("task", "sync") == "sequential":
-        raise InspectError(f"{workdir} is a delayed-label sequential run; this tool reads "
-                           "synchronous-label episodes (sync or bootstrap runs).")
     model, optimizer, mesh, _, _ = build(config)
     example = make_sampler(config, "test", config.seed).sample(1, 0)
     state = initial_state(config, model, optimizer, mesh, example)
@@ -70,10 +72,18 @@ def load_run(workdir, checkpoint="best"):
     return config, model, {"params": state.params, "batch_stats": state.batch_stats}
 
 
+def is_sequential(config):
+    return config.get("task", "sync") == "sequential"
+
+
 def fixed_episodes(config, num_episodes, batch_size=100, seed=None):
-    """The first test set of fewshot.evaluate (seed eval_seed + 1000), in batches."""
-    seed = config.eval_seed + 1000 if seed is None else seed
+    """The first test set of fewshot.evaluate (seed eval_seed + 1000), in batches; for the
+    delayed-label task, fewshot.evaluate_sequential's fixed test sequences (order A->B in even
+    batches, B->A in odd ones)."""
     sampler = make_sampler(config, "test", config.seed)
+    if is_sequential(config):  # two batches at least, so that both orders appear
+        return list(sampler.fixed_batches(num_episodes, min(batch_size, max(1, -(-num_episodes // 2)))))
+    seed = config.eval_seed + 1000 if seed is None else seed
     return list(sampler.iterate_fixed(num_episodes, seed, batch_size))
 
 
@@ -95,29 +105,55 @@ def record(config, model, variables, batches, layer=0, head=0):
     shown at each step; -1 at the query), target [E], change [E, d, d] (see
     _fast_weight_change) for `layer` / `head`.
     """
+    sequential = is_sequential(config)
+
     @jax.jit
     def run(batch):
-        images, labels_in, target = sync_episode_inputs(batch, config.n_way, config.query_label)
+        if sequential:  # every step is predicted; the label input is the previous step's label
+            images, target = batch["images"], batch["labels"]
+            labels_in = delayed_label_inputs(target, config.n_way)
+        else:
+            images, labels_in, target = sync_episode_inputs(batch, config.n_way, config.query_label)
         (logits, state), stats = model.apply(variables, images, labels_in, train=False,
                                              mutable=[STATS_COLLECTION])
-        correct = jnp.argmax(logits[:, -1], -1) == target
+        correct = jnp.argmax(logits, -1) == target if sequential else jnp.argmax(logits[:, -1], -1) == target
         return (collect_layers(stats[STATS_COLLECTION]), correct, target,
                 _fast_weight_change(config, state, layer, head))
 
     parts = [jax.device_get(run(b)) for b in batches]
     cat = lambda xs: np.concatenate(xs, axis=0)  # noqa: E731
     layers = {k: {n: cat([p[0][k][n] for p in parts]) for n in parts[0][0][k]} for k in parts[0][0]}
+    rec = dict(layers=layers, correct=cat([p[1] for p in parts]), target=cat([p[2] for p in parts]),
+               change=cat([p[3] for p in parts]))
+    if sequential:
+        rec["labels"] = rec["target"]
+        rec["first_segment"] = cat([b["first_segment"] for b in batches])
+        return rec
     labels = cat([b["support_labels"] for b in batches])
-    labels = np.concatenate([labels, -np.ones((len(labels), 1), labels.dtype)], axis=1)
-    return dict(layers=layers, correct=cat([p[1] for p in parts]), target=cat([p[2] for p in parts]),
-                labels=labels, change=cat([p[3] for p in parts]))
+    rec["labels"] = np.concatenate([labels, -np.ones((len(labels), 1), labels.dtype)], axis=1)
+    return rec
 
 
 def _step_axis(config):
+    """(x, tick labels or None, dashed marker positions, x label)."""
+    if is_sequential(config):
+        segment = config.n_way * config.sequential_shots
+        return (np.arange(1, 2 * segment + 1), None, [segment + 0.5],
+                "step (dashed: task switch)")
     n_support = config.n_way * config.k_shot
     x = np.arange(1, n_support + 2)
     ticks = [str(i) for i in range(1, n_support + 1)] + ["Q"]
-    return x, ticks, n_support + 0.5
+    return x, ticks, [n_support + 0.5], "step (Q: query)"
+
+
+def _groups(config, rec):
+    """The episode groups compared in the split figures: correct vs wrong query (sync), or the
+    two orders of the datasets (sequential). [(label, mask [E], colour)]."""
+    if is_sequential(config):
+        a, b = config.dataset, config.second_dataset
+        first_b = rec["first_segment"] != 0
+        return [(f"{a} -> {b}", ~first_b, "tab:blue"), (f"{b} -> {a}", first_b, "tab:orange")]
+    return [("correct", rec["correct"], "tab:green"), ("wrong", ~rec["correct"], "tab:red")]
 
 
 def _rate_names(series):
@@ -145,10 +181,10 @@ def _per_head_panel(name, a):
     return {"title": _TITLES.get(name, name), "lines": lines}
 
 
-def _split_panel(name, a, correct):
-    """Mean over heads and episodes, correct vs wrong episodes."""
+def _split_panel(name, a, groups):
+    """Mean over heads and episodes, per episode group (see _groups)."""
     lines = []
-    for label, mask, color in (("correct", correct, "tab:green"), ("wrong", ~correct, "tab:red")):
+    for label, mask, color in groups:
         if mask.any():
             lines.append((f"{label} ({int(mask.sum())})", a[mask].mean(axis=(0, 2)),
                           dict(color=color, linewidth=1.5)))
@@ -157,44 +193,52 @@ def _split_panel(name, a, correct):
 
 def plot_run(name, config, rec, out, layer, head):
     """The per-run figures (see the module docstring). Returns their paths."""
-    x, ticks, query_line = _step_axis(config)
+    x, ticks, marks, xlabel = _step_axis(config)
+    kw = dict(xticks=ticks, vlines=marks, xlabel=xlabel)
     layers = rec["layers"]
     paths = []
     grid = []
     for path, s in layers.items():
         grid.append([_per_head_panel(n, s[n]) for n in _rate_names(s)])
         grid[-1][0]["ylabel"] = path.split("/")[-2]
-    paths.append(line_grid(os.path.join(out, f"learning_rates_{name}.png"), grid, x, xticks=ticks,
-                           vlines=[query_line], title=f"{name}: learning rates per head "
-                           f"(mean over {len(rec['correct'])} episodes; Q = query step)"))
+    paths.append(line_grid(os.path.join(out, f"learning_rates_{name}.png"), grid, x,
+                           title=f"{name}: learning rates per head (mean over "
+                           f"{len(rec['correct'])} episodes)", **kw))
     grid = []
     for path, s in layers.items():
         for names in _change_names(s):
             grid.append([_per_head_panel(n, s[n]) for n in names])
             grid[-1][0]["ylabel"] = path.split("/")[-2]
-    paths.append(line_grid(os.path.join(out, f"weight_change_{name}.png"), grid, x, xticks=ticks,
-                           vlines=[query_line], title=f"{name}: fast-weight change per step"))
+    paths.append(line_grid(os.path.join(out, f"weight_change_{name}.png"), grid, x,
+                           title=f"{name}: fast-weight change per step", **kw))
+    groups = _groups(config, rec)
     grid = []
+    if is_sequential(config):
+        grid.append([{"title": "accuracy at each step (%)", "legend": True,
+                      "lines": [(label, 100 * rec["correct"][m].mean(0), dict(color=c))
+                                for label, m, c in groups if m.any()]}])
     for path, s in layers.items():
         names = _rate_names(s) + [n for group in _change_names(s) for n in group[:1]]
-        grid.append([_split_panel(n, s[n], rec["correct"]) for n in names])
+        grid.append([_split_panel(n, s[n], groups) for n in names])
         grid[-1][0]["ylabel"] = path.split("/")[-2]
-    paths.append(line_grid(os.path.join(out, f"correct_vs_wrong_{name}.png"), grid, x, xticks=ticks,
-                           vlines=[query_line], title=f"{name}: correct vs wrong query "
-                           "(mean over heads and episodes)"))
-    idx = int(np.argmax(rec["correct"])) if rec["correct"].any() else 0
+    split = "orders" if is_sequential(config) else "correct_vs_wrong"
+    paths.append(line_grid(os.path.join(out, f"{split}_{name}.png"), grid, x,
+                           title=f"{name}: {' vs '.join(g[0] for g in groups)} "
+                           "(mean over heads and episodes)", **kw))
+    final_correct = rec["correct"].reshape(len(rec["correct"]), -1)[:, -1]
+    idx = int(np.argmax(final_correct)) if final_correct.any() else 0
     what = "S_T" if config.model == "deltanet" else "W_y,T - W_y,0"
     paths.append(heatmap(os.path.join(out, f"heatmap_{name}.png"), rec["change"][idx],
                          f"{name}: {what}, layer {layer}, head {head}, episode {idx} "
-                         f"({'correct' if rec['correct'][idx] else 'wrong'})"))
+                         f"(last step {'correct' if final_correct[idx] else 'wrong'})"))
     return paths
 
 
 def plot_compare(runs, out):
-    """Runs side by side on the same episodes: rate and state change of layer 0 and the last."""
+    """Runs side by side on the same episodes: rate, update and distance of the first layer."""
     names = list(runs)
     config, rec = runs[names[0]]
-    x, ticks, query_line = _step_axis(config)
+    x, ticks, marks, xlabel = _step_axis(config)
     rows = []
     for which in ("rate", "update", "distance"):
         row = []
@@ -204,18 +248,29 @@ def plot_compare(runs, out):
             s = layers[path]
             stat = {"rate": _rate_names(s)[0], "update": _change_names(s)[0][0],
                     "distance": _change_names(s)[1][0]}[which]
-            panel = _split_panel(stat, s[stat], runs[n][1]["correct"])
+            panel = _split_panel(stat, s[stat], _groups(runs[n][0], runs[n][1]))
             panel["title"] = f"{n}: {_TITLES[stat]} ({path.split('/')[-2]})"
             row.append(panel)
         rows.append(row)
-    return line_grid(os.path.join(out, "compare.png"), rows, x, xticks=ticks, vlines=[query_line],
-                     title="same test episodes, first memory layer, mean over heads", col_width=4.2)
+    return line_grid(os.path.join(out, "compare.png"), rows, x, xticks=ticks, vlines=marks,
+                     xlabel=xlabel, title="same test episodes, first memory layer, mean over heads",
+                     col_width=4.2)
 
 
 def summarize(config, rec):
-    """Accuracy and mean statistics (support steps vs query step, correct vs wrong)."""
+    """Accuracy and mean statistics (support steps vs query step, correct vs wrong; for the
+    sequential task, the first vs the second segment)."""
     out = {"accuracy": float(rec["correct"].mean()), "episodes": int(len(rec["correct"])),
            "model": config.model, "layers": {}}
+    if is_sequential(config):
+        half = rec["correct"].shape[1] // 2
+        out["accuracy_segments"] = [float(rec["correct"][:, :half].mean()),
+                                    float(rec["correct"][:, half:].mean())]
+        for path, s in rec["layers"].items():
+            out["layers"][path] = {n: {"segment_means": [float(a[:, :half].mean()), float(a[:, half:].mean())],
+                                       "per_head_mean": [round(float(v), 4) for v in a.mean(axis=(0, 1))]}
+                                   for n, a in s.items()}
+        return out
     for path, s in rec["layers"].items():
         layer = {}
         for n, a in s.items():
@@ -239,10 +294,11 @@ def inspect(workdirs, out=None, num_episodes=200, layer=0, head=0, checkpoint="b
         loaded[name] = load_run(w, checkpoint)
     first = next(iter(loaded.values()))[0]
     for name, (config, _, _) in loaded.items():
-        for key in ("dataset", "n_way", "k_shot", "image_size"):
-            if config[key] != first[key]:
-                raise InspectError(f"run {name} has {key}={config[key]!r}, the first run "
-                                   f"{first[key]!r}: compared runs must share the episodes.")
+        for key in ("task", "dataset", "n_way", "k_shot", "image_size", "second_dataset",
+                    "sequential_shots"):
+            if config.get(key) != first.get(key):
+                raise InspectError(f"run {name} has {key}={config.get(key)!r}, the first run "
+                                   f"{first.get(key)!r}: compared runs must share the episodes.")
     batches = fixed_episodes(first, num_episodes, seed=seed)
     runs, summary = {}, {"episodes": num_episodes, "files": []}
     for name, (config, model, variables) in loaded.items():
@@ -251,11 +307,16 @@ def inspect(workdirs, out=None, num_episodes=200, layer=0, head=0, checkpoint="b
                                f"({config.num_layers} layers, {config.num_heads} heads).")
         rec = record(config, model, variables, batches, layer, head)
         runs[name] = (config, rec)
-        x, ticks, _ = _step_axis(config)
-        rows = layer_rows(rec["layers"], {"episode": np.arange(len(rec["correct"])),
-                                          "correct": rec["correct"].astype(int)},
-                          {"step": x, "phase": ["support"] * (len(x) - 1) + ["query"]},
-                          {"label_shown": rec["labels"]})
+        x, _, marks, _ = _step_axis(config)
+        episodes = np.arange(len(rec["correct"]))
+        if is_sequential(config):
+            rows = layer_rows(rec["layers"], {"episode": episodes, "first_segment": rec["first_segment"]},
+                              {"step": x, "segment": (x > marks[0]).astype(int) + 1},
+                              {"label": rec["labels"], "correct": rec["correct"].astype(int)})
+        else:
+            rows = layer_rows(rec["layers"], {"episode": episodes, "correct": rec["correct"].astype(int)},
+                              {"step": x, "phase": ["support"] * (len(x) - 1) + ["query"]},
+                              {"label_shown": rec["labels"]})
         summary["files"].append(write_csv(os.path.join(out, f"stats_{name}.csv"), rows))
         summary["files"] += plot_run(name, config, rec, out, layer, head)
         summary[name] = summarize(config, rec)
@@ -284,11 +345,13 @@ def _print_summary(summary):
     for name, s in summary.items():
         if not isinstance(s, dict) or "accuracy" not in s:
             continue
-        print(f"{name} ({s['model']}): query accuracy {100 * s['accuracy']:.1f}% on {s['episodes']} episodes")
+        print(f"{name} ({s['model']}): accuracy {100 * s['accuracy']:.1f}% on {s['episodes']} episodes")
         for path, layer in s["layers"].items():
-            print(f"  {path}: " + ", ".join(f"{n} {v['support_mean']:.3g}->{v['query_mean']:.3g}"
+            means = lambda v: v.get("segment_means") or [v["support_mean"], v["query_mean"]]  # noqa: E731
+            print(f"  {path}: " + ", ".join(f"{n} " + "->".join(f"{m:.3g}" for m in means(v))
                                            for n, v in layer.items() if not n.startswith("entropy")))
-    print("(support-step mean -> query-step mean)\nwrote:\n  " + "\n  ".join(summary["files"]))
+    print("(sync: support-step mean -> query-step mean; sequential: first -> second segment)\n"
+          "wrote:\n  " + "\n  ".join(summary["files"]))
 
 
 def main(argv):
