@@ -273,14 +273,20 @@ def collect_layers(collection):
     """The `STATS_COLLECTION` dict of an `apply` -> {"<module path>/<op>": {name: [B, T, H]}}.
 
     Paths follow the module tree (e.g. "memory/srwm_0/srwm"). A layer called several times in
-    one apply (each call sows one entry) gets its calls concatenated along T, in call order.
+    one apply (each call sows one entry) gets its calls concatenated along T, in call order,
+    when they share B and H; otherwise (e.g. few-shot queries read in parallel, a batch of
+    B * Q) each call keeps its own entry, "<path>/call<i>".
     """
     out = {}
 
     def walk(node, path):
         if isinstance(node, tuple) and node and isinstance(node[0], (SRWMStats, DeltaRuleStats)):
             parts = [named_series(s) for s in node]
-            out["/".join(path)] = {k: jnp.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+            first = next(iter(parts[0].values())).shape
+            if all(next(iter(p.values())).shape[::2] == first[::2] for p in parts):
+                out["/".join(path)] = {k: jnp.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+            else:
+                out.update({"/".join(path + [f"call{i}"]): p for i, p in enumerate(parts)})
             return
         for key, child in node.items():
             walk(child, path + [str(key)])

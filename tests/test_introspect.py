@@ -13,8 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srwm_jax import SRWMWeights, delta_rule, srwm
-from srwm_jax import introspect
+from srwm_jax import SRWMWeights, delta_rule, introspect, srwm
 from srwm_jax.introspect import STATS_COLLECTION, delta_rule_stats, srwm_stats
 from srwm_jax.layers import DeltaNetLayer, MemoryStack, SRWMLayer
 
@@ -377,3 +376,17 @@ def test_rl_inspect_end_to_end(tmp_path):
                 assert float(r[f"dist_{m}"]) == pytest.approx(float(r[f"update_{m}"]), rel=1e-4)
         elif r["step"] == "4":
             assert float(r["dist_y"]) > float(r["update_y"])
+
+
+def test_collect_layers_names_and_joins_calls():
+    from srwm_jax.introspect import DeltaRuleStats, SRWMStats, collect_layers
+    def stats(B, T, H=2):
+        a = jnp.arange(B * T * H, dtype=jnp.float32).reshape(B, T, H)
+        return SRWMStats(jnp.stack([a, a + 1, a + 2, a + 3], -1), a, a, a, a)
+    joined = collect_layers({"memory": {"srwm_0": {"srwm": (stats(2, 3), stats(2, 1))}},
+                             "d": {"delta_rule": (DeltaRuleStats(*[jnp.ones((2, 3, 2))] * 3),)}})
+    assert joined["memory/srwm_0/srwm"]["lr_k"].shape == (2, 4, 2)
+    np.testing.assert_array_equal(joined["memory/srwm_0/srwm"]["lr_k"][:, :3], stats(2, 3).learning_rate[..., 2])
+    assert sorted(joined["d/delta_rule"]) == ["beta", "error_norm", "state_norm"]
+    split = collect_layers({"srwm": (stats(2, 3), stats(6, 1))})  # support, then B * Q queries
+    assert split["srwm/call0"]["dist_b"].shape == (2, 3, 2) and split["srwm/call1"]["dist_b"].shape == (6, 1, 2)
