@@ -382,7 +382,8 @@ def test_collect_layers_names_and_joins_calls():
     from srwm_jax.introspect import DeltaRuleStats, SRWMStats, collect_layers
     def stats(B, T, H=2):
         a = jnp.arange(B * T * H, dtype=jnp.float32).reshape(B, T, H)
-        return SRWMStats(jnp.stack([a, a + 1, a + 2, a + 3], -1), a, a, a, a)
+        four = jnp.stack([a, a + 1, a + 2, a + 3], -1)
+        return SRWMStats(four, four, four, a, a)
     joined = collect_layers({"memory": {"srwm_0": {"srwm": (stats(2, 3), stats(2, 1))}},
                              "d": {"delta_rule": (DeltaRuleStats(*[jnp.ones((2, 3, 2))] * 3),)}})
     assert joined["memory/srwm_0/srwm"]["lr_k"].shape == (2, 4, 2)
