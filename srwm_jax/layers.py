@@ -13,6 +13,10 @@ gradients between calls).
 For SRWM-based layers the state is the change of the fast weights from the slow (learned)
 weights, as in the original code, so a parameter update between calls keeps the learned
 change on top of the new slow weights.
+
+Introspection: when the flax collection "fast_weight_stats" is mutable in `apply`, the SRWM,
+DeltaNet and SR-DeltaNet layers sow per-step statistics of their fast weights there
+(`srwm_jax.introspect`); otherwise nothing extra is computed.
 """
 from typing import Any
 
