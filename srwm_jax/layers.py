@@ -22,6 +22,10 @@ expected shape and what it got (`srwm_jax.ops._validate.check_layer_inputs`): x 
 floating-point [B, T, D] array, each state leaf shaped as in `initial_state(B)`, reset a bool
 [B, T] array. Layers are batch-major: a time-major [T, B] mask is refused, except when T == B,
 which no shape check can tell apart, so build masks batch-major (`reset.T` converts).
+
+Introspection: when the flax collection "fast_weight_stats" is mutable in `apply`, the SRWM,
+DeltaNet and SR-DeltaNet layers sow per-step statistics of their fast weights there
+(`srwm_jax.introspect`); otherwise nothing extra is computed.
 """
 from typing import Any, ClassVar
 
@@ -33,6 +37,7 @@ from jax import lax
 from srwm_jax.dispatch import Impl
 from srwm_jax.feature_maps import elu_p1_sum_norm
 from srwm_jax.ops._validate import check_float, check_layer_inputs
+from srwm_jax.introspect import sow_delta_rule, sow_srdelta, sow_srwm
 from srwm_jax.ops.delta_rule import delta_rule
 from srwm_jax.ops.srwm import SRWMWeights, srwm
 
@@ -132,6 +137,7 @@ class SRWMLayer(nn.Module):
         state = self.initial_state(B) if state is None else state
         new_state, y = _run_srwm(slow, h.reshape(B, T, H, d), state, reset,
                                  self.input_softmax, self.impl)
+        sow_srwm(self, h.reshape(B, T, H, d), slow, state, reset, self.input_softmax)
         out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         residual = nn.LayerNorm(epsilon=1e-5)(h) if self.use_layer_norm else h
@@ -198,6 +204,7 @@ class DeltaNetLayer(nn.Module):
         beta = jax.nn.sigmoid(beta)
         state = self.initial_state(B) if state is None else state
         y, new_state = delta_rule(q, k, v, beta, state, reset=reset, impl=self.impl)
+        sow_delta_rule(self, q, k, v, beta, state, reset)
         out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, H * d))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return x + out, new_state
@@ -241,6 +248,12 @@ class SRDeltaNetLayer(nn.Module):
         y, S = delta_rule(jax.nn.softmax(q, -1), jax.nn.softmax(k, -1), v,
                           jax.nn.sigmoid(beta), S, reset=reset, impl=self.impl)
         new_state = (change, S)
+
+        def delta_inputs(qkvb):  # as in `run`, for the statistics (srwm_jax.introspect)
+            q, k, v, beta = _split_qkvb(qkvb, d)
+            return jax.nn.softmax(q, -1), jax.nn.softmax(k, -1), v, jax.nn.sigmoid(beta)
+
+        sow_srdelta(self, h.reshape(B, T, H, d), slow, *state, reset, self.input_softmax, delta_inputs)
         out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return h + out, new_state
