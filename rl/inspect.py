@@ -3,179 +3,43 @@
     python -m rl.inspect --workdir runs/rl_srwm_cpu --game starpilot [--episodes 1] [--out DIR]
         [--greedy] [--level 0] [--env procgen|fake]
 
-Plays one ProcGen env (the run's distribution mode; level --level) with the latest checkpoint
-until `--episodes` episodes have ended (or --max_steps), then replays the recorded frames,
-rewards and episode boundaries through the agent in one call with the statistics of
-srwm_jax.introspect recorded (the agent is causal, so the replay gives the logits it acted
-with; summary.json reports the largest difference). Writes into --out (default
-<workdir>/inspect_<game>/):
-  stats.csv     one row per (layer, head, step): step, episode, first (episode boundary: the
-                state was reset before this step), action, reward (for that action), and every
-                statistic (SRWM: lr_*, update_*, dist_*, entropy_*; DeltaNet: beta,
-                error_norm, state_norm); distances are from the slow weights, so they restart
-                at each boundary
-  episode.png   rewards and actions on top, then per layer the four learning rates, the update
-                norms and the distances from the slow weights (mean over heads), boundaries
-                dashed
-  summary.json  steps, episode returns, the logit check, the mean statistics
-
---env fake plays rl.fake_env.FakeEnv (no ProcGen; tests and smoke checks).
+Plays the game with the run's latest checkpoint, replays the steps with the statistics recorded
+and writes stats.csv, episode.png and summary.json into --out (default
+<workdir>/inspect_<game>/); see rl.inspection.inspect. --env fake plays rl.fake_env.FakeEnv
+(no ProcGen; tests and smoke checks).
 """
-import json
-import os
 import sys
 
-import jax
-import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
-from rl import checkpointing
-from rl.agent import MEMORY_KINDS, make_agent
-from rl.sebulba import make_policy_fn
-from srwm_jax.introspect import MATRICES, STATS_COLLECTION, collect_layers
-from srwm_jax.introspect_report import ensure_dir, layer_rows, line_grid, write_csv
-
-
-class InspectError(ValueError):
-    """A run or request this tool cannot serve; the message says why and what to do."""
-
-
-def make_env(config, game, kind="procgen", level=0, seed=0):
-    """One env playing `game`: ProcGen (the run's distribution mode, level `level`) or FakeEnv."""
-    if kind == "fake":
-        from rl.fake_env import FakeEnv
-        return FakeEnv(1, games=(game,), frame_shape=tuple(config.frame_shape), seed=seed)
-    from rl.envs import MultiGameEnv, procgen_available
-    ok, why = procgen_available()
-    if not ok:
-        raise InspectError(why)
-    return MultiGameEnv((game,), 1, num_levels=1, start_level=level,
-                        distribution_mode=config.distribution_mode, seed=seed)
-
-
-def play(agent, params, env, episodes=1, max_steps=3000, greedy=False, seed=0):
-    """Plays env 0 until `episodes` episodes have ended. Returns dict of [T] arrays: frames,
-    last_reward (the agent's reward input), first, action, reward (received for the action),
-    logits [T, A]."""
-    policy = make_policy_fn(agent, greedy=greedy)
-    state = agent.initial_state(env.num_envs)
-    reward, obs, first = env.observe()
-    key = jax.random.key(seed)
-    rec = {k: [] for k in ("frames", "last_reward", "first", "action", "reward", "logits")}
-    ended = 0
-    for step in range(max_steps):
-        action, logits, state = policy(params, state, obs, reward, first, jax.random.fold_in(key, step))
-        for k, v in (("frames", obs), ("last_reward", reward), ("first", first),
-                     ("action", action), ("logits", logits)):
-            rec[k].append(np.asarray(v)[0])
-        env.act(np.asarray(action))
-        reward, obs, first = env.observe()
-        rec["reward"].append(float(reward[0]))
-        ended += bool(first[0])
-        if ended >= episodes:
-            break
-    return {k: np.stack(v) for k, v in rec.items()}
-
-
-def replay(agent, params, rec):
-    """One apply over the recorded steps with the statistics recorded: (logits [T, A],
-    {layer path: {stat: [T, H]}})."""
-    @jax.jit
-    def run(frames, last_reward, first):
-        (out, _), stats = agent.apply(params, frames[None], last_reward[None], first[None],
-                                      agent.initial_state(1), mutable=[STATS_COLLECTION])
-        return out[0][0], collect_layers(stats[STATS_COLLECTION])
-
-    logits, layers = jax.device_get(run(rec["frames"], rec["last_reward"], rec["first"]))
-    return logits, {p: {n: a[0] for n, a in s.items()} for p, s in layers.items()}
-
-
-def _episode_index(first):
-    """Episode counter per step (the first step is episode 0 whether or not it is marked)."""
-    idx = np.cumsum(first.astype(int))
-    return idx - idx[0]
-
-
-def plot_episode(path, rec, layers, game):
-    T = len(rec["action"])
-    x = np.arange(T)
-    bounds = [t - 0.5 for t in np.nonzero(rec["first"])[0] if t > 0]
-    grid = [[{"title": f"{game}: reward received (line) and action taken (dots)", "legend": True,
-              "lines": [("reward", rec["reward"], dict(color="tab:green")),
-                        ("action", rec["action"], dict(color="tab:blue", marker=".", linestyle="none",
-                                                       markersize=3))]}]]
-    for p, s in layers.items():
-        name = p.split("/")[-2]
-        if "lr_y" in s:
-            for prefix, what in (("lr", "learning rates sigma(x' w_b)"), ("update", "update norms"),
-                                 ("dist", "distance from the slow weights")):
-                grid.append([{"title": f"{name}: {what} (mean over heads)", "legend": True,
-                              "lines": [(m if m != "b" else "b (w_b)", s[f"{prefix}_{m}"].mean(-1), {})
-                                        for m in MATRICES]}])
-        else:
-            for n in ("beta", "error_norm", "state_norm"):
-                grid.append([{"title": f"{name}: {n} (mean over heads)",
-                              "lines": [(n, s[n].mean(-1), {})]}])
-    return line_grid(path, grid, x, vlines=bounds, xlabel="env step (dashed: episode boundary)",
-                     col_width=max(8.0, min(24.0, T / 25)), row_height=1.9)
-
-
-def inspect(workdir, game, out=None, episodes=1, env_kind="procgen", level=0, greedy=False,
-            max_steps=3000, seed=0):
-    """Plays, replays with statistics, writes stats.csv, episode.png, summary.json; returns the summary."""
-    if not os.path.exists(os.path.join(workdir, "config.json")):
-        raise InspectError(f"{workdir}/config.json not found: --workdir must be a run of rl.impala.")
-    config, params, env_steps = checkpointing.load_for_eval(workdir)
-    if config.agent.core not in MEMORY_KINDS or config.agent.core == "fakesr":
-        raise InspectError(f"{workdir} has a {config.agent.core!r} core: only fast-weight cores "
-                           "(srwm, deltanet, srdelta) have statistics to inspect.")
-    out = ensure_dir(out or os.path.join(workdir, f"inspect_{game}"))
-    agent = make_agent(config)
-    rec = play(agent, params, make_env(config, game, env_kind, level, seed), episodes, max_steps,
-               greedy, seed)
-    logits, layers = replay(agent, params, rec)
-    ep = _episode_index(rec["first"])
-    rows = layer_rows({p: {n: a[None] for n, a in s.items()} for p, s in layers.items()},
-                      {}, {"step": np.arange(len(ep)), "episode": ep, "first": rec["first"].astype(int),
-                           "action": rec["action"], "reward": rec["reward"]})
-    files = [write_csv(os.path.join(out, "stats.csv"), rows),
-             plot_episode(os.path.join(out, "episode.png"), rec, layers, game)]
-    returns = [float(rec["reward"][ep == e].sum()) for e in np.unique(ep)]
-    summary = dict(workdir=workdir, game=game, env_steps_trained=int(env_steps), steps=int(len(ep)),
-                   episode_returns=returns,
-                   replay_max_logit_diff=float(np.abs(logits - rec["logits"]).max()),
-                   means={p: {n: float(a.mean()) for n, a in s.items()} for p, s in layers.items()},
-                   files=files)
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
-
+from .inspection import InspectError, inspect
+from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
-
-
-def define_flags():
-    """Command-line flags (defined only when run as a program, so the module stays importable)."""
-    flags.DEFINE_string("workdir", None, "Run made by rl.impala (its latest checkpoint is used).")
-    flags.DEFINE_string("game", None, "Game to play (e.g. starpilot).")
-    flags.DEFINE_integer("episodes", 1, "Episodes to play (boundaries are marked in the outputs).")
-    flags.DEFINE_string("out", None, "Output folder (default: <workdir>/inspect_<game>).")
-    flags.DEFINE_enum("env", "procgen", ["procgen", "fake"], "procgen, or rl.fake_env (no ProcGen).")
-    flags.DEFINE_integer("level", 0, "ProcGen level to play.")
-    flags.DEFINE_bool("greedy", False, "Argmax actions instead of sampling (training behaviour).")
-    flags.DEFINE_integer("max_steps", 3000, "Cap on env steps.")
-    flags.DEFINE_integer("seed", 0, "Seed of the env and the action sampling.")
+flags.DEFINE_string("workdir", None, "Run made by rl.impala (its latest checkpoint is used).")
+flags.DEFINE_string("game", None, "Game to play (e.g. starpilot).")
+flags.DEFINE_integer("episodes", 1, "Episodes to play (boundaries are marked in the outputs).")
+flags.DEFINE_string("out", None, "Output folder (default: <workdir>/inspect_<game>).")
+flags.DEFINE_enum("env", "procgen", ["procgen", "fake"], "procgen, or rl.fake_env (no ProcGen).")
+flags.DEFINE_integer("level", 0, "ProcGen level to play.")
+flags.DEFINE_bool("greedy", False, "Argmax actions instead of sampling (training behaviour).")
+flags.DEFINE_integer("max_steps", 3000, "Cap on env steps.")
+flags.DEFINE_integer("seed", 0, "Seed of the env and the action sampling.")
+_DEFAULTS = define_defaults_flag("rl")
+flags.mark_flags_as_required(["workdir", "game"])
 
 
 def main(argv):
+    """Parses the flags and runs rl.inspection.inspect.
+
+    Bad input exits with status 2 and one error line."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if FLAGS.workdir is None or FLAGS.game is None:
-        raise app.UsageError("--workdir and --game are required.")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
         s = inspect(FLAGS.workdir, FLAGS.game, FLAGS.out, FLAGS.episodes, FLAGS.env, FLAGS.level,
-                    FLAGS.greedy, FLAGS.max_steps, FLAGS.seed)
-    except (InspectError, FileNotFoundError) as e:
+                    FLAGS.greedy, FLAGS.max_steps, FLAGS.seed, defaults=load_config_file(_DEFAULTS.value))
+    except (InspectError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"{s['game']}: {s['steps']} steps, episode returns {s['episode_returns']}, replay logits "
@@ -183,5 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
     app.run(main)

@@ -1,12 +1,16 @@
 """CSV and PNG output for the introspection tools (fewshot.inspect, rl.inspect).
 
-Holds only formatting: the statistics come from `srwm_jax.introspect`. matplotlib is imported
-when a figure is drawn, so the library itself does not need it.
+Holds only formatting: the statistics come from `srwm_jax.introspect`. Only the inspect tools
+import this module, so `import srwm_jax` never loads matplotlib.
 """
 import csv
 import os
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 
 
 def layer_rows(layers, episode_columns, step_columns, episode_step_columns=None):
@@ -53,10 +57,6 @@ def line_grid(path, grid, x, *, xticks=None, xlabel="step", vlines=(), title=Non
     """A grid of line panels. grid: rows of panels, each {"title": str, "ylabel": str (optional),
     "lines": [(label, y [len(x)], plot kwargs)]}; None leaves a panel empty. vlines: x positions
     of dashed markers (e.g. the query step, episode boundaries)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n_rows, n_cols = len(grid), max(len(r) for r in grid)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(col_width * n_cols, row_height * n_rows),
                              squeeze=False, sharex=True)
@@ -95,10 +95,6 @@ def line_grid(path, grid, x, *, xticks=None, xlabel="step", vlines=(), title=Non
 
 def heatmap(path, matrix, title, xlabel="output unit", ylabel="input unit"):
     """A symmetric-colour heat map of a [rows, cols] matrix (e.g. W_y,T - W_y,0 of one head)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     m = np.asarray(matrix)
     lim = float(np.abs(m).max()) or 1.0
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
@@ -114,5 +110,6 @@ def heatmap(path, matrix, title, xlabel="output unit", ylabel="input unit"):
 
 
 def ensure_dir(path):
+    """Makes folder `path` if missing; returns it."""
     os.makedirs(path, exist_ok=True)
     return path

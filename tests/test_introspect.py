@@ -262,10 +262,22 @@ def test_stats_do_not_depend_on_impl():
         assert jnp.array_equal(a, b)
 
 
-# --- The tools end to end on tiny runs (trained here in a few steps) ---
+# --- The tools end to end on tiny runs ---
+# One few-shot run is trained (one step, by fewshot.trainer) so that the tools meet what the
+# trainer writes; the others are written as the trainers write them but from the initial
+# parameters (compiling a training step costs more than the rest of a test, and the statistics'
+# checks hold for any parameters). Loading trained runs is tested in test_run_layer.py and
+# test_rl_sebulba.py (fewshot.evaluation.restore_run and rl.evaluation.load_for_eval, which the
+# tools use).
 
 REPO = Path(__file__).resolve().parents[1]
 OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+needs_omniglot = pytest.mark.skipif(not (OMNIGLOT / "omniglot.npz").exists(),
+                                    reason=f"Omniglot npz not found at {OMNIGLOT}")
+# The smallest model the tools meet in practice: one memory layer of two heads.
+TINY = dict(data_dir=str(OMNIGLOT), total_steps=1, log_every_steps=1, eval_every_steps=1,
+            checkpoint_every_steps=1, val_episodes=8, eval_batch_size=8, conv_channels=4,
+            hidden_size=8, num_heads=2, ff_factor=1, num_layers=1)
 
 
 def _run_cli(args):
@@ -281,23 +293,44 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.skipif(not (OMNIGLOT / "omniglot.npz").exists(), reason=f"Omniglot npz not found at {OMNIGLOT}")
-def test_fewshot_inspect_end_to_end(tmp_path):
-    """Two tiny runs (SRWM, DeltaNet; one step each), inspected together on the same episodes."""
+def _initial_fewshot_run(config, workdir):
+    """A run directory laid out as fewshot.trainer writes it, holding the initial parameters
+    as its best and latest checkpoint (step 0)."""
+    from fewshot.trainer import build, initial_state, make_sampler
+    from srwm_jax.training.checkpoints import Checkpoints
+    from srwm_jax.training.run_config import save_config
+    save_config(workdir, config)
+    model, optimizer, mesh, _, _ = build(config)
+    state = initial_state(config, model, optimizer, mesh, make_sampler(config, "train", config.seed).sample(1, 0))
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+    try:
+        checkpoints.save_best(0, state, 0.0)
+        checkpoints.save(0, state)
+    finally:
+        checkpoints.close()
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def sync_runs(tmp_path_factory):
+    """Two tiny sync runs on the same episodes: {"srwm": trained one step, "deltanet": initial}."""
     from configs.fewshot.omniglot_smoke import get_config
-    from fewshot.evaluate import evaluate
-    from fewshot.train import train_and_evaluate
-    runs = []
-    for model in ("srwm", "deltanet"):
-        c = get_config()
-        c.update(dict(data_dir=str(OMNIGLOT), model=model, total_steps=1, batch_size=4, log_every=1,
-                      eval_every=1, checkpoint_every=1, val_episodes=8, eval_batch_size=8,
-                      conv_channels=4, hidden_size=8, num_heads=2, ff_factor=1, num_layers=1))
-        train_and_evaluate(c, str(tmp_path / model))
-        runs.append(str(tmp_path / model))
+    from fewshot.trainer import train_and_evaluate
+    root = tmp_path_factory.mktemp("fewshot_runs")
+    c = get_config()
+    c.update(dict(TINY, model="srwm", batch_size=4))
+    train_and_evaluate(c, str(root / "srwm"))
+    c.model = "deltanet"
+    return {"srwm": str(root / "srwm"), "deltanet": _initial_fewshot_run(c, str(root / "deltanet"))}
+
+
+@needs_omniglot
+def test_fewshot_inspect_end_to_end(sync_runs, tmp_path):
+    """The two runs inspected together by the CLI on the same episodes."""
+    from fewshot.evaluation import evaluate
     out = tmp_path / "inspect"
-    r = _run_cli(["fewshot.inspect", "--workdir", runs[0], "--workdir", runs[1], "--episodes", "12",
-                  "--out", str(out)])
+    r = _run_cli(["fewshot.inspect", "--workdir", sync_runs["srwm"], "--workdir", sync_runs["deltanet"],
+                  "--episodes", "12", "--out", str(out)])
     assert "accuracy" in r.stdout
     summary = json.loads((out / "summary.json").read_text())
     for name in ("srwm", "deltanet"):
@@ -305,10 +338,12 @@ def test_fewshot_inspect_end_to_end(tmp_path):
             assert (out / f"{fig}_{name}.png").stat().st_size > 5000
         rows = _read_csv(out / f"stats_{name}.csv")
         assert len(rows) == 12 * 2 * 3  # episodes x heads x steps (2 supports + query); one layer
-        # The query correctness recorded here is fewshot.evaluate's on the same episodes (its
-        # first test set).
-        result = evaluate(runs[0 if name == "srwm" else 1], num_sets=1, episodes_per_set=12)
-        assert summary[name]["accuracy"] == pytest.approx(result["accuracy"])
+        correct = {int(r["episode"]): int(r["correct"]) for r in rows}
+        assert summary[name]["accuracy"] == pytest.approx(np.mean(list(correct.values())))
+    # The episodes are fewshot.evaluate's first test set, for every compared run (they come from
+    # the first run's config), and the query is scored as there: one run's accuracy checks both.
+    result = evaluate(sync_runs["srwm"], num_sets=1, episodes_per_set=12)
+    assert summary["srwm"]["accuracy"] == pytest.approx(result["accuracy"])
     assert (out / "compare.png").stat().st_size > 5000
     srwm_rows = _read_csv(out / "stats_srwm.csv")
     assert {r["phase"] for r in srwm_rows} == {"support", "query"}
@@ -317,20 +352,35 @@ def test_fewshot_inspect_end_to_end(tmp_path):
         if r["step"] == "1":  # after the first step the distance from W_0 is that step's update
             for m in "yqkb":
                 assert float(r[f"dist_{m}"]) == pytest.approx(float(r[f"update_{m}"]), rel=1e-4)
+    delta_rows = _read_csv(out / "stats_deltanet.csv")
+    for r in delta_rows:  # S_0 = 0: after the first step ||S_1|| = beta ||k|| ||v - 0||
+        assert 0 < float(r["beta"]) < 1 and float(r["state_norm"]) > 0
+        if r["step"] == "1":
+            assert float(r["state_norm"]) < float(r["error_norm"])  # beta < 1, ||k|| <= 1
 
 
-@pytest.mark.skipif(not (OMNIGLOT / "omniglot.npz").exists(), reason=f"Omniglot npz not found at {OMNIGLOT}")
+@needs_omniglot
+def test_fewshot_inspect_bad_input_is_one_clear_error(sync_runs, tmp_path):
+    """Checked from the configs, before any checkpoint is read."""
+    from fewshot.inspection import InspectError, inspect
+    with pytest.raises(InspectError, match=r"--layer 1 / --head 0 out of range for srwm \(1 layers"):
+        inspect([sync_runs["srwm"]], str(tmp_path), num_episodes=2, layer=1)
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        inspect([str(tmp_path)], str(tmp_path), num_episodes=2)
+
+
+@needs_omniglot
 def test_fewshot_inspect_sequential_end_to_end(tmp_path):
-    """A tiny delayed-label run (one step): statistics over the whole sequence, both orders."""
+    """A tiny delayed-label run: statistics over the whole sequence, both orders, on
+    fewshot.evaluate_sequential's test sequences."""
     from configs.fewshot.sequential_omniglot_transformed_srwm_cpu import get_config
-    from fewshot.train import train_and_evaluate
+    from fewshot.inspection import fixed_episodes, inspect
+    from fewshot.sequential import SequentialTask
     c = get_config()
-    c.update(dict(data_dir=str(OMNIGLOT), total_steps=1, log_every=1, eval_every=1, checkpoint_every=1,
-                  val_episodes=4, eval_batch_size=4, batch_size=2, sequential_shots=3, max_trim=2,
-                  image_size=16, conv_channels=4, hidden_size=8, num_heads=2, num_layers=1, ff_factor=1))
-    train_and_evaluate(c, str(tmp_path / "seq"))
+    c.update(dict(TINY, batch_size=2, sequential_shots=3, max_trim=2, image_size=16))
+    run = _initial_fewshot_run(c, str(tmp_path / "seq"))
     out = tmp_path / "inspect"
-    _run_cli(["fewshot.inspect", "--workdir", str(tmp_path / "seq"), "--episodes", "4", "--out", str(out)])
+    summary = inspect([run], str(out), num_episodes=4)["seq"]
     for fig in ("learning_rates", "weight_change", "orders", "heatmap"):
         assert (out / f"{fig}_seq.png").stat().st_size > 5000
     rows = _read_csv(out / "stats_seq.csv")
@@ -338,27 +388,50 @@ def test_fewshot_inspect_sequential_end_to_end(tmp_path):
     assert len(rows) == 4 * 2 * T  # sequences x heads x steps
     assert {r["first_segment"] for r in rows} == {"0", "1"}  # both orders
     assert {int(r["segment"]) for r in rows if int(r["step"]) > T // 2} == {2}
-    summary = json.loads((out / "summary.json").read_text())["seq"]
     assert summary["accuracy"] == pytest.approx(np.mean([int(r["correct"]) for r in rows]))
+    # The sequences are evaluate_sequential's (stream seed eval_seed + 1000; 4 sequences in 2s).
+    ours = fixed_episodes(c, 4)
+    theirs = list(SequentialTask(c, "test", c.eval_seed + 1000).fixed_batches(4, 2))
+    assert len(ours) == len(theirs) == 2
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
     for r in rows:
         if r["step"] == "1":
             assert float(r["dist_y"]) == pytest.approx(float(r["update_y"]), rel=1e-4)
 
 
+def _initial_rl_run(config, workdir):
+    """A run directory laid out as rl.training writes it, with the initial parameters."""
+    from rl.agent import make_agent
+    from rl.learner import Learner, checkpoint_tree, init_params, num_updates_for
+    from srwm_jax.training.checkpoints import Checkpoints
+    from srwm_jax.training.run_config import save_config
+    save_config(workdir, config)
+    agent = make_agent(config)
+    learner = Learner(agent, config, num_updates_for(config), devices=jax.devices()[:1])
+    state = learner.init_state(init_params(agent, jax.random.key(config.seed), config.frame_shape))
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, best=False)
+    try:
+        checkpoints.save(20, checkpoint_tree(state, 20, jax.random.key(config.seed)))
+    finally:
+        checkpoints.close()
+    return workdir
+
+
 def test_rl_inspect_end_to_end(tmp_path):
-    """A tiny SRWM agent trained 4 updates on the fake env, inspected over two episodes."""
+    """A tiny SRWM agent inspected over two episodes of the fake env; the CLI's error path on a
+    run without fast weights."""
     from configs.rl import srwm_cpu
-    from rl.fake_env import FakeEnv
-    from rl.training import train_and_evaluate
+    from rl.inspection import inspect
+    from srwm_jax.training.run_config import save_config
     c = srwm_cpu.get_config()
     c.update(dict(frame_shape=(16, 16, 3), num_actor_threads=1, unroll_length=5, batch_size=2,
-                  queue_size=1, total_steps=20, max_minutes=0.0, eval_episodes=0,
-                  log_every_seconds=0.0, checkpoint_every_minutes=100.0))
+                  queue_size=1, total_steps=20))
     c.agent.update(dict(hidden=16, num_heads=2, ff_dim=32, num_layers=1))
-    train_and_evaluate(c, str(tmp_path), env_factory=lambda i: FakeEnv(2, seed=i), use_tensorboard=False)
+    run = _initial_rl_run(c, str(tmp_path / "srwm"))
     out = tmp_path / "insp"
-    _run_cli(["rl.inspect", "--workdir", str(tmp_path), "--game", "starpilot", "--env", "fake",
-              "--episodes", "2", "--out", str(out)])
+    inspect(run, "starpilot", str(out), episodes=2, env_kind="fake")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 10  # FakeEnv's env 0 plays 5-step episodes
     assert summary["replay_max_logit_diff"] < 1e-4  # the replay is what the agent acted on
@@ -376,6 +449,13 @@ def test_rl_inspect_end_to_end(tmp_path):
                 assert float(r[f"dist_{m}"]) == pytest.approx(float(r[f"update_{m}"]), rel=1e-4)
         elif r["step"] == "4":
             assert float(r["dist_y"]) > float(r["update_y"])
+    # The CLI (flags, --defaults, one error line): refused from the config, before any restore.
+    c.agent.core = "lstm"
+    save_config(str(tmp_path / "lstm"), c)
+    r = subprocess.run([sys.executable, "-m", "rl.inspect", "--workdir", str(tmp_path / "lstm"),
+                        "--game", "starpilot", "--env", "fake"], cwd=REPO, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
+    assert r.returncode == 2 and "error: " in r.stderr and "'lstm' core" in r.stderr, r.stderr[-2000:]
 
 
 def test_collect_layers_names_and_joins_calls():
