@@ -295,15 +295,17 @@ def _reset_mask(B, T, seed):
     return jnp.asarray(mask)
 
 
-def test_srwm_resets_match_float64():
+# block_seqs 4: resets select per row inside a block; 1: the backward's one-sequence path.
+@pytest.mark.parametrize("block_seqs", [4, 1])
+def test_srwm_resets_match_float64(block_seqs):
     """Masked kernels (chunk 3, so resets fall at chunk starts and mid-chunk; 6 sequences in
-    blocks of 4) against the float64 definition with resets: y, W_T and the gradients of x,
-    W_0 and the reset weights (the backward rebuilds W before each reset)."""
+    blocks of 4 or 1) against the float64 definition with resets: y, W_T and the gradients of
+    x, W_0 and the reset weights (the backward rebuilds W before each reset)."""
     B, T, H, d = 2, 8, 3, 16
     x, W = _srwm_inputs(B, T, H, d, jnp.float32, seed=4)
     _, W_reset = _srwm_inputs(B, T, H, d, jnp.float32, seed=5)
     reset = _reset_mask(B, T, seed=6)
-    config = SRWMBlockConfig(block_seqs=4, num_warps=1, num_warps_bwd=1, chunk=3)
+    config = SRWMBlockConfig(block_seqs=block_seqs, num_warps=1, num_warps_bwd=1, chunk=3)
     run = lambda x, W, Wr: kernels.srwm_pallas(  # noqa: E731
         x, W, input_softmax=True, reset=reset, reset_weights=Wr, interpret=True, config=config)
     (y, W_T), grads = _outputs_and_grads(run, (x, W, W_reset))
@@ -317,12 +319,13 @@ def test_srwm_resets_match_float64():
         _assert_close(f"d{name}", got, want, 1e-4)
 
 
-def test_delta_rule_resets_match_float64():
+@pytest.mark.parametrize("block_seqs", [4, 1])
+def test_delta_rule_resets_match_float64(block_seqs):
     B, T, H, dk, dv = 2, 8, 3, 16, 8
     args = _delta_inputs(B, T, H, dk, dv, jnp.float32, seed=4)
     S_reset = jnp.asarray(np.random.default_rng(5).standard_normal(args[4].shape), jnp.float32)
     reset = _reset_mask(B, T, seed=6)
-    config = DeltaRuleBlockConfig(block_seqs=4, block_v=4, block_v_bwd=4, num_warps=1,
+    config = DeltaRuleBlockConfig(block_seqs=block_seqs, block_v=4, block_v_bwd=4, num_warps=1,
                                   num_warps_bwd=1, chunk=3)
     run = lambda q, k, v, b, S, Sr: kernels.delta_rule_pallas(  # noqa: E731
         q, k, v, b, S, reset=reset, reset_state=Sr, interpret=True, config=config)

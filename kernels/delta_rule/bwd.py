@@ -43,31 +43,37 @@ def _delta_bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, in
     cols = pl.ds(block * block_v, block_v)
 
     def rebuild(t):
-        """S before the reset at step t: the chunk's start plus the saved inserts up to t-1."""
+        """S before the reset at step t: the chunk's start plus the saved inserts up to t-1
+        (the start is loaded by one branch of a cond, the reset state only at resets)."""
         c = t // chunk
-        start = jnp.where(c == 0, s0_ref[rows, :, cols],
-                          ckpt_ref[jnp.maximum(c - 1, 0), rows, :, cols])
-        fresh = fresh_ref[rows, :, cols]
+        start = lax.cond(c == 0, lambda: s0_ref[rows, :, cols],
+                         lambda: ckpt_ref[jnp.maximum(c - 1, 0), rows, :, cols])
 
         def add_insert(j, s):
-            s = where_rows(reset_ref[j, rows] > 0, fresh, s)
+            r = reset_ref[j, rows]
+            s = lax.cond(any_row(r), lambda s: where_rows(r > 0, fresh_ref[rows, :, cols], s),
+                         lambda s: s, s)
             return s + outer(k_ref[j, rows, :].astype(jnp.float32), ins_ref[j, rows, cols])
 
         return lax.fori_loop(c * chunk, t, add_insert, start)
 
-    def cross_reset(t, s, g, g_fresh):
+    def cross_reset(t, s, g):
+        """After step t: where it began with a reset, add the carried gradient to dF (kept in
+        the output, not in registers), restart it from zero and rebuild S_{t-1}."""
         r = reset_ref[t, rows]
 
         def at_reset(args):
-            s, g, g_fresh = args
+            s, g = args
             m = (r > 0)[:, None, None]
-            return (jnp.where(m, rebuild(t), s), jnp.where(m, 0.0, g),
-                    g_fresh + jnp.where(m, g, 0.0))
+            dfresh_ref[rows, :, cols] = dfresh_ref[rows, :, cols] + jnp.where(m, g, 0.0)
+            if block_seqs == 1:  # the only sequence resets: the old S and G are dead here
+                return rebuild(t), jnp.zeros_like(g)
+            return jnp.where(m, rebuild(t), s), jnp.where(m, 0.0, g)
 
-        return lax.cond(any_row(r), at_reset, lambda args: args, (s, g, g_fresh))
+        return lax.cond(any_row(r), at_reset, lambda args: args, (s, g))
 
     def step(t, carry):
-        s, g, g_fresh = carry
+        s, g = carry
         q = q_ref[t, rows, :].astype(jnp.float32)
         k = k_ref[t, rows, :].astype(jnp.float32)
         v = v_ref[t, rows, cols].astype(jnp.float32)
@@ -90,19 +96,18 @@ def _delta_bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, in
         dbeta_ref[block, t, rows] = dbeta
         dv_ref[t, rows, cols] = dv.astype(dv_ref.dtype)
         if has_reset:
-            s, g, g_fresh = cross_reset(t, s, g, g_fresh)
-        return s, g, g_fresh
+            s, g = cross_reset(t, s, g)
+        return s, g
 
     def reload_checkpoint(c, carry):
         return (ckpt_ref[c, rows, :, cols],) + carry[1:]
 
     grad = g_ref[rows, :, cols]
-    initial = (ckpt_ref[0, rows, :, cols], grad, jnp.zeros_like(grad) if has_reset else ())
-    _, grad, g_fresh = chunked_time_loop(seq_len, chunk, step, initial, reverse=True,
-                                         before_chunk=reload_checkpoint)
+    if has_reset:  # dF accumulates in its output at reset steps
+        dfresh_ref[rows, :, cols] = jnp.zeros_like(grad)
+    _, grad = chunked_time_loop(seq_len, chunk, step, (ckpt_ref[0, rows, :, cols], grad),
+                                reverse=True, before_chunk=reload_checkpoint)
     ds0_ref[rows, :, cols] = grad
-    if has_reset:
-        dfresh_ref[rows, :, cols] = g_fresh
 
 
 def delta_rule_backward(q, k, v, beta, dy, checkpoints, d_final, inserts, *, chunk,

@@ -57,16 +57,31 @@ def _srwm_bwd_kernel(x_ref, dy_ref, cy_ref, cq_ref, ck_ref, cb_ref,
         return (y_ref[(*index, rows)], q_ref_[(*index, rows)], k_ref_[(*index, rows)],
                 tuple(b_ref[(*index, rows, i)] for i in range(4)))
 
+    def store(refs, g):
+        gy, gq, gk, gb = g
+        refs[0][rows, :, :] = gy
+        refs[1][rows, :, :] = gq
+        refs[2][rows, :, :] = gk
+        for i in range(4):
+            refs[3][rows, i, :] = gb[i]
+
+    def accumulate(refs, g):
+        store(refs, jax.tree.map(lambda a, b: a + b, load(*refs), g))
+
     def rebuild(t):
-        """W before the reset at step t: the chunk's start plus the saved updates up to t-1."""
+        """W before the reset at step t: the chunk's start plus the saved updates up to t-1.
+
+        Only W, the carried gradient and one step's vectors are live: the chunk's start is
+        loaded by one branch of a cond, and the reset weights only at steps that reset."""
         c = t // chunk
-        prev = load(cy_ref, cq_ref, ck_ref, cb_ref, jnp.maximum(c - 1, 0))
-        first = load(iy_ref, iq_ref, ik_ref, ib_ref)
-        w = jax.tree.map(lambda a, b: jnp.where(c == 0, a, b), first, prev)
-        fresh = load(fy_ref, fq_ref, fk_ref, fb_ref)
+        start = lax.cond(c == 0, lambda: load(iy_ref, iq_ref, ik_ref, ib_ref),
+                         lambda: load(cy_ref, cq_ref, ck_ref, cb_ref, jnp.maximum(c - 1, 0)))
 
         def add_update(s, w):
-            w = where_rows(reset_ref[s, rows] > 0, fresh, w)
+            r = reset_ref[s, rows]
+            w = lax.cond(any_row(r),
+                         lambda w: where_rows(r > 0, load(fy_ref, fq_ref, fk_ref, fb_ref), w),
+                         lambda w: w, w)
             k = k_ref[s, rows, :]
             rates = [rates_ref[s, rows, i] for i in range(4)]
             wy, wq, wk, wb = w
@@ -77,20 +92,24 @@ def _srwm_bwd_kernel(x_ref, dy_ref, cy_ref, cq_ref, ck_ref, cb_ref,
                        for i in range(4))
             return wy, wq, wk, wb
 
-        return lax.fori_loop(c * chunk, t, add_update, w)
+        return lax.fori_loop(c * chunk, t, add_update, start)
 
-    def cross_reset(t, w, g, g_fresh):
+    def cross_reset(t, w, g):
+        """After step t: where it began with a reset, add the carried gradient to dF (kept in
+        the output, not in registers), restart it from zero and rebuild W_{t-1}."""
         r = reset_ref[t, rows]
 
         def at_reset(args):
-            w, g, g_fresh = args
+            w, g = args
             m = r > 0
-            g_fresh = jax.tree.map(lambda a, b: a + jnp.where(
-                m.reshape((-1,) + (1,) * (b.ndim - 1)), b, 0.0), g_fresh, g)
-            g = where_rows(m, jax.tree.map(jnp.zeros_like, g), g)
-            return where_rows(m, rebuild(t), w), g, g_fresh
+            accumulate((dfy_ref, dfq_ref, dfk_ref, dfb_ref), where_rows(
+                m, g, jax.tree.map(jnp.zeros_like, g)))
+            if block_seqs == 1:  # the only sequence resets: the old W and G are dead here
+                return rebuild(t), jax.tree.map(jnp.zeros_like, g)
+            return (where_rows(m, rebuild(t), w),
+                    where_rows(m, jax.tree.map(jnp.zeros_like, g), g))
 
-        return lax.cond(any_row(r), at_reset, lambda args: args, (w, g, g_fresh))
+        return lax.cond(any_row(r), at_reset, lambda args: args, (w, g))
 
     def load_checkpoint(c):
         return (cy_ref[c, rows, :, :], cq_ref[c, rows, :, :], ck_ref[c, rows, :, :],
@@ -100,7 +119,7 @@ def _srwm_bwd_kernel(x_ref, dy_ref, cy_ref, cq_ref, ck_ref, cb_ref,
              tuple(gb_ref[rows, i, :] for i in range(4)))
 
     def step(t, carry):
-        (wy, wq, wk, wb), (gy, gq, gk, gb), g_fresh = carry
+        (wy, wq, wk, wb), (gy, gq, gk, gb) = carry
         q = q_ref[t, rows, :]
         k = k_ref[t, rows, :]
         u_y, u_q, u_k = uy_ref[t, rows, :], uq_ref[t, rows, :], uk_ref[t, rows, :]
@@ -154,28 +173,18 @@ def _srwm_bwd_kernel(x_ref, dy_ref, cy_ref, cq_ref, ck_ref, cb_ref,
         dx_ref[t, rows, :] = dx.astype(dx_ref.dtype)
         w, g = (wy, wq, wk, wb), (gy, gq, gk, gb)
         if has_reset:
-            w, g, g_fresh = cross_reset(t, w, g, g_fresh)
-        return w, g, g_fresh
+            w, g = cross_reset(t, w, g)
+        return w, g
 
     def reload_checkpoint(c, carry):
         return (load_checkpoint(c),) + carry[1:]
 
-    g_fresh = jax.tree.map(jnp.zeros_like, grads) if has_reset else ()
-    _, grads, g_fresh = chunked_time_loop(
-        seq_len, chunk, step, (load_checkpoint(0), grads, g_fresh),
-        reverse=True, before_chunk=reload_checkpoint)
-
-    def store(refs, g):
-        gy, gq, gk, gb = g
-        refs[0][rows, :, :] = gy
-        refs[1][rows, :, :] = gq
-        refs[2][rows, :, :] = gk
-        for i in range(4):
-            refs[3][rows, i, :] = gb[i]
+    if has_reset:  # dF accumulates in its output at reset steps
+        store((dfy_ref, dfq_ref, dfk_ref, dfb_ref), jax.tree.map(jnp.zeros_like, grads))
+    _, grads = chunked_time_loop(seq_len, chunk, step, (load_checkpoint(0), grads),
+                                 reverse=True, before_chunk=reload_checkpoint)
 
     store((dwy_ref, dwq_ref, dwk_ref, dwb_ref), grads)
-    if has_reset:
-        store((dfy_ref, dfq_ref, dfk_ref, dfb_ref), g_fresh)
 
 
 def srwm_backward(x, dy, checkpoints, d_final, residuals, *, input_softmax, chunk,

@@ -32,16 +32,18 @@ class SRWMBlockConfig:
 
 
 def default_srwm_config(d: int, num_sequences: int) -> SRWMBlockConfig:
-    """Untuned defaults (no GPU was available when they were set; see kernels/README.md).
+    """Defaults set from H100 (sm_90a) compiles, not timings (kernels/README.md, occupancy).
 
     A program's state is BB * (3d^2 + 4d) floats (twice that in the backward, which
-    also carries dL/dW). Warps are chosen so that each thread holds ~50 state floats:
-    d=16 runs BB=2 sequences on one warp (two in the backward); larger heads get more
-    warps rather than more sequences. chunk = 4d keeps the checkpoints (3d^2+4d floats
-    per chunk) below the per-step residuals (5d+8 floats per step).
+    also carries dL/dW). d=16: one sequence on one warp, forward and backward (the backward
+    then fits 16 blocks per SM at 128 registers, one wave at the few-shot shape); larger
+    heads get more warps rather than more sequences, ~50 state floats per thread. All are
+    free of register spills, masked kernels included (tests/test_h100_compile.py).
+    chunk = 4d keeps the checkpoints (3d^2+4d floats per chunk) below the per-step
+    residuals (5d+8 floats per step).
     """
     if d <= 16:
-        block_seqs, warps, warps_bwd = 2, 1, 2
+        block_seqs, warps, warps_bwd = 1, 1, 1
     elif d <= 32:
         block_seqs, warps, warps_bwd = 1, 2, 4
     else:
