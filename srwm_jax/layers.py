@@ -466,7 +466,8 @@ class MemoryStack(nn.Module):
     sum_norm_eps: float = 0.0
     impl: Impl = "auto"
     state_gradient: str = "unroll"   # fast-weight kinds: "unroll" | "step" (module docstring)
-    dense_init: str = "flax"         # "flax" | "torch": every projection and FF block
+    dense_init: str = "flax"         # "flax" | "torch": every projection and FF block (and
+                                     # kind="lstm": torch.nn.LSTM's init and second bias)
 
     def _layers(self, **kw):
         """The memory layers; kw=dict(parent=None) builds detached copies (for initial_state)."""
@@ -490,7 +491,9 @@ class MemoryStack(nn.Module):
                                                  **fw, **kw),
             "fakesr": lambda i: FakeSRLayer(H, d, self.dropout, dense_init=self.dense_init,
                                             name=f"fakesr_{i}", **kw),
-            "lstm": lambda i: LSTMLayer(self.hidden, name=f"lstm_{i}", **kw),
+            # dense_init="torch": torch.nn.LSTM's parameterisation, as the original's LSTM baseline.
+            "lstm": lambda i: LSTMLayer(self.hidden, torch_init=self.dense_init == "torch",
+                                        name=f"lstm_{i}", **kw),
         }[self.kind]
         return [make(i) for i in range(self.num_layers)]
 

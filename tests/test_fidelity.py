@@ -262,3 +262,17 @@ def test_rl_config_reaches_memory_core():
     agent = make_agent(c)
     assert agent.memory["state_gradient"] == "step"
     assert agent.memory["dense_init"] == c.agent.dense_init
+
+
+def test_lstm_stack_torch_init_is_torch_lstm():
+    """dense_init="torch" on the LSTM kind: torch.nn.LSTM's two biases and U(+-1/sqrt(hidden))."""
+    from srwm_jax.layers import MemoryStack
+    n = 8
+    x = jnp.zeros((1, 3, 5))
+    params = MemoryStack("lstm", num_layers=1, hidden=n, dense_init="torch").init(
+        jax.random.key(0), x)["params"]["lstm_0"]
+    assert "b_h" in params
+    for w in jax.tree.leaves(params):
+        assert np.abs(np.asarray(w)).max() <= n ** -0.5
+    count = sum(np.size(w) for w in jax.tree.leaves(params))
+    assert count == 4 * n * (5 + n + 2)  # torch.nn.LSTM(5, 8): W_ih, W_hh, b_ih, b_hh
