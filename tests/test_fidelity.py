@@ -276,3 +276,39 @@ def test_lstm_stack_torch_init_is_torch_lstm():
         assert np.abs(np.asarray(w)).max() <= n ** -0.5
     count = sum(np.size(w) for w in jax.tree.leaves(params))
     assert count == 4 * n * (5 + n + 2)  # torch.nn.LSTM(5, 8): W_ih, W_hh, b_ih, b_hh
+
+
+def test_fewshot_torch_dense_init_and_paper_configs():
+    """config.dense_init="torch": every Dense of the sequence model within U(+-1/sqrt(fan_in)),
+    same parameter shapes as "flax"; the paper-table configs carry the original's settings."""
+    import ml_collections
+
+    from configs.fewshot import miniimagenet_srwm_5shot, omniglot_srwm
+    from configs.fewshot.omniglot_smoke import get_config
+    from fewshot.models import SequenceLearner
+
+    def params(dense_init):
+        c = get_config()
+        c.model, c.n_way, c.conv_channels, c.hidden_size, c.num_heads = "srwm", 5, 8, 16, 4
+        c.dense_init = dense_init
+        images, labels = jnp.zeros((1, 3, 28, 28, 1)), jnp.zeros((1, 3, 5))
+        return SequenceLearner(ml_collections.FrozenConfigDict(c)).init(
+            jax.random.key(0), images, labels, train=False)["params"]
+
+    torch_p, flax_p = params("torch"), params("flax")
+    assert jax.tree.map(np.shape, torch_p) == jax.tree.map(np.shape, flax_p)
+    checked = 0
+    for path, w in jax.tree.leaves_with_path(torch_p):
+        keys = [getattr(k, "key", "") for k in path]
+        if keys[0] == "Conv4_0" or keys[-1] not in ("kernel", "bias") or "LayerNorm" in keys[-2]:
+            continue
+        parent = torch_p
+        for k in keys[:-1]:
+            parent = parent[k]
+        fan_in = parent["kernel"].shape[0]
+        assert np.abs(np.asarray(w)).max() <= fan_in ** -0.5, keys
+        checked += 1
+    assert checked >= 8  # input_proj, 2 x (out_proj + 2 FF Dense with bias), classifier
+    for module in (omniglot_srwm, miniimagenet_srwm_5shot):
+        c = module.get_config()
+        assert (c.beta_init, c.dense_init) == (0.0, "torch")
