@@ -135,7 +135,7 @@ def _layer_grads(kind, mode, params, h, reset, cot):
 
     def loss(p, h):
         return jnp.sum(layer.apply({"params": p}, h, None, reset)[0] * cot)
-    return jax.grad(loss, argnums=(0, 1))(params, h)
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(params, h)
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
@@ -145,8 +145,8 @@ def test_step_gradients_equal_per_step_detached_float64_reference(kind):
     with jax.enable_x64(True):
         ref = LAYERS[kind][1]
         out64 = ref(to64(params), to64(h), reset)
-        r_params, r_h = jax.grad(lambda p, x: jnp.sum(ref(p, x, reset) * to64(cot)),
-                                 argnums=(0, 1))(to64(params), to64(h))
+        r_params, r_h = jax.jit(jax.grad(lambda p, x: jnp.sum(ref(p, x, reset) * to64(cot)),
+                                         argnums=(0, 1)))(to64(params), to64(h))
     out = LAYERS[kind][0]("step").apply({"params": params}, h, None, reset)[0]
     assert rel_err(out, out64) < TOL
     assert rel_err(g_h, r_h) < TOL
