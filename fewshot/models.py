@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from srwm_jax.layers import MemoryStack, ShortConv
+from srwm_jax.layers import MemoryStack, ShortConv, dense
 
 
 def max_pool_2x2(x):
@@ -91,7 +91,9 @@ class SequenceLearner(nn.Module):
     Linear(F + N -> D) -> num_layers x [memory layer -> feed-forward block] -> Linear(D -> N).
     For the LSTM baseline: LSTM(F + N -> D) -> Linear(D -> N), as the original.
     config.short_conv K > 0 adds a causal depthwise convolution over the last K steps before
-    the memory (not in the paper; see srwm_jax.layers.ShortConv).
+    the memory (not in the paper; see srwm_jax.layers.ShortConv). config.dense_init "torch"
+    initialises every Dense of the sequence model (input projection, memory stack, classifier)
+    as torch.nn.Linear, the original's; "flax" (the default) with Flax's Dense default.
     """
     config: object
 
@@ -105,18 +107,19 @@ class SequenceLearner(nn.Module):
         equals the plain sequence. All L images share one backbone call (one BatchNorm batch).
         """
         c = self.config
+        dense_init = c.get("dense_init", "flax")
         B, L = images.shape[:2]
         feats = build_backbone(c)(images.reshape((B * L,) + images.shape[2:]), train=train)
         x = jnp.concatenate([feats.reshape(B, L, -1), label_inputs.astype(feats.dtype)], axis=-1)
         if c.model == "lstm":
             stack = MemoryStack("lstm", num_layers=c.num_layers, hidden=c.hidden_size, name="lstm")
         else:
-            x = nn.Dense(c.hidden_size, name="input_proj")(x)
+            x = dense(c.hidden_size, x.shape[-1], dense_init, name="input_proj")(x)
             stack = MemoryStack(c.model, num_layers=c.num_layers, hidden=c.hidden_size,
                                 num_heads=c.num_heads, ff_dim=c.hidden_size * c.ff_factor,
                                 dropout=c.dropout, input_softmax=c.input_softmax,
                                 use_layer_norm=True, beta_init=c.beta_init,
-                                impl=c.impl, name="memory")
+                                impl=c.impl, dense_init=dense_init, name="memory")
         short_conv = (ShortConv(c.short_conv, c.short_conv_init_std, name="short_conv")
                       if c.short_conv else None)
 
@@ -132,13 +135,13 @@ class SequenceLearner(nn.Module):
         Q = parallel_queries
         if not Q:
             x, state = run(x, state)
-            return nn.Dense(c.n_way, name="classifier")(x), state
+            return dense(c.n_way, x.shape[-1], dense_init, name="classifier")(x), state
         if not 0 < Q < L:
             raise ValueError(f"parallel_queries={Q} must be in [1, {L - 1}] for a sequence of {L} steps.")
         _, state = run(x[:, : L - Q], state)
         queries = x[:, L - Q:].reshape(B * Q, 1, x.shape[-1])
         y, _ = run(queries, repeat_per_query(state, Q))
-        return nn.Dense(c.n_way, name="classifier")(y.reshape(B, Q, -1)), state
+        return dense(c.n_way, y.shape[-1], dense_init, name="classifier")(y.reshape(B, Q, -1)), state
 
 
 def repeat_per_query(state, num_queries):

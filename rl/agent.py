@@ -12,28 +12,17 @@ Every core has the same interface: `core(x [B, T, D], state, reset [B, T]) -> (y
 reset to fresh *before* step t is processed (torchbeast multiplies the state by (1 - done_t)).
 """
 
-import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from .envs import NUM_ACTIONS
-from srwm_jax.layers import MEMORY_KINDS, LSTMLayer, MemoryStack
+from srwm_jax.layers import MEMORY_KINDS, LSTMLayer, MemoryStack, torch_uniform
 
 # "ff" (no memory) plus every sequence layer of srwm_jax.layers ("lstm" and the fast-weight
 # memories); the memory kinds run inside MemoryCore.
 CORE_KINDS = ("ff",) + MEMORY_KINDS
-
-
-def _torch_uniform(fan_in: int):
-    """PyTorch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for W and b."""
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    return init
 
 
 class TorchDense(nn.Module):
@@ -43,8 +32,8 @@ class TorchDense(nn.Module):
     @nn.compact
     def __call__(self, x):
         fan_in = x.shape[-1]
-        return nn.Dense(self.features, kernel_init=_torch_uniform(fan_in),
-                        bias_init=_torch_uniform(fan_in))(x)
+        return nn.Dense(self.features, kernel_init=torch_uniform(fan_in),
+                        bias_init=torch_uniform(fan_in))(x)
 
 
 class TorchConv3x3(nn.Module):
@@ -54,8 +43,8 @@ class TorchConv3x3(nn.Module):
     @nn.compact
     def __call__(self, x):
         fan_in = 9 * x.shape[-1]
-        return nn.Conv(self.features, (3, 3), padding=1, kernel_init=_torch_uniform(fan_in),
-                       bias_init=_torch_uniform(fan_in))(x)
+        return nn.Conv(self.features, (3, 3), padding=1, kernel_init=torch_uniform(fan_in),
+                       bias_init=torch_uniform(fan_in))(x)
 
 
 class ImpalaStem(nn.Module):
@@ -109,12 +98,21 @@ class MemoryCore(nn.Module):
     # DeltaNet key/query normalisation (elu+1)(x) / (sum + eps): the original RL code adds 1e-5
     # (torchbeast/layer.py `elu_p1_sum_norm_eps`; the few-shot code adds nothing).
     sum_norm_eps: float = 1e-5
+    # "unroll": backpropagate through the fast-weight states of the whole unroll; "step": the
+    # original's per-step cut (its core is called once per step and returns detached states),
+    # see srwm_jax.layers.
+    state_gradient: str = "unroll"
+    # "torch": the memory stack's projections and FF blocks as torch.nn.Linear (the original's);
+    # "flax": Flax's Dense default.
+    dense_init: str = "flax"
 
     def _stack(self, **kwargs):
         return MemoryStack(kind=self.kind, num_layers=self.num_layers, hidden=self.hidden,
                            num_heads=self.num_heads, ff_dim=self.ff_dim, dropout=self.dropout,
                            input_softmax=True, use_layer_norm=self.use_layer_norm,
-                           beta_init=self.beta_init, sum_norm_eps=self.sum_norm_eps, **kwargs)
+                           beta_init=self.beta_init, sum_norm_eps=self.sum_norm_eps,
+                           state_gradient=self.state_gradient, dense_init=self.dense_init,
+                           **kwargs)
 
     def initial_state(self, batch_size: int):
         """Fresh MemoryStack state for `batch_size` sequences."""
@@ -132,7 +130,7 @@ class Agent(nn.Module):
     core_kind: str = "ff"
     lstm_hidden: int = 256
     memory: Any = None  # dict of MemoryCore fields (num_layers, hidden, num_heads, ff_dim, dropout,
-                        # sum_norm_eps)
+                        # sum_norm_eps, state_gradient, dense_init)
 
     def setup(self):
         if self.core_kind not in CORE_KINDS:
@@ -175,7 +173,9 @@ def make_agent(config) -> Agent:
     agent_cfg = config.agent
     memory = dict(num_layers=agent_cfg.num_layers, hidden=agent_cfg.hidden,
                   num_heads=agent_cfg.num_heads, ff_dim=agent_cfg.ff_dim,
-                  dropout=agent_cfg.dropout, sum_norm_eps=agent_cfg.sum_norm_eps)
+                  dropout=agent_cfg.dropout, sum_norm_eps=agent_cfg.sum_norm_eps,
+                  state_gradient=agent_cfg.get("state_gradient", "unroll"),
+                  dense_init=agent_cfg.get("dense_init", "flax"))
     return Agent(num_actions=config.num_actions, core_kind=agent_cfg.core,
                  lstm_hidden=agent_cfg.lstm_hidden, memory=memory)
 

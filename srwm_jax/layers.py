@@ -23,6 +23,21 @@ floating-point [B, T, D] array, each state leaf shaped as in `initial_state(B)`,
 [B, T] array. Layers are batch-major: a time-major [T, B] mask is refused, except when T == B,
 which no shape check can tell apart, so build masks batch-major (`reset.T` converts).
 
+Gradients across time (`state_gradient`, SRWM / DeltaNet / SR-DeltaNet layers and MemoryStack):
+"unroll" (default) backpropagates through the whole sequence of fast-weight states; "step"
+is the original RL code's behaviour (IDSIA/modern-srwm reinforcement_learning/torchbeast:
+the agent calls its core one step at a time, `SRlayer`/`SMFWPlayer` return detached states
+and the delta-rule autograd function gives the fast weights no gradient): every step reads
+the state left by the previous step as a constant (stop_gradient), so a step's output is
+differentiated only through that step's own computation. For the SRWM this means W_q, W_k
+and w_b get no gradient at all and W_y only each step's direct read. The forward values are
+the same in both modes.
+
+Dense initialisation (`dense_init`): "flax" (default) is Flax's Dense default (kernel
+normal with std 1/sqrt(fan_in), zero bias); "torch" is torch.nn.Linear's (kernel and bias
+from U(-1/sqrt(fan_in), 1/sqrt(fan_in))), the original code's. The SRWM slow weights and the
+Fake SR W_y keep the original's N(0, 1/d) in both modes (the original sets them explicitly).
+
 Introspection: when the flax collection "fast_weight_stats" is mutable in `apply`, the SRWM,
 DeltaNet and SR-DeltaNet layers sow per-step statistics of their fast weights there
 (`srwm_jax.introspect`); otherwise nothing extra is computed.
@@ -42,8 +57,58 @@ from srwm_jax.ops.delta_rule import delta_rule
 from srwm_jax.ops.srwm import SRWMWeights, srwm
 
 MEMORY_KINDS = ("srwm", "deltanet", "srdelta", "fakesr", "lstm")
+STATE_GRADIENTS = ("unroll", "step")
+DENSE_INITS = ("flax", "torch")
 
 
+def torch_uniform(fan_in: int):
+    """torch.nn.Linear / Conv2d default init of weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / fan_in ** 0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return init
+
+
+def dense(features, fan_in, dense_init, *, use_bias=True, name=None):
+    """nn.Dense initialised by `dense_init` ("flax" | "torch", see the module docstring).
+
+    Raises:
+      ValueError: unknown dense_init.
+    """
+    if dense_init == "flax":
+        return nn.Dense(features, use_bias=use_bias, name=name)
+    if dense_init == "torch":
+        init = torch_uniform(fan_in)
+        return nn.Dense(features, use_bias=use_bias, kernel_init=init, bias_init=init, name=name)
+    raise ValueError(f"dense_init={dense_init!r}: choose one of {DENSE_INITS}.")
+
+
+def _check_state_gradient(owner, state_gradient):
+    if state_gradient not in STATE_GRADIENTS:
+        raise ValueError(f"{owner}: state_gradient={state_gradient!r}; choose one of {STATE_GRADIENTS}.")
+
+
+def _per_step(run_one, state, xs, reset):
+    """Runs a recurrent op one step at a time with the state's gradient cut between steps.
+
+    The original RL code's behaviour (state_gradient="step"): its agent calls the core once per
+    step and every layer returns a detached state. run_one(state, xs_t, reset_t) ->
+    (new_state, ys_t) is the op on one step (xs_t leaves [B, 1, ...], reset_t None or [B, 1]);
+    xs: a pytree of [B, T, ...] arrays; reset None or bool [B, T]. Returns the stacked ys
+    ([B, T, ...] leaves) and the final state, both as the unrolled op would give them; the
+    state (incoming, between steps and returned) carries no gradient.
+    """
+    tm = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
+
+    def body(s, inputs):
+        xs_t, r_t = inputs
+        s, ys_t = run_one(lax.stop_gradient(s), jax.tree.map(lambda a: a[:, None], xs_t),
+                          None if r_t is None else r_t[:, None])
+        return s, jax.tree.map(lambda a: a[:, 0], ys_t)
+
+    state, ys = lax.scan(body, state, (jax.tree.map(tm, xs), None if reset is None else tm(reset)))
+    return jax.tree.map(tm, ys), lax.stop_gradient(state)
 
 
 def _normal(mean, std):
@@ -57,15 +122,17 @@ class FeedForward(nn.Module):
     ff_dim: int
     dropout: float = 0.0
     use_layer_norm: bool = True
+    dense_init: str = "flax"
 
     @nn.compact
     def __call__(self, x, *, deterministic=True):
         """x [..., D] -> [..., D]."""
         check_float("FeedForward: x", x)
+        D = x.shape[-1]
         out = nn.LayerNorm(epsilon=1e-5)(x) if self.use_layer_norm else x
-        out = nn.relu(nn.Dense(self.ff_dim)(out))
+        out = nn.relu(dense(self.ff_dim, D, self.dense_init, name="Dense_0")(out))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
-        out = nn.Dense(x.shape[-1])(out)
+        out = dense(D, self.ff_dim, self.dense_init, name="Dense_1")(out)
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return x + out
 
@@ -108,6 +175,24 @@ def _run_srwm(slow, x, state, reset, input_softmax, impl):
     return SRWMWeights(*(w - s[None] for w, s in zip(W_T, slow))), y
 
 
+def _run_srwm_mode(slow, x, state, reset, input_softmax, impl, state_gradient):
+    """`_run_srwm` through the whole unroll ("unroll") or with the gradient cut per step ("step")."""
+    if state_gradient == "unroll":
+        return _run_srwm(slow, x, state, reset, input_softmax, impl)
+    ys, new_state = _per_step(
+        lambda change, x_t, r_t: _run_srwm(slow, x_t, change, r_t, input_softmax, impl),
+        state, x, reset)
+    return new_state, ys
+
+
+def _run_delta_rule_mode(q, k, v, beta, S, reset, impl, state_gradient):
+    """`delta_rule` through the whole unroll ("unroll") or with the gradient cut per step ("step")."""
+    if state_gradient == "unroll":
+        return delta_rule(q, k, v, beta, S, reset=reset, impl=impl)
+    return _per_step(lambda s, qkvb, r_t: delta_rule(*qkvb, s, reset=r_t, impl=impl)[::-1],
+                     S, (q, k, v, beta), reset)
+
+
 class SRWMLayer(nn.Module):
     """Self-referential weight matrix layer (paper Sec. 3; original `SRWMlayer` / RL `SRlayer`).
 
@@ -122,6 +207,8 @@ class SRWMLayer(nn.Module):
     use_layer_norm: bool = True
     beta_init: float = -1.0
     impl: Impl = "auto"
+    state_gradient: str = "unroll"   # "unroll" | "step" (module docstring)
+    dense_init: str = "flax"         # "flax" | "torch" (module docstring)
     STATE_DOC: ClassVar[str] = ("SRWMWeights of the weight change: y, q, k [B, H, d, d], "
                                 "b [B, H, d, 4]; H heads, d head dim")
 
@@ -131,14 +218,15 @@ class SRWMLayer(nn.Module):
     @nn.compact
     def __call__(self, h, state=None, reset=None, *, deterministic=True):
         check_layer_inputs(self, h, state, reset, width=self.num_heads * self.head_dim)
+        _check_state_gradient("SRWMLayer", self.state_gradient)
         B, T, D = h.shape
         H, d = self.num_heads, self.head_dim
         slow = _SlowSRWM(H, d, d, self.beta_init, name="slow")()
         state = self.initial_state(B) if state is None else state
-        new_state, y = _run_srwm(slow, h.reshape(B, T, H, d), state, reset,
-                                 self.input_softmax, self.impl)
+        new_state, y = _run_srwm_mode(slow, h.reshape(B, T, H, d), state, reset,
+                                      self.input_softmax, self.impl, self.state_gradient)
         sow_srwm(self, h.reshape(B, T, H, d), slow, state, reset, self.input_softmax)
-        out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
+        out = dense(D, D, self.dense_init, use_bias=False, name="out_proj")(y.reshape(B, T, D))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         residual = nn.LayerNorm(epsilon=1e-5)(h) if self.use_layer_norm else h
         return residual + out, new_state
@@ -149,6 +237,7 @@ class FakeSRLayer(nn.Module):
     num_heads: int
     head_dim: int
     dropout: float = 0.0
+    dense_init: str = "flax"         # "flax" | "torch" (module docstring)
 
     STATE_DOC: ClassVar[str] = "() (stateless)"
 
@@ -162,7 +251,7 @@ class FakeSRLayer(nn.Module):
         H, d = self.num_heads, self.head_dim
         W_y = self.param("W_y", _normal(0.0, 1.0 / d ** 0.5), (H, d, d))
         y = jnp.einsum("bthi,hio->btho", h.reshape(B, T, H, d), W_y)
-        out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
+        out = dense(D, D, self.dense_init, use_bias=False, name="out_proj")(y.reshape(B, T, D))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return h + out, ()
 
@@ -185,6 +274,8 @@ class DeltaNetLayer(nn.Module):
     dropout: float = 0.0
     sum_norm_eps: float = 0.0
     impl: Impl = "auto"
+    state_gradient: str = "unroll"   # "unroll" | "step" (module docstring)
+    dense_init: str = "flax"         # "flax" | "torch" (module docstring)
     STATE_DOC: ClassVar[str] = "fast weights [B, H, d, d]; H heads, d head dim"
 
     def initial_state(self, batch_size):
@@ -194,18 +285,20 @@ class DeltaNetLayer(nn.Module):
     @nn.compact
     def __call__(self, x, state=None, reset=None, *, deterministic=True):
         check_layer_inputs(self, x, state, reset)
+        _check_state_gradient("DeltaNetLayer", self.state_gradient)
         B, T, D = x.shape
         H, d = self.num_heads, self.head_dim
-        qkvb = nn.Dense(H * (3 * d + 1), use_bias=False, name="slow_proj")(
+        qkvb = dense(H * (3 * d + 1), D, self.dense_init, use_bias=False, name="slow_proj")(
             nn.LayerNorm(epsilon=1e-5)(x)).reshape(B, T, H, 3 * d + 1)
         q, k, v, beta = _split_qkvb(qkvb, d)
         q = elu_p1_sum_norm(q, self.sum_norm_eps)
         k = elu_p1_sum_norm(k, self.sum_norm_eps)
         beta = jax.nn.sigmoid(beta)
         state = self.initial_state(B) if state is None else state
-        y, new_state = delta_rule(q, k, v, beta, state, reset=reset, impl=self.impl)
+        y, new_state = _run_delta_rule_mode(q, k, v, beta, state, reset, self.impl,
+                                            self.state_gradient)
         sow_delta_rule(self, q, k, v, beta, state, reset)
-        out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, H * d))
+        out = dense(D, H * d, self.dense_init, use_bias=False, name="out_proj")(y.reshape(B, T, H * d))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return x + out, new_state
 
@@ -224,6 +317,8 @@ class SRDeltaNetLayer(nn.Module):
     input_softmax: bool = True
     beta_init: float = 0.0
     impl: Impl = "auto"
+    state_gradient: str = "unroll"   # "unroll" | "step" (module docstring)
+    dense_init: str = "flax"         # "flax" | "torch" (module docstring)
     STATE_DOC: ClassVar[str] = ("(SRWMWeights of the weight change: y [B, H, d, 3d+1], q, k "
                                 "[B, H, d, d], b [B, H, d, 4]; fast weights [B, H, d, d]); "
                                 "H heads, d head dim")
@@ -236,17 +331,18 @@ class SRDeltaNetLayer(nn.Module):
     @nn.compact
     def __call__(self, h, state=None, reset=None, *, deterministic=True):
         check_layer_inputs(self, h, state, reset, width=self.num_heads * self.head_dim)
+        _check_state_gradient("SRDeltaNetLayer", self.state_gradient)
         B, T, D = h.shape
         H, d = self.num_heads, self.head_dim
         slow = _SlowSRWM(H, d, 3 * d + 1, self.beta_init, name="slow")()
         state = self.initial_state(B) if state is None else state
 
         change, S = state
-        change, qkvb = _run_srwm(slow, h.reshape(B, T, H, d), change, reset,
-                                 self.input_softmax, self.impl)
+        change, qkvb = _run_srwm_mode(slow, h.reshape(B, T, H, d), change, reset,
+                                      self.input_softmax, self.impl, self.state_gradient)
         q, k, v, beta = _split_qkvb(qkvb, d)
-        y, S = delta_rule(jax.nn.softmax(q, -1), jax.nn.softmax(k, -1), v,
-                          jax.nn.sigmoid(beta), S, reset=reset, impl=self.impl)
+        y, S = _run_delta_rule_mode(jax.nn.softmax(q, -1), jax.nn.softmax(k, -1), v,
+                                    jax.nn.sigmoid(beta), S, reset, self.impl, self.state_gradient)
         new_state = (change, S)
 
         def delta_inputs(qkvb):  # as in `run`, for the statistics (srwm_jax.introspect)
@@ -254,7 +350,7 @@ class SRDeltaNetLayer(nn.Module):
             return jax.nn.softmax(q, -1), jax.nn.softmax(k, -1), v, jax.nn.sigmoid(beta)
 
         sow_srdelta(self, h.reshape(B, T, H, d), slow, *state, reset, self.input_softmax, delta_inputs)
-        out = nn.Dense(D, use_bias=False, name="out_proj")(y.reshape(B, T, D))
+        out = dense(D, D, self.dense_init, use_bias=False, name="out_proj")(y.reshape(B, T, D))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return h + out, new_state
 
@@ -281,8 +377,7 @@ class LSTMLayer(nn.Module):
         B, T, _ = x.shape
         n = self.hidden
         if self.torch_init:
-            bound = n ** -0.5
-            init = lambda k, shape, dtype=jnp.float32: jax.random.uniform(k, shape, dtype, -bound, bound)  # noqa: E731
+            init = torch_uniform(n)
             gates_in = nn.Dense(4 * n, kernel_init=init, bias_init=init, name="input_proj")(x)
             W_h = self.param("W_h", init, (n, 4 * n))
             gates_in = gates_in + self.param("b_h", init, (4 * n,))
@@ -370,6 +465,9 @@ class MemoryStack(nn.Module):
     beta_init: float = -1.0
     sum_norm_eps: float = 0.0
     impl: Impl = "auto"
+    state_gradient: str = "unroll"   # fast-weight kinds: "unroll" | "step" (module docstring)
+    dense_init: str = "flax"         # "flax" | "torch": every projection and FF block (and
+                                     # kind="lstm": torch.nn.LSTM's init and second bias)
 
     def _layers(self, **kw):
         """The memory layers; kw=dict(parent=None) builds detached copies (for initial_state)."""
@@ -377,16 +475,25 @@ class MemoryStack(nn.Module):
             raise ValueError(f"MemoryStack: unknown kind {self.kind!r}; choose one of {MEMORY_KINDS}.")
         if self.kind != "lstm" and self.hidden % self.num_heads:
             raise ValueError(f"MemoryStack: hidden={self.hidden} is not divisible by num_heads={self.num_heads}.")
+        if self.kind == "lstm" and self.state_gradient != "unroll":
+            raise ValueError(f"MemoryStack: state_gradient={self.state_gradient!r} applies to the "
+                             "fast-weight kinds only; use 'unroll' with kind='lstm'.")
+        _check_state_gradient("MemoryStack", self.state_gradient)
         H, d = self.num_heads, self.hidden // self.num_heads
+        fw = dict(state_gradient=self.state_gradient, dense_init=self.dense_init)
         make: dict[str, Any] = {
             "srwm": lambda i: SRWMLayer(H, d, self.dropout, self.input_softmax, self.use_layer_norm,
-                                        self.beta_init, self.impl, name=f"srwm_{i}", **kw),
+                                        self.beta_init, self.impl, name=f"srwm_{i}", **fw, **kw),
             "deltanet": lambda i: DeltaNetLayer(H, d, self.dropout, self.sum_norm_eps, self.impl,
-                                                name=f"deltanet_{i}", **kw),
+                                                name=f"deltanet_{i}", **fw, **kw),
             "srdelta": lambda i: SRDeltaNetLayer(H, d, self.dropout, self.input_softmax,
-                                                 self.beta_init, self.impl, name=f"srdelta_{i}", **kw),
-            "fakesr": lambda i: FakeSRLayer(H, d, self.dropout, name=f"fakesr_{i}", **kw),
-            "lstm": lambda i: LSTMLayer(self.hidden, name=f"lstm_{i}", **kw),
+                                                 self.beta_init, self.impl, name=f"srdelta_{i}",
+                                                 **fw, **kw),
+            "fakesr": lambda i: FakeSRLayer(H, d, self.dropout, dense_init=self.dense_init,
+                                            name=f"fakesr_{i}", **kw),
+            # dense_init="torch": torch.nn.LSTM's parameterisation, as the original's LSTM baseline.
+            "lstm": lambda i: LSTMLayer(self.hidden, torch_init=self.dense_init == "torch",
+                                        name=f"lstm_{i}", **kw),
         }[self.kind]
         return [make(i) for i in range(self.num_layers)]
 
@@ -409,5 +516,6 @@ class MemoryStack(nn.Module):
             x, s = layer(x, s, reset, deterministic=deterministic)
             new_state.append(s)
             if self.kind != "lstm":
-                x = FeedForward(self.ff_dim, self.dropout, name=f"ff_{i}")(x, deterministic=deterministic)
+                x = FeedForward(self.ff_dim, self.dropout, dense_init=self.dense_init,
+                                name=f"ff_{i}")(x, deterministic=deterministic)
         return x, tuple(new_state)

@@ -47,11 +47,16 @@ def get_config():
     c.ff_factor = 4                 # feed-forward width = hidden_size * ff_factor
     c.dropout = 0.0
     c.input_softmax = False
-    c.beta_init = -1.0
+    c.beta_init = -1.0              # mean of the SRWM's initial w_b (sigmoid(-1) = 0.27: small
+                                    # first updates); the original code uses 0.0, and so do the
+                                    # paper-table configs (original_code_settings below)
     c.short_conv = 0                # K > 0: causal depthwise conv over the last K steps before the
                                     # memory (not in the paper; srwm_jax.layers.ShortConv)
     c.short_conv_init_std = 0.0     # std of its initial taps on past steps (0: starts as identity)
     c.impl = "auto"                 # fast-weight implementation: auto | scan | pallas
+    c.dense_init = "flax"           # Dense layers of the sequence model: flax (normal, std
+                                    # 1/sqrt(fan_in), zero bias) | torch (nn.Linear: weight and
+                                    # bias U(+-1/sqrt(fan_in)), the original's)
     # Initialisation
     c.init_from = ""                # workdir of a run to copy matching weights from at step 0
                                     # (fewshot/warm_start.py); "" = fresh initialisation
@@ -81,4 +86,17 @@ def get_config():
     c.checkpoint_every_steps = 2000  # steps between periodic checkpoints
     c.keep_checkpoints = 2
     c.eval_seed = 1234              # seed of the fixed validation / test episodes
+    return c
+
+
+def original_code_settings(c):
+    """Sets the fields whose default here differs from the original code to the original's
+    values; used by the configs that reproduce a paper table. Returns c."""
+    # The original few-shot scripts (sync, delayed-label, bootstrapping) and its ConvSRWMModel
+    # draw w_b around 0.0 and no released script overrides it; -1.0 here is an untested choice
+    # (no measurement shows a reason to differ), so the reproductions use the original's value.
+    c.beta_init = 0.0
+    # torch.nn.Linear's init, as every projection of the original (Flax's default starts the
+    # kernels about 1.7x larger in std).
+    c.dense_init = "torch"
     return c

@@ -2,9 +2,9 @@
 
 python -m fewshot.train --config configs/fewshot/omniglot_srwm.py --workdir runs/omniglot_srwm
 """
-from configs.fewshot.default import get_config as _default
+from configs.fewshot.default import get_config as _default, original_code_settings
 
 
 def get_config():
     """-> the ml_collections.ConfigDict described in the module docstring."""
-    return _default()
+    return original_code_settings(_default())  # beta_init 0.0, torch dense init

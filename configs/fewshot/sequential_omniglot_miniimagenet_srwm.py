@@ -11,12 +11,12 @@ DeltaNet: --config.model=deltanet.
 The original used batch 32 (= 16 sequences) with 2-step gradient accumulation and 1M steps; here
 batch_size counts sequences and there is no accumulation (32 sequences per step).
 """
-from configs.fewshot.default import get_config as _default
+from configs.fewshot.default import get_config as _default, original_code_settings
 
 
 def get_config():
     """-> the ml_collections.ConfigDict described in the module docstring."""
-    c = _default()
+    c = original_code_settings(_default())  # beta_init 0.0, torch dense init
     c.task = "sequential"
     c.dataset = "omniglot"
     c.second_dataset = "miniimagenet"

@@ -3,11 +3,11 @@
 Each row has its own small config file (its docstring holds the launch command) that calls
 `miniimagenet(model, k_shot)` or `fc100(model)`.
 """
-from configs.fewshot.default import get_config as _default
+from configs.fewshot.default import get_config as _default, original_code_settings
 
 
 def _common(model):
-    c = _default()
+    c = original_code_settings(_default())  # beta_init 0.0, torch dense init (see default.py)
     c.model = model
     c.rotations = "none"
     c.conv_channels = 32

@@ -46,6 +46,15 @@ def get_config():
     c.agent.dropout = 0.0
     c.agent.sum_norm_eps = 1e-5       # deltanet: q, k = (elu+1)(x) / (sum + eps); 1e-5 as the
                                       # original RL code (torchbeast/layer.py elu_p1_sum_norm_eps)
+    c.agent.state_gradient = "unroll"  # fast-weight kinds: "unroll" backpropagates through the
+                                      # fast-weight states of the whole unroll; "step" cuts the
+                                      # gradient at every step as the original (its core runs one
+                                      # step per call and returns detached states), so the SRWM's
+                                      # W_q, W_k, w_b learn nothing. Default "unroll" until the
+                                      # side-by-side check in benchmarks/RESULTS.md ("to measure")
+    c.agent.dense_init = "torch"      # memory stack projections + FF blocks: "torch" = nn.Linear's
+                                      # U(+-1/sqrt(fan_in)) weight and bias, as the original (the
+                                      # stem, LSTM and heads are torch-initialised already); "flax"
 
     # --- IMPALA / V-trace (torchbeast_procgen README + polybeast_learner defaults) ---
     c.total_steps = 300_000_000       # env steps over all games (also the LR-decay horizon)
