@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels._common import (any_row, chunked_time_loop, dot_last, mat_vec, outer, vec_mat,
+from .._common import (any_row, chunked_time_loop, dot_last, mat_vec, outer, vec_mat,
                              where_rows)
 
 

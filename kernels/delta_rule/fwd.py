@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels._common import any_row, chunked_time_loop, outer, vec_mat, where_rows
+from .._common import any_row, chunked_time_loop, outer, vec_mat, where_rows
 
 
 def _delta_fwd_kernel(q_ref, k_ref, v_ref, beta_ref, s0_ref, *refs,

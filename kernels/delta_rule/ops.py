@@ -10,9 +10,9 @@ import functools
 
 import jax.numpy as jnp
 
-from kernels import _autodiff, _common
-from kernels.delta_rule.bwd import delta_rule_backward
-from kernels.delta_rule.fwd import delta_rule_forward
+from .. import _autodiff, _common
+from .bwd import delta_rule_backward
+from .fwd import delta_rule_forward
 
 MAX_HEAD_DIM = 128
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels._common import (any_row, chunked_time_loop, dot_last, outer, sigmoid,
+from .._common import (any_row, chunked_time_loop, dot_last, outer, sigmoid,
                              softmax_last, vec_mat, where_rows)
 
 

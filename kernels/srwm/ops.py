@@ -10,9 +10,9 @@ import functools
 
 import jax.numpy as jnp
 
-from kernels import _autodiff, _common
-from kernels.srwm.bwd import srwm_backward
-from kernels.srwm.fwd import srwm_forward
+from .. import _autodiff, _common
+from .bwd import srwm_backward
+from .fwd import srwm_forward
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64)
 
