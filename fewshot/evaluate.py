@@ -4,12 +4,12 @@ Sync and bootstrap runs (delayed-label runs: fewshot.evaluate_sequential). Write
 DIR/eval_<split>.json and prints a Markdown row in the format of the paper's Table 1; the
 protocol is fewshot.evaluation.evaluate's.
 """
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from .data import DatasetError
 from .evaluation import evaluate
+from srwm_jax.training.cli import errors_exit_2, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
@@ -26,17 +26,12 @@ def main(argv):
     """Parses the flags and runs fewshot.evaluation.evaluate.
 
     Bad input exits with status 2 and one error line."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    start_cli(argv)
     if FLAGS.workdir is None:
         raise app.UsageError("--workdir is required.")
-    try:
+    with errors_exit_2(DatasetError, FileNotFoundError, RuntimeError, ValueError):
         r = evaluate(FLAGS.workdir, FLAGS.split, FLAGS.num_sets, FLAGS.episodes_per_set,
                      FLAGS.checkpoint, FLAGS.seed, defaults=load_config_file(_DEFAULTS.value))
-    except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print(f"{r['split']} accuracy over {r['num_sets']} x {r['episodes_per_set']} episodes "
           f"({r['checkpoint']} checkpoint, step {r['step']}): {100 * r['accuracy']:.2f}% "
           f"± {100 * r['ci95']:.2f} (95% Student-t CI over the sets: t_0.975,n-1 * s / sqrt(n))")

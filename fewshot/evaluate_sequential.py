@@ -8,12 +8,12 @@ curves.csv (accuracy per step and order for every run) and accuracy_curve.png (a
 plot, task switch marked); the protocol is fewshot.evaluation.evaluate_sequential's.
 """
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from .data import DatasetError
 from .evaluation import evaluate_sequential, markdown_tables, write_outputs
+from srwm_jax.training.cli import errors_exit_2, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
@@ -34,20 +34,15 @@ def main(argv):
     """Parses the flags and runs fewshot.evaluation.evaluate_sequential.
 
     Bad input exits with status 2 and one error line."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    start_cli(argv)
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required.")
     labels = FLAGS.label or []
-    try:
+    with errors_exit_2(DatasetError, FileNotFoundError, RuntimeError, ValueError):
         defaults = load_config_file(_DEFAULTS.value)
         results = [evaluate_sequential(w, FLAGS.split, FLAGS.num_sequences, FLAGS.checkpoint,
                                        FLAGS.seed, FLAGS.batch_size, FLAGS.data_dir, defaults)
                    for w in FLAGS.workdir]
-    except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     labels = labels + [r["model"] for r in results[len(labels):]]
     out = write_outputs(results, labels, FLAGS.out or os.path.join(FLAGS.workdir[0], "eval_sequential"))
     for r, label in zip(results, labels):

@@ -7,12 +7,12 @@ Repeat --workdir to compare runs on the same episodes. Writes per-run CSVs and f
 comparison figure and summary.json into --out (default: <first workdir>/inspect/) and prints the
 summary; the outputs and the episodes are fewshot.inspection.inspect's.
 """
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from .data import DatasetError
 from .inspection import inspect
+from srwm_jax.training.cli import errors_exit_2, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
@@ -45,17 +45,12 @@ def main(argv):
     """Parses the flags and runs fewshot.inspection.inspect.
 
     Bad input exits with status 2 and one error line."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    start_cli(argv)
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required.")
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
-    try:
+    with errors_exit_2(DatasetError, FileNotFoundError, RuntimeError, ValueError):
         summary = inspect(FLAGS.workdir, FLAGS.out, FLAGS.episodes, FLAGS.layer, FLAGS.head,
                           FLAGS.checkpoint, FLAGS.seed, defaults=load_config_file(_DEFAULTS.value))
-    except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)  # InspectError is a ValueError
-        sys.exit(2)
     print_summary(summary)
 
 

@@ -6,12 +6,13 @@ Intentionally kept short: the run itself is fewshot.trainer.train_and_evaluate.
 """
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from .data import DatasetError
 from .trainer import ConfigError, configure_cpu_devices, train_and_evaluate
 from .warm_start import WarmStartError
+from srwm_jax.training.cli import errors_exit_2, start_cli
 from srwm_jax.training.run_config import check_config_overrides
 
 FLAGS = flags.FLAGS
@@ -26,15 +27,10 @@ def main(argv):
     """Parses the flags and runs fewshot.trainer.train_and_evaluate.
 
     Bad input exits with status 2 and one error line."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    start_cli(argv)
     configure_cpu_devices(FLAGS.config)
-    try:
+    with errors_exit_2(DatasetError, ConfigError, WarmStartError):
         train_and_evaluate(FLAGS.config, FLAGS.workdir, resume=FLAGS.resume)
-    except (DatasetError, ConfigError, WarmStartError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@
 Appends the rows to DIR/eval.csv; the protocol is rl.evaluation.evaluate's.
 """
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from .agent import make_agent
 from .evaluation import append_eval_csv, evaluate, format_eval, load_for_eval
+from srwm_jax.training.cli import errors_exit_2, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
@@ -26,14 +26,9 @@ def main(argv):
     """Parses the flags and runs rl.evaluation.evaluate.
 
     Bad input exits with status 2 and one error line."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
-    try:
+    start_cli(argv)
+    with errors_exit_2(FileNotFoundError, RuntimeError):
         config, params, step = load_for_eval(FLAGS.workdir, load_config_file(_DEFAULTS.value))
-    except (FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     rows = evaluate(make_agent(config), params, config, episodes=FLAGS.episodes,
                     greedy=not FLAGS.sampled)
     print(f"step {step}\n" + format_eval(rows))

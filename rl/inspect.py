@@ -8,11 +8,11 @@ and writes stats.csv, episode.png and summary.json into --out (default
 <workdir>/inspect_<game>/); see rl.inspection.inspect. --env fake plays rl.fake_env.FakeEnv
 (no ProcGen; tests and smoke checks).
 """
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from .inspection import InspectError, inspect
+from srwm_jax.training.cli import errors_exit_2, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
@@ -33,15 +33,10 @@ def main(argv):
     """Parses the flags and runs rl.inspection.inspect.
 
     Bad input exits with status 2 and one error line."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
-    try:
+    start_cli(argv)
+    with errors_exit_2(InspectError, FileNotFoundError, RuntimeError):
         s = inspect(FLAGS.workdir, FLAGS.game, FLAGS.out, FLAGS.episodes, FLAGS.env, FLAGS.level,
                     FLAGS.greedy, FLAGS.max_steps, FLAGS.seed, defaults=load_config_file(_DEFAULTS.value))
-    except (InspectError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print(f"{s['game']}: {s['steps']} steps, episode returns {s['episode_returns']}, replay logits "
           f"within {s['replay_max_logit_diff']:.2g} of the acting ones\nwrote:\n  " + "\n  ".join(s["files"]))
 
