@@ -311,6 +311,9 @@ def _outputs_and_grads(loss_of_outputs, fn, args):
     return _jit(grad_fn)(*args)[::-1]
 
 
+# Tiny shapes: compile time dominates, and skipping XLA's expensive CPU passes cuts it.
+
+
 def _state_loss(proj):
     return lambda out: jnp.sum(jnp.sin(out[0] * proj)) + sum(
         jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(out[1]))
