@@ -4,8 +4,6 @@ Tolerances: the implementation computes in float32 and the references in float64
 and gradients are compared with a relative L2 error; 1e-5 covers float32 rounding over the
 short sequences here, and the issue's bound (1e-3) is checked at T=4096.
 """
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,12 +13,6 @@ from reference_loops import random_reset, rel_err, run_split_at_resets, to64
 import srwm_jax
 from srwm_jax import SRWMWeights
 from srwm_jax.reference import delta_rule_reference, srwm_reference
-
-
-# Small programs (the float64 references unroll their loops): compile time dominates, and
-# skipping XLA's expensive CPU passes cuts it. _jit is jax.jit with those options.
-_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-_jit = functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
 
 
 def make_srwm_inputs(B, T, H, d, seed=0, dy=None, dtype=jnp.float32):
@@ -53,14 +45,14 @@ def test_srwm_matches_float64_loop(B, T, H, d, input_softmax):
     x, W = make_srwm_inputs(B, T, H, d)
     proj = jax.random.normal(jax.random.key(9), (B, T, H, d))
     y, W_T = srwm_jax.srwm(x, W, input_softmax=input_softmax, impl="scan")
-    grads = _jit(jax.grad(lambda x, W: srwm_loss(
+    grads = jax.grad(lambda x, W: srwm_loss(
         lambda a, b: srwm_jax.srwm(a, b, input_softmax=input_softmax, impl="scan"), x, W, proj),
-        argnums=(0, 1)))(x, W)
+        argnums=(0, 1))(x, W)
     with jax.enable_x64(True):
         ref = lambda a, b: srwm_reference(a, b, input_softmax=input_softmax)  # noqa: E731
         x64, W64, p64 = to64((x, tuple(W), proj))
         y_ref, W_ref = ref(x64, W64)
-        g_ref = _jit(jax.grad(lambda a, b: srwm_loss(ref, a, b, p64), argnums=(0, 1)))(x64, W64)
+        g_ref = jax.jit(jax.grad(lambda a, b: srwm_loss(ref, a, b, p64), argnums=(0, 1)))(x64, W64)
         y_ref, W_ref, g_ref = (np.asarray(y_ref), [np.asarray(w) for w in W_ref],
                                jax.tree.map(np.asarray, g_ref))
     assert rel_err(y, y_ref) < 1e-5
@@ -92,13 +84,13 @@ def test_delta_rule_matches_float64_loop(B, T, H, dk, dv):
         return jnp.sum(y * proj.astype(y.dtype)) + jnp.sum(jnp.sin(S))
 
     y, S_T = srwm_jax.delta_rule(*inputs, impl="scan")
-    grads = _jit(jax.grad(lambda *a: loss(lambda *b: srwm_jax.delta_rule(*b, impl="scan"), *a),
-                          argnums=tuple(range(5))))(*inputs)
+    grads = jax.grad(lambda *a: loss(lambda *b: srwm_jax.delta_rule(*b, impl="scan"), *a),
+                     argnums=tuple(range(5)))(*inputs)
     with jax.enable_x64(True):
         in64 = to64(inputs)
         ref = delta_rule_reference
         y_ref, S_ref = ref(*in64)
-        g_ref = _jit(jax.grad(lambda *a: loss(ref, *a), argnums=tuple(range(5))))(*in64)
+        g_ref = jax.jit(jax.grad(lambda *a: loss(ref, *a), argnums=tuple(range(5))))(*in64)
         y_ref, S_ref, g_ref = np.asarray(y_ref), np.asarray(S_ref), jax.tree.map(np.asarray, g_ref)
     assert rel_err(y, y_ref) < 1e-5 and rel_err(S_T, S_ref) < 1e-5
     for name, g, g64 in zip("q k v beta S0".split(), grads, g_ref):
@@ -137,11 +129,11 @@ def test_srwm_gradients_exact_at_T4096():
     x, W = make_srwm_inputs(B, T, H, d, seed=7)
     proj = jax.random.normal(jax.random.key(8), (B, T, H, d))
     loss = lambda fn: (lambda a, b: srwm_loss(fn, a, b, proj))  # noqa: E731
-    ours = _jit(jax.grad(loss(lambda a, b: srwm_jax.srwm(a, b, input_softmax=False)), argnums=(0, 1)))
+    ours = jax.jit(jax.grad(loss(lambda a, b: srwm_jax.srwm(a, b, input_softmax=False)), argnums=(0, 1)))
     g = ours(x, W)
     with jax.enable_x64(True):
         p64 = to64(proj)
-        ref = _jit(jax.grad(lambda a, b: srwm_loss(lambda u, v: srwm_reference(u, v), a, b, p64),
+        ref = jax.jit(jax.grad(lambda a, b: srwm_loss(lambda u, v: srwm_reference(u, v), a, b, p64),
                                argnums=(0, 1)))
         g_ref = jax.tree.map(np.asarray, ref(*to64((x, tuple(W)))))
     assert rel_err(g[0], g_ref[0]) < 1e-3
@@ -152,11 +144,10 @@ def test_srwm_gradients_exact_at_T4096():
 def test_delta_rule_gradients_exact_at_T4096():
     inputs = make_delta_inputs(1, 4096, 2, 16, 16, seed=3)
     f = lambda fn: (lambda *a: jnp.sum(jnp.cos(fn(*a)[0])) + jnp.sum(fn(*a)[1]))  # noqa: E731
-    g = _jit(jax.grad(f(srwm_jax.delta_rule), argnums=tuple(range(5))))(*inputs)
+    g = jax.jit(jax.grad(f(srwm_jax.delta_rule), argnums=tuple(range(5))))(*inputs)
 
     with jax.enable_x64(True):
-        ref = _jit(jax.grad(f(delta_rule_reference), argnums=tuple(range(5))))
-        g_ref = jax.tree.map(np.asarray, ref(*to64(inputs)))
+        g_ref = jax.tree.map(np.asarray, jax.jit(jax.grad(f(delta_rule_reference), argnums=tuple(range(5))))(*to64(inputs)))
     for name, a, b in zip("q k v beta S0".split(), g, g_ref):
         assert rel_err(a, b) < 1e-3, name
 
@@ -308,7 +299,11 @@ def _outputs_and_grads(loss_of_outputs, fn, args):
         out = fn(*a)
         return loss_of_outputs(out), out
     grad_fn = jax.grad(f, argnums=tuple(range(len(args))), has_aux=True)
-    return _jit(grad_fn)(*args)[::-1]
+    return jax.jit(grad_fn, compiler_options=_FAST_COMPILE)(*args)[::-1]
+
+
+# Tiny shapes: compile time dominates, and skipping XLA's expensive CPU passes cuts it.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def _state_loss(proj):

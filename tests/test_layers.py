@@ -1,6 +1,4 @@
 """Flax layers: shapes, carried state, reset masks, and that every memory kind trains."""
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,8 +9,6 @@ import pytest
 from srwm_jax.layers import MEMORY_KINDS, MemoryStack, ShortConv
 
 B, T, D = 3, 8, 16
-# Tiny programs: compile time dominates, and skipping XLA's expensive CPU passes cuts it.
-_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def make(kind, **kw):
@@ -30,14 +26,13 @@ def test_shapes_carry_and_reset(kind, inputs):
     stack = make(kind)
     params = stack.init(jax.random.key(1), inputs)
     fresh = stack.initial_state(B)
-    apply = jax.jit(stack.apply, compiler_options=_FAST_COMPILE)
-    y, state = apply(params, inputs, fresh)
+    y, state = stack.apply(params, inputs, fresh)
     assert y.shape == (B, T, D)
     assert jax.tree.structure(state) == jax.tree.structure(fresh)
 
     # Carrying the state over two calls equals one call over the whole sequence.
-    y1, s1 = apply(params, inputs[:, :3], fresh)
-    y2, s2 = apply(params, inputs[:, 3:], s1)
+    y1, s1 = stack.apply(params, inputs[:, :3], fresh)
+    y2, s2 = stack.apply(params, inputs[:, 3:], s1)
     np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), y, rtol=2e-5, atol=2e-5)
     for a, b in zip(jax.tree.leaves(s2), jax.tree.leaves(state)):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
@@ -45,8 +40,8 @@ def test_shapes_carry_and_reset(kind, inputs):
     # A reset at step 5 of sequence 1 equals starting that sequence fresh at step 5;
     # the other sequences are untouched.
     reset = jnp.zeros((B, T), bool).at[1, 5].set(True)
-    y_r, _ = apply(params, inputs, fresh, reset)
-    y_fresh, _ = apply(params, inputs[:, 5:], fresh)
+    y_r, _ = stack.apply(params, inputs, fresh, reset)
+    y_fresh, _ = stack.apply(params, inputs[:, 5:], fresh)
     np.testing.assert_allclose(y_r[1, 5:], y_fresh[1], rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(y_r[0], y[0], rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(y_r[1, :5], y[1, :5], rtol=2e-5, atol=2e-5)
@@ -83,7 +78,7 @@ def test_memory_kinds_learn_copy_task(kind):
         logits = model.apply(params, x)[:, length:]
         return optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
 
-    @functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
+    @jax.jit
     def step(params, opt_state, key):
         x, target = copy_task_batch(key)
         loss, g = jax.value_and_grad(loss_fn)(params, x, target)
@@ -174,7 +169,7 @@ def test_reset_in_one_call_equals_old_per_step_path(kind, inputs):
         def f(params, x, state):
             y, s = fn(params, x, state)
             return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(s)), (y, s)
-        return jax.jit(jax.grad(f, argnums=(0, 1, 2), has_aux=True), compiler_options=_FAST_COMPILE)
+        return jax.jit(jax.grad(f, argnums=(0, 1, 2), has_aux=True))
 
     one = loss(lambda p, x, s: stack.apply(p, x, s, reset))
     ref = loss(lambda p, x, s: _per_step_reference(stack, p, x, s, reset))
