@@ -76,7 +76,12 @@ def test_missing_own_kernels_is_a_clear_error(tmp_path, foreign):
     if foreign:
         (tmp_path / "kernels").mkdir()
         (tmp_path / "kernels" / "__init__.py").write_text("def get_kernel(): pass\n")
+    # An editable install of this checkout maps srwm_jax.kernels to its kernels/ folder; drop
+    # that finder so the copied srwm_jax really has no kernels of its own.
     script = (
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path\n"
+        "                    if not getattr(f, '__module__', '').startswith('__editable__')]\n"
         "import jax.numpy as jnp, srwm_jax\n"
         "from srwm_jax.own_kernels import KernelsUnavailable\n"
         "a = (jnp.ones((1, 4, 1, 8)),) * 3 + (jnp.ones((1, 4, 1)), jnp.zeros((1, 1, 8, 8)))\n"
