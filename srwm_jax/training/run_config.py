@@ -89,12 +89,15 @@ def load_config(workdir: str, defaults: ml_collections.ConfigDict | None = None,
     return merge(defaults, data)
 
 
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-    """`get_config()` of the Python config file at `path` (a `configs/**/*.py` file).
+def load_config_file(path: str | None) -> ml_collections.ConfigDict | None:
+    """`get_config()` of the Python config file at `path` (a `configs/**/*.py` file); None for
+    None (no defaults file: an installed copy run outside a checkout has no configs/ folder).
 
     Raises:
       FileNotFoundError: no such file.
     """
+    if path is None:
+        return None
     if not os.path.exists(path):
         raise FileNotFoundError(f"config file {path} not found")
     spec = importlib.util.spec_from_file_location("_run_config_file", path)
@@ -106,10 +109,13 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 def define_defaults_flag(area: str):
     """Defines the `--defaults` flag of an evaluation CLI: the config file whose fields fill
     those an older run's config.json lacks (default: configs/<area>/default.py of the checkout).
-    Returns its absl FlagHolder; pass `load_config_file(holder.value)` as `defaults`."""
+    Returns its absl FlagHolder; pass `load_config_file(holder.value)` as `defaults`. Outside a
+    checkout (an installed copy) the default is None: a run's own config.json is then used as
+    it is, which is complete for runs written by the current trainers."""
     from absl import flags  # noqa: PLC0415 - only CLIs need absl
 
-    return flags.DEFINE_string("defaults", os.path.join(CONFIGS_DIR, area, "default.py"),
+    path = os.path.join(CONFIGS_DIR, area, "default.py")
+    return flags.DEFINE_string("defaults", path if os.path.exists(path) else None,
                                "Config file whose fields fill those an older run's config.json lacks.")
 
 
