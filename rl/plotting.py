@@ -6,7 +6,10 @@ import math
 import os
 from collections import defaultdict
 
-from absl import app
+from absl import app, flags
+
+_COMPARE = flags.DEFINE_string("compare", None, "Write one PNG overlaying the training curves of all "
+                               "WORKDIRs to this path.")
 
 
 def _read_csv(path):
@@ -71,10 +74,60 @@ def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
     return out_path
 
 
+def plot_comparison(workdirs, out_path: str) -> str:
+    """Overlays the training curves (train_returns.csv running means) of several runs, one panel
+    per game, one line per run labelled by its directory name (runs with different switches
+    side by side, e.g. agent.state_gradient "unroll" vs "step").
+
+    Returns:
+      `out_path`, the PNG written.
+    Raises:
+      ValueError: a workdir has no train_returns.csv rows.
+    """
+    import matplotlib  # noqa: PLC0415 - a heavy import only plots need
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    curves = {}
+    for workdir in workdirs:
+        per_game = defaultdict(list)
+        for row in _read_csv(os.path.join(workdir, "train_returns.csv")):
+            if row["mean_return"] not in ("nan", ""):
+                per_game[row["game"]].append((int(row["step"]), float(row["mean_return"])))
+        if not per_game:
+            raise ValueError(f"no training returns in {workdir}/train_returns.csv")
+        curves[os.path.basename(os.path.normpath(workdir))] = per_game
+    games = sorted({g for per_game in curves.values() for g in per_game})
+    cols = min(3, len(games))
+    rows = math.ceil(len(games) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, game in zip(axes.flat, games):
+        for label, per_game in curves.items():
+            if per_game[game]:
+                steps, values = zip(*per_game[game])
+                ax.plot(steps, values, label=label)
+        ax.set_title(f"{game}: training return (running mean, sampled actions)", fontsize=9)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("episode return")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(games):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
 def main(argv):
-    """`python -m rl.plotting WORKDIR`: writes WORKDIR/learning_curves.png."""
+    """`python -m rl.plotting WORKDIR`: writes WORKDIR/learning_curves.png.
+    `python -m rl.plotting WORKDIR WORKDIR... --compare OUT.png`: the runs' training curves together."""
+    if _COMPARE.value:
+        if len(argv) < 2:
+            raise app.UsageError("usage: python -m rl.plotting WORKDIR [WORKDIR ...] --compare OUT.png")
+        print(plot_comparison(argv[1:], _COMPARE.value))
+        return
     if len(argv) != 2:
-        raise app.UsageError("usage: python -m rl.plotting WORKDIR")
+        raise app.UsageError("usage: python -m rl.plotting WORKDIR  (several: add --compare OUT.png)")
     print(plot_learning_curves(argv[1]))
 
 
