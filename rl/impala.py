@@ -17,8 +17,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from .envs import procgen_available
-from .training import train_and_evaluate
-from srwm_jax.training.run_config import check_config_overrides
+from .training import train_and_evaluate, validate_config
+from srwm_jax.training.cli import errors_exit_2, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/rl/*.py).",
                                           lock_config=True)
@@ -37,6 +37,8 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save step at INFO
+    with errors_exit_2(ValueError):
+        validate_config(_CONFIG.value)  # before the ProcGen check: bad input first
     ok, why = procgen_available()
     if not ok:
         raise SystemExit(why)
@@ -51,5 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    check_config_overrides(sys.argv[1:])
-    app.run(main)
+    run(main)
