@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from absl import app, flags
 from absl import logging as absl_logging
 
-from .run_config import config_override_problem
+from .run_config import config_flag_problem
 
 
 def one_line(message: str) -> str:
@@ -38,7 +38,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     type or out of its bounds, an unreadable --config file) as one `error:` line and exit 2,
     instead of absl's two-line FATAL message or ml_collections' traceback. Unknown names get
     the closest known one. Returns the positional arguments, as absl's parser."""
-    problem = config_override_problem(argv[1:])
+    problem = config_flag_problem(argv[1:])
     if problem:
         exit_with_error(problem)
     try:

@@ -120,18 +120,21 @@ def define_defaults_flag(area: str):
                                "Config file whose fields fill those an older run's config.json lacks.")
 
 
-def config_override_problem(argv: Sequence[str]) -> str | None:
-    """The problem with the first `--config.a.b=...` of `argv` that names a key the config
-    file lacks, with the closest valid key (difflib); None if every key exists or there is no
-    readable --config file (absl then reports the --config flag itself)."""
+def config_flag_problem(argv: Sequence[str]) -> str | None:
+    """The problem with `--config FILE` (a missing file) or with the first `--config.a.b=...`
+    of `argv` that names a key the config file lacks, with the closest valid key (difflib);
+    None if there is none (or no --config flag, or a file that fails to load: absl reports
+    those)."""
     path = None
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
             path = argv[i + 1]
         elif arg.startswith("--config="):
             path = arg.split("=", 1)[1]
-    if path is None or not os.path.exists(path.split(":")[0]):
+    if path is None:
         return None
+    if not os.path.exists(path.split(":")[0]):
+        return f"--config file {path.split(':')[0]} not found"
     try:
         config = load_config_file(path.split(":")[0])
     except Exception:  # noqa: BLE001 - a broken config file is absl's to report, in one line
@@ -148,7 +151,7 @@ def config_override_problem(argv: Sequence[str]) -> str | None:
                 prefix = f"{where}." if where else ""
                 match = difflib.get_close_matches(part, keys, n=1, cutoff=0.6)
                 hint = (f"did you mean --config.{prefix}{match[0]}?" if match else
-                        f"the fields of {where or 'the config'} are listed in {path}")
+                        f"{where or 'the config'} has no field {part!r} (see {path})")
                 return f"unknown config key {dotted!r} in {path}: {hint}"
             node = node[part]
     return None
@@ -159,7 +162,7 @@ def check_config_overrides(argv: Sequence[str]) -> None:
     config lacks, naming the closest valid key (ml_collections would otherwise raise a bare
     AttributeError traceback during flag parsing). Call with `sys.argv[1:]` before
     `absl.app.run` (srwm_jax.training.cli.run does)."""
-    problem = config_override_problem(argv)
+    problem = config_flag_problem(argv)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
