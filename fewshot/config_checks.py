@@ -120,8 +120,6 @@ def field_problems(config, allow_extra: bool = False) -> list[str]:
     if c.task == "sequential" and c.max_trim >= c.n_way * c.sequential_shots:
         problems.append(f"config.max_trim={c.max_trim} must be below n_way * sequential_shots "
                         f"= {c.n_way * c.sequential_shots} (the segment length)")
-    if c.init_from and not os.path.isdir(c.init_from):
-        problems.append(f"config.init_from={c.init_from!r} is not a run directory")
     return problems
 
 
@@ -177,7 +175,8 @@ def validate_config(config, num_devices: int | None = None, splits=("train", "va
     Args:
       config: a few-shot ConfigDict (configs/fewshot/default.py and its variants).
       num_devices: devices the batch is split over (None: skip that check).
-      splits: the splits whose data must fit the episodes (() skips reading any data).
+      splits: the splits whose data must fit the episodes (() skips reading any data and
+        the check that config.init_from is a directory).
       allow_extra: accept fields without a rule (an older run's config.json).
     Raises:
       ConfigError: one line naming each bad field, its value and what is allowed.
@@ -186,7 +185,9 @@ def validate_config(config, num_devices: int | None = None, splits=("train", "va
     problems = field_problems(config, allow_extra)
     if not problems and num_devices is not None:
         problems += device_problems(config, num_devices)
-    if not problems and splits:
+    if not problems and splits:  # what the run reads: a run to start from, and the data
+        if config.init_from and not os.path.isdir(config.init_from):
+            problems.append(f"config.init_from={config.init_from!r} is not a run directory")
         problems += data_problems(config, splits)
     if problems:
         raise ConfigError("bad config: " + "; ".join(problems))
