@@ -21,7 +21,7 @@ def _omniglot_npz_sizes(data_dir: Path, split: str, source: str) -> np.ndarray |
     folder, source = omniglot.find_omniglot_dir(data_dir, source)
     if source != "npz":
         return None
-    names = omniglot.read_splits(omniglot._splits_path(folder, None, source))[split]
+    names = omniglot.read_splits(omniglot.splits_path(folder, None, source))[split]
     path = folder / "omniglot.npz"
     try:
         with np.load(path) as d:  # npz members load lazily: the images are never read
