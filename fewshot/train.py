@@ -27,7 +27,8 @@ def main(argv):
     Bad input exits with status 2 and one error line."""
     start_cli(argv)
     with errors_exit_2(DatasetError, ConfigError, WarmStartError):
-        validate_config(FLAGS.config, splits=())  # fields first: cpu_devices is used next
+        # Fields and data before anything touches the devices (cpu_devices is used next).
+        validate_config(FLAGS.config, splits=("train", "val"))
         configure_cpu_devices(FLAGS.config)
         train_and_evaluate(FLAGS.config, FLAGS.workdir, resume=FLAGS.resume)
 

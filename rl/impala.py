@@ -17,7 +17,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from .envs import procgen_available
-from .training import train_and_evaluate, validate_config
+from .config_checks import validate_config
+from .training import train_and_evaluate
 from srwm_jax.training.cli import errors_exit_2, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/rl/*.py).",
@@ -38,7 +39,7 @@ def main(argv):
                         format="%(asctime)s %(levelname)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save step at INFO
     with errors_exit_2(ValueError):
-        validate_config(_CONFIG.value)  # before the ProcGen check: bad input first
+        validate_config(_CONFIG.value)  # fields, before the devices start and ProcGen is checked
     ok, why = procgen_available()
     if not ok:
         raise SystemExit(why)
