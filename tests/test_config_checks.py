@@ -214,7 +214,10 @@ def test_unknown_config_key_names_the_closest():
                                          "--config.batch_size?")
     argv = ["--config=configs/rl/ff_cpu.py", "--config.agent.num_head=4", "--config.seed=1"]
     assert "did you mean --config.agent.num_heads?" in config_flag_problem(argv)
-    assert "has no field 'zzz'" in config_flag_problem(argv[:1] + ["--config.zzz=1"])
+    # an RL field given to a few-shot config: no far-fetched suggestion
+    assert config_flag_problem(["--config", "configs/fewshot/omniglot_smoke.py", "--config.games=3"]) == (
+        "unknown config key 'games' in configs/fewshot/omniglot_smoke.py: the config has no "
+        "field 'games' (see configs/fewshot/omniglot_smoke.py)")
     assert config_flag_problem(["--config", "configs/rl/nope.py"]) == "--config file configs/rl/nope.py not found"
     assert config_flag_problem(["--config", "configs/rl/ff_cpu.py", "--config.seed=3"]) is None
 

@@ -7,13 +7,13 @@ every flag error reported in one line, and `start_cli` / `errors_exit_2` are the
 from __future__ import annotations
 
 import contextlib
-import difflib
 import sys
 from collections.abc import Sequence
 
 from absl import app, flags
 from absl import logging as absl_logging
 
+from .config_schema import closest
 from .run_config import config_flag_problem
 
 
@@ -45,8 +45,8 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.UnrecognizedFlagError as e:
         known = [n for n in flags.FLAGS if not n.startswith("config.")]
-        match = difflib.get_close_matches(e.flagname, known, n=1, cutoff=0.6)
-        hint = f": did you mean --{match[0]}?" if match else " (--helpfull lists the flags)"
+        match = closest(e.flagname, known)
+        hint = f": did you mean --{match}?" if match else " (--helpfull lists the flags)"
         exit_with_error(f"unknown flag --{e.flagname}{hint}")
     except (flags.Error, OSError, AttributeError, TypeError, ValueError) as e:
         # OSError: a missing --config file; AttributeError/TypeError/ValueError: ml_collections

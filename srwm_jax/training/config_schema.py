@@ -130,10 +130,11 @@ def leaf_names(config) -> list[str]:
     return [name for name, _ in _leaves(config)]
 
 
-def closest(name: str, candidates) -> str:
-    """' (did you mean X?)' for the closest candidate by difflib, or ''."""
-    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+def closest(name: str, candidates) -> str | None:
+    """The candidate closest to a misspelt `name` (difflib ratio >= 0.75: one or two letters
+    off), or None."""
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
+    return match[0] if match else None
 
 
 def field_problems(config, rules: Mapping[str, Rule], allow_extra: bool = False,
@@ -158,5 +159,7 @@ def field_problems(config, rules: Mapping[str, Rule], allow_extra: bool = False,
     if not allow_extra:
         for name in values:
             if name not in rules:
-                problems.append(f"{prefix}{name} is not a known field{closest(name, rules)}")
+                match = closest(name, rules)
+                hint = f" (did you mean {match!r}?)" if match else ""
+                problems.append(f"{prefix}{name} is not a known field{hint}")
     return problems

@@ -6,7 +6,6 @@ The library never imports `configs/`: callers (CLIs, tests) load the defaults an
 """
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import json
 import os
@@ -14,6 +13,8 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import ml_collections
+
+from .config_schema import closest
 
 CONFIG_FILE = "config.json"
 # The checkout's configs/ folder (the package is installed editable or run from the checkout).
@@ -149,8 +150,8 @@ def config_flag_problem(argv: Sequence[str]) -> str | None:
                 where = ".".join(dotted.split(".")[:i])
                 keys = sorted(node.keys()) if hasattr(node, "keys") else []
                 prefix = f"{where}." if where else ""
-                match = difflib.get_close_matches(part, keys, n=1, cutoff=0.6)
-                hint = (f"did you mean --config.{prefix}{match[0]}?" if match else
+                match = closest(part, keys)
+                hint = (f"did you mean --config.{prefix}{match}?" if match else
                         f"{where or 'the config'} has no field {part!r} (see {path})")
                 return f"unknown config key {dotted!r} in {path}: {hint}"
             node = node[part]
