@@ -300,3 +300,18 @@ def test_rl_evaluators_refuse_a_bad_run_config_and_bad_flags(tmp_path):
     line = _cli("rl.random_baseline", "--games=starpilott", "--episodes=2")
     assert line.startswith("error: flag --games=['starpilott']: every game must be one of")
     assert os.listdir(workdir) == ["config.json"]
+
+
+@pytest.mark.omniglot
+def test_trainers_refuse_before_the_workdir_is_made(tmp_path):
+    from fewshot.trainer import train_and_evaluate as train_fewshot
+    from rl.training import train_and_evaluate as train_rl
+    c = smoke_config()
+    c.update(data_dir=str(OMNIGLOT_DIR), k_shot=20)
+    with pytest.raises(fewshot_checks.ConfigError, match="episodes take 21 images per class"):
+        train_fewshot(c, str(tmp_path / "fewshot"))
+    c = rl_cpu_config()
+    c.rmsprop_eps = 0.0
+    with pytest.raises(rl_checks.ConfigError, match=r"config.rmsprop_eps=0.0 must be a number > 0.0"):
+        train_rl(c, str(tmp_path / "rl"))
+    assert os.listdir(tmp_path) == []
