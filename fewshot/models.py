@@ -7,7 +7,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from srwm_jax.layers import MemoryStack, ShortConv, dense
+from srwm_jax.layers import MemoryStack, ShortConv, dense, torch_uniform
+
+BACKBONE_INITS = ("flax", "torch")
+
+
+def check_backbone_init(init: str) -> None:
+    """Raises:
+      ValueError: `init` is not one of BACKBONE_INITS."""
+    if init not in BACKBONE_INITS:
+        raise ValueError(f"backbone_init={init!r}: choose one of {BACKBONE_INITS}.")
 
 
 def max_pool_2x2(x):
@@ -22,16 +31,27 @@ def max_pool_2x2(x):
 
 class Conv4(nn.Module):
     """4 x [Conv3x3 (bias) -> BatchNorm -> MaxPool 2 -> Dropout -> ReLU] (pool before ReLU, as the
-    original), flattened. Omniglot 28 px, 64 channels -> F = 64."""
+    original), flattened. Omniglot 28 px, 64 channels -> F = 64.
+
+    init_scheme "flax": Flax's Conv default (kernel lecun normal, zero bias); "torch": torch.nn.Conv2d's
+    default, kernel and bias U(+-1/sqrt(fan_in)) with fan_in = 9 x input channels (the original's
+    ConvSRWMModel / ConvDeltaModel / ConvLSTMModel set no init of their own)."""
     channels: int = 64
     dropout: float = 0.0
+    init_scheme: str = "flax"
 
     @nn.compact
     def __call__(self, images, *, train):
         """images [M, S, S, C] -> features [M, F]."""
+        check_backbone_init(self.init_scheme)
         x = images
         for _ in range(4):
-            x = nn.Conv(self.channels, (3, 3), padding=1)(x)
+            if self.init_scheme == "torch":
+                uniform = torch_uniform(9 * x.shape[-1])
+                conv = nn.Conv(self.channels, (3, 3), padding=1, kernel_init=uniform, bias_init=uniform)
+            else:
+                conv = nn.Conv(self.channels, (3, 3), padding=1)
+            x = conv(x)
             # torch BatchNorm momentum 0.1 == flax momentum 0.9.
             x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
             x = max_pool_2x2(x)
@@ -40,19 +60,27 @@ class Conv4(nn.Module):
         return x.reshape(x.shape[0], -1)
 
 
+# torch.nn.init.kaiming_normal_(mode="fan_out", nonlinearity="leaky_relu") with its default
+# slope 0: normal with std sqrt(2 / fan_out), fan_out = output channels x kernel area
+# (resnet_impl.py of the original).
+_KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
 class _ResBlock12(nn.Module):
     channels: int
     dropout: float
+    init_scheme: str = "flax"
 
     @nn.compact
     def __call__(self, x, *, train):
         bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)  # noqa: E731
+        kernel_init = _KAIMING_FAN_OUT if self.init_scheme == "torch" else nn.initializers.lecun_normal()
         out = x
         for i in range(3):
-            out = bn()(nn.Conv(self.channels, (3, 3), padding=1, use_bias=False)(out))
+            out = bn()(nn.Conv(self.channels, (3, 3), padding=1, use_bias=False, kernel_init=kernel_init)(out))
             if i < 2:
                 out = nn.leaky_relu(out, 0.1)
-        shortcut = bn()(nn.Conv(self.channels, (1, 1), use_bias=False)(x))
+        shortcut = bn()(nn.Conv(self.channels, (1, 1), use_bias=False, kernel_init=kernel_init)(x))
         out = nn.leaky_relu(out + shortcut, 0.1)
         out = max_pool_2x2(out)
         return nn.Dropout(self.dropout)(out, deterministic=not train)
@@ -60,15 +88,21 @@ class _ResBlock12(nn.Module):
 
 class ResNet12(nn.Module):
     """Res-12: four residual blocks (three 3x3 conv + BN + LeakyReLU(0.1), 1x1 shortcut),
-    max-pool and dropout after each, global average pool. Feature = last channel count."""
+    max-pool and dropout after each, global average pool. Feature = last channel count.
+
+    init_scheme "flax": Flax's Conv default (lecun normal); "torch": the original's resnet_impl.py,
+    kaiming normal with std sqrt(2 / fan_out). BatchNorm starts at scale 1, bias 0 in both."""
     channels: tuple = (64, 96, 128, 256)
     dropout: float = 0.0
+    init_scheme: str = "flax"
 
     @nn.compact
     def __call__(self, images, *, train):
+        """images [M, S, S, C] -> features [M, channels[-1]]."""
+        check_backbone_init(self.init_scheme)
         x = images
         for c in self.channels:
-            x = _ResBlock12(c, self.dropout)(x, train=train)
+            x = _ResBlock12(c, self.dropout, self.init_scheme)(x, train=train)
         return jnp.mean(x, axis=(1, 2))
 
 
@@ -77,10 +111,11 @@ def build_backbone(config):
 
     Raises:
       ValueError: unknown config.backbone."""
+    init = config.get("backbone_init", "flax")
     if config.backbone == "conv4":
-        return Conv4(config.conv_channels, config.vision_dropout)
+        return Conv4(config.conv_channels, config.vision_dropout, init)
     if config.backbone == "res12":
-        return ResNet12(tuple(config.res12_channels), config.vision_dropout)
+        return ResNet12(tuple(config.res12_channels), config.vision_dropout, init)
     raise ValueError(f"config.backbone={config.backbone!r}: choose 'conv4' or 'res12'.")
 
 

@@ -312,3 +312,51 @@ def test_fewshot_torch_dense_init_and_paper_configs():
     for module in (omniglot_srwm, miniimagenet_srwm_5shot):
         c = module.get_config()
         assert (c.beta_init, c.dense_init) == (0.0, "torch")
+
+
+@pytest.mark.parametrize("backbone", ["conv4", "res12"])
+def test_fewshot_torch_backbone_init(backbone):
+    """config.backbone_init="torch" gives the original's conv init: conv4 torch.nn.Conv2d's
+    default (kernel and bias U(+-1/sqrt(fan_in)), fan_in = in_channels x 9: max near the bound,
+    std bound/sqrt(3)); res12 resnet_impl.py's kaiming_normal_(mode="fan_out", leaky_relu),
+    std sqrt(2 / (out_channels x kernel area)). BatchNorm scale 1, bias 0; shapes as "flax"."""
+    import ml_collections
+
+    from configs.fewshot import miniimagenet_srwm_5shot, omniglot_srwm
+    from configs.fewshot.omniglot_smoke import get_config
+    from fewshot.models import build_backbone
+
+    def params(init):
+        c = get_config()
+        c.backbone, c.conv_channels, c.res12_channels, c.backbone_init = backbone, 32, (16, 32, 32, 64), init
+        side, channels = (28, 1) if backbone == "conv4" else (32, 3)
+        model = build_backbone(ml_collections.FrozenConfigDict(c))
+        return model.init(jax.random.key(0), jnp.zeros((1, side, side, channels)), train=False)["params"]
+
+    torch_p, flax_p = params("torch"), params("flax")
+    assert jax.tree.map(np.shape, torch_p) == jax.tree.map(np.shape, flax_p)
+    checked = 0
+    for path, w in jax.tree.leaves_with_path(torch_p):
+        keys = [getattr(k, "key", "") for k in path]
+        w = np.asarray(w, np.float64)
+        if keys[-2].startswith("BatchNorm"):
+            assert np.all(w == (1.0 if keys[-1] == "scale" else 0.0)), keys
+            continue
+        parent = torch_p
+        for k in keys[:-1]:
+            parent = parent[k]
+        kh, kw, c_in, c_out = parent["kernel"].shape
+        if backbone == "conv4":
+            bound = (kh * kw * c_in) ** -0.5
+            assert bound * 0.8 < np.abs(w).max() <= bound, keys
+            if w.size >= 1000:
+                assert abs(w.std() / (bound / 3 ** 0.5) - 1) < 0.1, keys
+        else:
+            assert keys[-1] == "kernel", keys  # no conv bias in Res-12
+            std = (2.0 / (kh * kw * c_out)) ** 0.5
+            assert abs(w.std() / std - 1) < (0.1 if w.size >= 1000 else 0.5), keys
+            assert np.abs(w).max() > 2.5 * std, keys  # untruncated normal tails (n >= 256)
+        checked += 1
+    assert checked == (8 if backbone == "conv4" else 16)
+    for module in (omniglot_srwm, miniimagenet_srwm_5shot):
+        assert module.get_config().backbone_init == "torch"

@@ -57,6 +57,9 @@ def get_config():
     c.dense_init = "flax"           # Dense layers of the sequence model: flax (normal, std
                                     # 1/sqrt(fan_in), zero bias) | torch (nn.Linear: weight and
                                     # bias U(+-1/sqrt(fan_in)), the original's)
+    c.backbone_init = "flax"        # convolutions of the backbone: flax (lecun normal, zero bias)
+                                    # | torch (the original's: conv4 nn.Conv2d default, res12
+                                    # kaiming normal fan_out; fewshot/models.py)
     # Initialisation
     c.init_from = ""                # workdir of a run to copy matching weights from at step 0
                                     # (fewshot/warm_start.py); "" = fresh initialisation
@@ -99,4 +102,6 @@ def original_code_settings(c):
     # torch.nn.Linear's init, as every projection of the original (Flax's default starts the
     # kernels about 1.7x larger in std).
     c.dense_init = "torch"
+    # The original's backbone init: nn.Conv2d's default (conv4), kaiming normal fan_out (res12).
+    c.backbone_init = "torch"
     return c
