@@ -14,6 +14,7 @@ import os
 from .data import DATASETS
 from .data.core import ROTATION_MODES, SPLITS
 from .data.metadata import class_sizes
+from .models import BACKBONE_INITS
 from .tasks import TASKS
 from srwm_jax.dispatch import IMPLS
 from srwm_jax.layers import DENSE_INITS, MEMORY_KINDS
@@ -68,6 +69,7 @@ FIELD_RULES = {
     "short_conv_init_std": Float(0.0),
     "impl": Choice(*IMPLS),
     "dense_init": Choice(*DENSE_INITS),
+    "backbone_init": Choice(*BACKBONE_INITS),
     # Initialisation
     "init_from": Str,
     "init_from_checkpoint": Choice("best", "latest"),

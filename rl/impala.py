@@ -16,8 +16,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from .envs import procgen_available
 from .config_checks import validate_config
+from .envs import procgen_available
 from .training import train_and_evaluate
 from srwm_jax.training.cli import errors_exit_2, run
 

@@ -45,9 +45,9 @@ def _untyped(config, **overrides):
 def test_every_default_field_has_a_rule_that_its_default_passes(stack):
     defaults, checks = STACKS[stack]
     config = defaults()
-    assert sorted(leaf_names(config)) == sorted(checks.FIELD_RULES), (
-        "a field of configs/" + stack + "/default.py has no rule in " + stack +
-        "/config_checks.py FIELD_RULES (or a rule names no field)")
+    fields, rules = set(leaf_names(config)), set(checks.FIELD_RULES)
+    assert not fields - rules, f"fields of configs/{stack}/default.py without a rule in {stack}/config_checks.py"
+    assert not rules - fields, f"rules in {stack}/config_checks.py for no field of configs/{stack}/default.py"
     assert checks.field_problems(config) == []
 
 
