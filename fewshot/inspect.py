@@ -8,7 +8,7 @@ comparison figure and summary.json into --out (default: <first workdir>/inspect/
 summary; the outputs and the episodes are fewshot.inspection.inspect's.
 """
 
-from absl import app, flags
+from absl import flags
 
 from .data import DatasetError
 from .inspection import inspect
@@ -24,6 +24,7 @@ flags.DEFINE_integer("head", 0, "Head of the heat map.", lower_bound=0)
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to load.")
 flags.DEFINE_integer("seed", None, "Seed of the episodes (default: eval_seed + 1000, test set 1).")
 _DEFAULTS = define_defaults_flag("fewshot")
+flags.mark_flags_as_required(["workdir"])
 
 
 def print_summary(summary):
@@ -46,8 +47,6 @@ def main(argv):
 
     Bad input exits with status 2 and one error line."""
     start_cli(argv)
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required.")
     with errors_exit_2(DatasetError, FileNotFoundError, RuntimeError, ValueError):
         summary = inspect(FLAGS.workdir, FLAGS.out, FLAGS.episodes, FLAGS.layer, FLAGS.head,
                           FLAGS.checkpoint, FLAGS.seed, defaults=load_config_file(_DEFAULTS.value))
