@@ -5,21 +5,25 @@ DIR/eval_<split>.json and prints a Markdown row in the format of the paper's Tab
 protocol is fewshot.evaluation.evaluate's.
 """
 
-from absl import app, flags
+from absl import flags
 
 from .data import DatasetError
+from .data.core import SPLITS
 from .evaluation import evaluate
-from srwm_jax.training.cli import errors_exit_2, start_cli
+from srwm_jax.training.cli import errors_exit_2, run, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory of a run made by fewshot.train.")
-flags.DEFINE_string("split", "test", "test | val | train")
-flags.DEFINE_integer("num_sets", 5, "Number of independent sets of test episodes.")
-flags.DEFINE_integer("episodes_per_set", 1000, "Episodes in each set.")
+flags.DEFINE_enum("split", "test", SPLITS, "Split whose classes the episodes draw from.")
+flags.DEFINE_integer("num_sets", 5, "Number of independent sets of test episodes (the 95% "
+                     "interval needs two or more).", lower_bound=1)
+flags.DEFINE_integer("episodes_per_set", 1000, "Episodes in each set.", lower_bound=1)
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to test.")
-flags.DEFINE_integer("seed", None, "Seed of the test episodes (default: the config's eval_seed).")
+flags.DEFINE_integer("seed", None, "Seed of the test episodes (default: the config's eval_seed).",
+                     lower_bound=0)
 _DEFAULTS = define_defaults_flag("fewshot")
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -27,8 +31,6 @@ def main(argv):
 
     Bad input exits with status 2 and one error line."""
     start_cli(argv)
-    if FLAGS.workdir is None:
-        raise app.UsageError("--workdir is required.")
     with errors_exit_2(DatasetError, FileNotFoundError, RuntimeError, ValueError):
         r = evaluate(FLAGS.workdir, FLAGS.split, FLAGS.num_sets, FLAGS.episodes_per_set,
                      FLAGS.checkpoint, FLAGS.seed, defaults=load_config_file(_DEFAULTS.value))
@@ -41,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

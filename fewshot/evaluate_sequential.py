@@ -9,11 +9,12 @@ plot, task switch marked); the protocol is fewshot.evaluation.evaluate_sequentia
 """
 import os
 
-from absl import app, flags
+from absl import flags
 
 from .data import DatasetError
+from .data.core import SPLITS
 from .evaluation import evaluate_sequential, markdown_tables, write_outputs
-from srwm_jax.training.cli import errors_exit_2, start_cli
+from srwm_jax.training.cli import errors_exit_2, run, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
@@ -21,13 +22,17 @@ flags.DEFINE_multi_string("workdir", None, "Run directory made by fewshot.train 
 flags.DEFINE_multi_string("label", None, "Legend label per --workdir (default: the config's model).")
 flags.DEFINE_string("out", None, "Folder for table.md, curves.csv, accuracy_curve.png "
                                  "(default: the first workdir's eval_sequential/).")
-flags.DEFINE_string("split", "test", "test | val | train")
-flags.DEFINE_integer("num_sequences", 1000, "Fixed test sequences (half in each order).")
-flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default: config.eval_batch_size).")
+flags.DEFINE_enum("split", "test", SPLITS, "Split whose classes the sequences draw from.")
+flags.DEFINE_integer("num_sequences", 1000, "Fixed test sequences (half in each order).",
+                     lower_bound=2)
+flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default: config.eval_batch_size).",
+                     lower_bound=1)
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to test.")
-flags.DEFINE_integer("seed", None, "Seed of the test sequences (default: config.eval_seed + 1000).")
+flags.DEFINE_integer("seed", None, "Seed of the test sequences (default: config.eval_seed + 1000).",
+                     lower_bound=0)
 flags.DEFINE_string("data_dir", None, "Override the config's data_dir.")
 _DEFAULTS = define_defaults_flag("fewshot")
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -35,8 +40,6 @@ def main(argv):
 
     Bad input exits with status 2 and one error line."""
     start_cli(argv)
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required.")
     labels = FLAGS.label or []
     with errors_exit_2(DatasetError, FileNotFoundError, RuntimeError, ValueError):
         defaults = load_config_file(_DEFAULTS.value)
@@ -53,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from .config_checks import check_split_name, validate_config
 from .plots import plot_accuracy_curves
 from .sequential import INSTANCE_OCCURRENCES, SequentialTask, evaluate_sequences
 from .tasks import episode_accuracy, get_task
@@ -83,9 +84,12 @@ def evaluate(workdir, split="test", num_sets=5, episodes_per_set=1000, checkpoin
       workdir/eval_<split>.json.
     Raises:
       FileNotFoundError, ValueError (see load_run), RuntimeError (checkpoint),
-      fewshot.data.DatasetError (data missing).
+      fewshot.config_checks.ConfigError (a field of the run's config, or its episodes do not
+      fit the split's data), fewshot.data.DatasetError (data missing).
     """
     config, task = load_run(workdir, defaults)
+    check_split_name(split)
+    validate_config(config, splits=(split,), allow_extra=True)
     seed = config.eval_seed if seed is None else seed
     batch_size = batch_size or config.eval_batch_size
     sampler = task.make_sampler(config, split, config.seed)
@@ -123,11 +127,14 @@ def evaluate_sequential(workdir, split="test", num_sequences=1000, checkpoint="b
       accuracy curves [2 orders, T]); also written to workdir/eval_sequential_<split>.json.
     Raises:
       FileNotFoundError, ValueError (see load_run), RuntimeError (checkpoint),
-      fewshot.data.DatasetError (data missing).
+      fewshot.config_checks.ConfigError (a field of the run's config, or its episodes do not
+      fit the split's data), fewshot.data.DatasetError (data missing).
     """
     config, _ = load_run(workdir, defaults, evaluator="fewshot.evaluate_sequential")
     if data_dir:
         config.data_dir = data_dir
+    check_split_name(split)
+    validate_config(config, splits=(split,), allow_extra=True)
     # Test sequences: seed eval_seed + 1000, disjoint from the validation stream (eval_seed).
     seed = config.eval_seed + 1000 if seed is None else seed
     batch_size = batch_size or config.eval_batch_size

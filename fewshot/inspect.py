@@ -8,22 +8,23 @@ comparison figure and summary.json into --out (default: <first workdir>/inspect/
 summary; the outputs and the episodes are fewshot.inspection.inspect's.
 """
 
-from absl import app, flags
+from absl import flags
 
 from .data import DatasetError
 from .inspection import inspect
-from srwm_jax.training.cli import errors_exit_2, start_cli
+from srwm_jax.training.cli import errors_exit_2, run, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("workdir", None, "Run(s) made by fewshot.train (repeat the flag to compare).")
-flags.DEFINE_integer("episodes", 200, "Fixed test episodes (sequences) to run.")
+flags.DEFINE_integer("episodes", 200, "Fixed test episodes (sequences) to run.", lower_bound=1)
 flags.DEFINE_string("out", None, "Output folder (default: <first workdir>/inspect).")
-flags.DEFINE_integer("layer", 0, "Memory layer of the heat map.")
-flags.DEFINE_integer("head", 0, "Head of the heat map.")
+flags.DEFINE_integer("layer", 0, "Memory layer of the heat map.", lower_bound=0)
+flags.DEFINE_integer("head", 0, "Head of the heat map.", lower_bound=0)
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to load.")
 flags.DEFINE_integer("seed", None, "Seed of the episodes (default: eval_seed + 1000, test set 1).")
 _DEFAULTS = define_defaults_flag("fewshot")
+flags.mark_flags_as_required(["workdir"])
 
 
 def print_summary(summary):
@@ -46,8 +47,6 @@ def main(argv):
 
     Bad input exits with status 2 and one error line."""
     start_cli(argv)
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required.")
     with errors_exit_2(DatasetError, FileNotFoundError, RuntimeError, ValueError):
         summary = inspect(FLAGS.workdir, FLAGS.out, FLAGS.episodes, FLAGS.layer, FLAGS.head,
                           FLAGS.checkpoint, FLAGS.seed, defaults=load_config_file(_DEFAULTS.value))
@@ -55,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

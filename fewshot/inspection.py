@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .config_checks import validate_config
 from .evaluation import restore_run
 from .models import sync_episode_inputs
 from .sequential import SequentialTask, delayed_label_inputs
@@ -59,10 +60,10 @@ def load_run_config(workdir, defaults=None):
         configs/fewshot/default.py; see srwm_jax.training.run_config.load_config).
     Raises:
       FileNotFoundError: no config.json; InspectError: the model has no fast weights;
-      ValueError: unknown task.
+      fewshot.config_checks.ConfigError (a ValueError): a bad field, e.g. an unknown task.
     """
     config = load_config(workdir, defaults, renames=RENAMED_KEYS)
-    get_task(config)  # an unknown task fails here, before any checkpoint is read
+    validate_config(config, splits=(), allow_extra=True)  # before any checkpoint is read
     if config.model not in FAST_WEIGHT_MODELS:
         raise InspectError(f"{workdir} is a {config.model!r} run: only fast-weight models "
                            f"{FAST_WEIGHT_MODELS} have statistics to inspect.")

@@ -4,16 +4,14 @@ Dotted overrides: `--config.batch_size=64 --config.model=deltanet`. A run resume
 latest checkpoint in DIR by default (`--noresume` refuses a DIR that holds checkpoints).
 Intentionally kept short: the run itself is fewshot.trainer.train_and_evaluate.
 """
-import sys
-
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from .config_checks import validate_config
 from .data import DatasetError
 from .trainer import ConfigError, configure_cpu_devices, train_and_evaluate
 from .warm_start import WarmStartError
-from srwm_jax.training.cli import errors_exit_2, start_cli
-from srwm_jax.training.run_config import check_config_overrides
+from srwm_jax.training.cli import errors_exit_2, run, start_cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/fewshot/.",
@@ -28,11 +26,12 @@ def main(argv):
 
     Bad input exits with status 2 and one error line."""
     start_cli(argv)
-    configure_cpu_devices(FLAGS.config)
     with errors_exit_2(DatasetError, ConfigError, WarmStartError):
+        # Fields and data before anything touches the devices (cpu_devices is used next).
+        validate_config(FLAGS.config, splits=("train", "val"))
+        configure_cpu_devices(FLAGS.config)
         train_and_evaluate(FLAGS.config, FLAGS.workdir, resume=FLAGS.resume)
 
 
 if __name__ == "__main__":
-    check_config_overrides(sys.argv[1:])
-    app.run(main)
+    run(main)

@@ -18,17 +18,16 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
+from .config_checks import ConfigError
+from .config_checks import validate_config as check_config
 from .models import SequenceLearner
 from .steps import make_optimizer, make_schedule, make_train_step
-from .tasks import TASKS, example_batch, get_task
+from .tasks import example_batch, get_task
 from .warm_start import warm_start
-from srwm_jax.layers import MEMORY_KINDS
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.mesh import DataParallel, count_params
 from srwm_jax.training.metrics import MetricWriter
 from srwm_jax.training.run_config import save_config
-
-REQUIRED_KEYS = ("data_dir", "seed", "batch_size", "total_steps", "model", "n_way", "k_shot")
 
 # config.json keys renamed since older runs were written: {old: new}. Older run directories
 # still load for evaluation (srwm_jax.training.run_config.load_config maps them).
@@ -36,32 +35,15 @@ RENAMED_KEYS = {"log_every": "log_every_steps", "eval_every": "eval_every_steps"
                 "checkpoint_every": "checkpoint_every_steps"}
 
 
-class ConfigError(ValueError):
-    """A config that cannot run; the message says which key and what to do."""
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Checks the keys a run needs before any data is read.
+    """Checks every field of `config`, the batch split over the devices and the episodes
+    against the train and val data (metadata only), before anything is written.
 
     Raises:
-      ConfigError: a required key is missing, or model / task / train_queries / batch_size
-        has a value that cannot run (the message names the key and the choices).
+      ConfigError: one line naming every bad field (fewshot.config_checks.validate_config).
+      fewshot.data.DatasetError: the data is missing or malformed.
     """
-    missing = [k for k in REQUIRED_KEYS if k not in config]
-    if missing:
-        raise ConfigError(f"config is missing required keys {missing}; start from "
-                          "configs/fewshot/default.py.")
-    if config.model not in MEMORY_KINDS:
-        raise ConfigError(f"config.model={config.model!r}: choose one of {MEMORY_KINDS}.")
-    if config.task not in TASKS:
-        raise ConfigError(f"config.task={config.task!r}: choose one of {tuple(TASKS)}.")
-    if int(config.train_queries) < 1:
-        raise ConfigError(f"config.train_queries={config.train_queries} must be >= 1 (queries "
-                          "per training episode).")
-    n = jax.device_count()
-    if config.batch_size % n:
-        raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the {n} "
-                          "devices.")
+    check_config(config, num_devices=jax.device_count(), splits=("train", "val"))
 
 
 def build(config):

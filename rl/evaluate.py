@@ -7,16 +7,17 @@ Appends the rows to DIR/eval.csv; the protocol is rl.evaluation.evaluate's.
 """
 import os
 
-from absl import app, flags
+from absl import flags
 
 from .agent import make_agent
 from .evaluation import append_eval_csv, evaluate, format_eval, load_for_eval
-from srwm_jax.training.cli import errors_exit_2, start_cli
+from srwm_jax.training.cli import errors_exit_2, run, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory made by rl.impala.")
-flags.DEFINE_integer("episodes", None, "Episodes per game and split (default: config.eval_episodes).")
+flags.DEFINE_integer("episodes", None, "Episodes per game and split (default: config.eval_episodes).",
+                     lower_bound=1)
 flags.DEFINE_bool("sampled", False, "Sample actions from the policy instead of the argmax.")
 _DEFAULTS = define_defaults_flag("rl")
 flags.mark_flags_as_required(["workdir"])
@@ -27,7 +28,7 @@ def main(argv):
 
     Bad input exits with status 2 and one error line."""
     start_cli(argv)
-    with errors_exit_2(FileNotFoundError, RuntimeError):
+    with errors_exit_2(FileNotFoundError, RuntimeError, ValueError):
         config, params, step = load_for_eval(FLAGS.workdir, load_config_file(_DEFAULTS.value))
     rows = evaluate(make_agent(config), params, config, episodes=FLAGS.episodes,
                     greedy=not FLAGS.sampled)
@@ -36,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

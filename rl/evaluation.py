@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from .agent import make_agent
+from .config_checks import validate_config
 from .envs import NUM_ACTIONS, MultiGameEnv
 from .learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
 from .normalization import aggregate_normalized, constants_for, normalized_score
@@ -142,9 +143,11 @@ def load_for_eval(workdir: str, defaults=None):
     """(config, params, env_steps) of the latest checkpoint in `workdir`, on the default device.
 
     Raises:
-      FileNotFoundError: no config.json or no checkpoint; RuntimeError: it cannot be restored.
+      FileNotFoundError: no config.json or no checkpoint; RuntimeError: it cannot be restored;
+      rl.config_checks.ConfigError (a ValueError): a field of the run's config is bad.
     """
     config = load_run_config(workdir, defaults)
+    validate_config(config, allow_extra=True)
     agent = make_agent(config)
     learner = Learner(agent, config, num_updates_for(config), devices=jax.devices()[:1])
     train_state = learner.init_state(init_params(agent, jax.random.key(0), config.frame_shape))

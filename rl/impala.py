@@ -16,9 +16,10 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from .config_checks import validate_config
 from .envs import procgen_available
 from .training import train_and_evaluate
-from srwm_jax.training.run_config import check_config_overrides
+from srwm_jax.training.cli import errors_exit_2, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/rl/*.py).",
                                           lock_config=True)
@@ -37,6 +38,8 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save step at INFO
+    with errors_exit_2(ValueError):
+        validate_config(_CONFIG.value)  # fields, before the devices start and ProcGen is checked
     ok, why = procgen_available()
     if not ok:
         raise SystemExit(why)
@@ -51,5 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    check_config_overrides(sys.argv[1:])
-    app.run(main)
+    run(main)

@@ -9,22 +9,23 @@ and writes stats.csv, episode.png and summary.json into --out (default
 (no ProcGen; tests and smoke checks).
 """
 
-from absl import app, flags
+from absl import flags
 
 from .inspection import InspectError, inspect
-from srwm_jax.training.cli import errors_exit_2, start_cli
+from srwm_jax.training.cli import errors_exit_2, run, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run made by rl.impala (its latest checkpoint is used).")
 flags.DEFINE_string("game", None, "Game to play (e.g. starpilot).")
-flags.DEFINE_integer("episodes", 1, "Episodes to play (boundaries are marked in the outputs).")
+flags.DEFINE_integer("episodes", 1, "Episodes to play (boundaries are marked in the outputs).",
+                     lower_bound=1)
 flags.DEFINE_string("out", None, "Output folder (default: <workdir>/inspect_<game>).")
 flags.DEFINE_enum("env", "procgen", ["procgen", "fake"], "procgen, or rl.fake_env (no ProcGen).")
-flags.DEFINE_integer("level", 0, "ProcGen level to play.")
+flags.DEFINE_integer("level", 0, "ProcGen level to play.", lower_bound=0)
 flags.DEFINE_bool("greedy", False, "Argmax actions instead of sampling (training behaviour).")
-flags.DEFINE_integer("max_steps", 3000, "Cap on env steps.")
-flags.DEFINE_integer("seed", 0, "Seed of the env and the action sampling.")
+flags.DEFINE_integer("max_steps", 3000, "Cap on env steps.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of the env and the action sampling.", lower_bound=0)
 _DEFAULTS = define_defaults_flag("rl")
 flags.mark_flags_as_required(["workdir", "game"])
 
@@ -42,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

@@ -8,24 +8,29 @@ Each env plays exactly one episode, as in rl.evaluate (rl.evaluation.random_retu
 """
 import json
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
 
+from .config_checks import DISTRIBUTION_MODES, Game, validate_config
 from .evaluation import load_run_config, random_returns
 from srwm_jax.stats import sem as standard_error
+from srwm_jax.training.cli import errors_exit_2, run
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory: games, levels and mode from its config.json.")
 flags.DEFINE_list("games", ["starpilot"], "Comma-separated ProcGen games (without --workdir).")
-flags.DEFINE_integer("episodes", 200, "Episodes per game.")
-flags.DEFINE_integer("start_level", 0, "First level (without --workdir).")
-flags.DEFINE_integer("num_levels", 200, "Number of levels (without --workdir).")
-flags.DEFINE_string("distribution_mode", "easy", "ProcGen distribution mode (without --workdir).")
-flags.DEFINE_integer("seed", 0, "Seed of the envs and the random actions.")
+flags.DEFINE_integer("episodes", 200, "Episodes per game.", lower_bound=1)
+flags.DEFINE_integer("start_level", 0, "First level (without --workdir).", lower_bound=0)
+flags.DEFINE_integer("num_levels", 200, "Number of levels (without --workdir; 0 = unlimited).",
+                     lower_bound=0)
+flags.DEFINE_enum("distribution_mode", "easy", DISTRIBUTION_MODES,
+                  "ProcGen distribution mode (without --workdir).")
+flags.DEFINE_integer("seed", 0, "Seed of the envs and the random actions.", lower_bound=0)
 _DEFAULTS = define_defaults_flag("rl")
+flags.register_validator("games", lambda games: all(Game(g) is None for g in games),
+                         f"every game must be one of {Game.options}")
 
 
 def main(argv):
@@ -38,11 +43,9 @@ def main(argv):
                                FLAGS.distribution_mode)
     num_actions = {}
     if FLAGS.workdir:
-        try:
+        with errors_exit_2(FileNotFoundError, ValueError):
             config = load_run_config(FLAGS.workdir, load_config_file(_DEFAULTS.value))
-        except FileNotFoundError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            validate_config(config, allow_extra=True)
         games, start, num, mode = (list(config.games), config.start_level, config.num_levels,
                                    config.distribution_mode)
         num_actions = dict(num_actions=config.num_actions)
@@ -59,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

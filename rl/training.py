@@ -14,10 +14,10 @@ import jax
 import numpy as np
 
 from . import plotting
-from .agent import CORE_KINDS, make_agent
+from .agent import make_agent
+from .config_checks import validate_config as check_config
 from .evaluation import append_eval_csv, evaluate, format_eval
 from .learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
-from .normalization import PROCGEN_RETURN_RANGES
 from .sebulba import SebulbaRunner
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.mesh import count_params
@@ -30,24 +30,12 @@ TRAIN_RETURN_FIELDS = ["step", "game", "mean_return", "episodes", "sps", "policy
 
 
 def validate_config(config):
-    """Raises:
-      ValueError: one line naming every field of `config` that cannot run."""
-    problems = []
-    if config.agent.core not in CORE_KINDS:
-        problems.append(f"agent.core={config.agent.core!r} not in {CORE_KINDS}")
-    unknown = [g for g in config.games if g not in PROCGEN_RETURN_RANGES]
-    if unknown:
-        problems.append(f"unknown games {unknown}; choose from {sorted(PROCGEN_RETURN_RANGES)}")
-    if config.num_actions < 1:
-        problems.append(f"num_actions must be >= 1, got {config.num_actions}")
-    if config.distribution_mode not in ("easy", "hard", "memory", "exploration", "extreme"):
-        problems.append(f"distribution_mode={config.distribution_mode!r}")
-    for name in ("unroll_length", "batch_size", "num_actor_threads", "envs_per_game",
-                 "queue_size", "total_steps"):
-        if config[name] < 1:
-            problems.append(f"{name} must be >= 1, got {config[name]}")
-    if problems:
-        raise ValueError("bad config: " + "; ".join(problems))
+    """Checks every field of `config` and the device ids / batch split before anything is
+    written.
+
+    Raises:
+      rl.config_checks.ConfigError (a ValueError): one line naming every bad field."""
+    check_config(config, num_devices=jax.device_count())
 
 
 def _devices(ids):

@@ -104,7 +104,11 @@ def read_splits(path: Path) -> dict[str, list[str]]:
         ) from e
 
 
-def _splits_path(data_dir: Path, splits_file, source: str) -> Path:
+def splits_path(data_dir: Path, splits_file, source: str) -> Path:
+    """The split file: `splits_file` if given, else data_dir/splits.json.
+
+    Raises:
+      DatasetError: it does not exist (the message says what it must hold)."""
     if splits_file is not None:
         path = Path(splits_file)
         if not path.exists():
@@ -234,7 +238,7 @@ def _load_tfds(data_dir: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray
 def load_omniglot_native(data_dir: Path, split: str, source: str, splits_file=None):
     """Returns (uint8 ``[n, H, W]`` ink = 255, sizes ``[C]``, class names)."""
     data_dir, source = find_omniglot_dir(Path(data_dir), source)
-    names = read_splits(_splits_path(data_dir, splits_file, source))[split]
+    names = read_splits(splits_path(data_dir, splits_file, source))[split]
     if not names:
         raise DatasetError(f"split {split!r} of the Omniglot split file is empty")
     loader = {"npz": _load_npz, "png": _load_png, "tfds": _load_tfds}[source]

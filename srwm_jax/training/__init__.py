@@ -6,6 +6,8 @@ One module per job, none of them model-specific:
                   (extra scalars such as env steps and the RNG key ride in the saved tree)
     metrics       metrics.jsonl + TensorBoard events in `tensorboard/` + CSV appends
     run_config    config.json save/load, merged onto the defaults the caller passes
+    config_schema per-field config rules (Int, Float, Choice, ...) and their check
+    cli           the shared start of every CLI: one-line flag and config errors, exit 2
     mesh          the data-parallel device mesh, its shardings, parameter counting
 
 Why here: both `fewshot` and `rl` already depend on `srwm_jax` (for its layers) and on

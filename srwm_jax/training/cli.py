@@ -1,7 +1,8 @@
 """The shared start and error handling of every `python -m` program (few-shot and RL).
 
-Each CLI module defines its flags and calls one library function; these two helpers are the
-lines every `main(argv)` would otherwise repeat.
+Each CLI module defines its flags and calls one library function; `run(main)` starts it with
+every flag error reported in one line, and `start_cli` / `errors_exit_2` are the lines every
+`main(argv)` would otherwise repeat.
 """
 from __future__ import annotations
 
@@ -9,8 +10,53 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from absl import app
+from absl import app, flags
 from absl import logging as absl_logging
+
+from .config_schema import closest
+from .run_config import config_flag_problem
+
+
+def one_line(message: str) -> str:
+    """`message` on one line: its lines joined; a traceback embedded in it (ml_collections
+    puts the config file's own in its error) is cut to its last line, the exception."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+    if starts:
+        lines = lines[:starts[0]] + lines[-1:]
+    return " ".join(lines)
+
+
+def exit_with_error(message: str) -> None:
+    """Prints `error: <message>` (one line) on stderr and exits with status 2."""
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's flag parsing with each error (unknown flag or config key, a value of the wrong
+    type or out of its bounds, an unreadable --config file) as one `error:` line and exit 2,
+    instead of absl's two-line FATAL message or ml_collections' traceback. Unknown names get
+    the closest known one. Returns the positional arguments, as absl's parser."""
+    problem = config_flag_problem(argv[1:])
+    if problem:
+        exit_with_error(problem)
+    try:
+        return flags.FLAGS(argv)
+    except flags.UnrecognizedFlagError as e:
+        known = [n for n in flags.FLAGS if not n.startswith("config.")]
+        match = closest(e.flagname, known)
+        hint = f": did you mean --{match}?" if match else " (--helpfull lists the flags)"
+        exit_with_error(f"unknown flag --{e.flagname}{hint}")
+    except (flags.Error, OSError, AttributeError, TypeError, ValueError) as e:
+        # OSError: a missing --config file; AttributeError/TypeError/ValueError: ml_collections
+        # applying an override it cannot (a field that is not a sub-config, a bad tuple).
+        exit_with_error(str(e) or type(e).__name__)
+
+
+def run(main) -> None:
+    """`absl.app.run(main)` with `parse_flags`: bad flags exit 2 with one `error:` line."""
+    app.run(main, flags_parser=parse_flags)
 
 
 def start_cli(argv: Sequence[str]) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import ml_collections
 
+from .config_schema import closest
+
 CONFIG_FILE = "config.json"
 # The checkout's configs/ folder (the package is installed editable or run from the checkout).
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -119,20 +121,25 @@ def define_defaults_flag(area: str):
                                "Config file whose fields fill those an older run's config.json lacks.")
 
 
-def check_config_overrides(argv: Sequence[str]) -> None:
-    """Exits with one clear message if a `--config.a.b=...` names a key the config lacks.
-
-    (ml_collections would otherwise raise a bare AttributeError traceback during flag
-    parsing.) Call with `sys.argv[1:]` before `absl.app.run`."""
+def config_flag_problem(argv: Sequence[str]) -> str | None:
+    """The problem with `--config FILE` (a missing file) or with the first `--config.a.b=...`
+    of `argv` that names a key the config file lacks, with the closest valid key (difflib);
+    None if there is none (or no --config flag, or a file that fails to load: absl reports
+    those)."""
     path = None
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
             path = argv[i + 1]
         elif arg.startswith("--config="):
             path = arg.split("=", 1)[1]
-    if path is None or not os.path.exists(path.split(":")[0]):
-        return  # absl reports the missing/bad --config itself
-    config = load_config_file(path.split(":")[0])
+    if path is None:
+        return None
+    if not os.path.exists(path.split(":")[0]):
+        return f"--config file {path.split(':')[0]} not found"
+    try:
+        config = load_config_file(path.split(":")[0])
+    except Exception:  # noqa: BLE001 - a broken config file is absl's to report, in one line
+        return None
     for arg in argv:
         if not arg.startswith("--config."):
             continue
@@ -140,8 +147,23 @@ def check_config_overrides(argv: Sequence[str]) -> None:
         node = config
         for i, part in enumerate(dotted.split(".")):
             if not hasattr(node, "keys") or part not in node:
-                where = ".".join(dotted.split(".")[:i]) or "<top level>"
-                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(none)"
-                sys.exit(f"error: unknown config key {dotted!r} in {path}: {where!r} has no "
-                         f"field {part!r}. Valid fields there: {valid}")
+                where = ".".join(dotted.split(".")[:i])
+                keys = sorted(node.keys()) if hasattr(node, "keys") else []
+                prefix = f"{where}." if where else ""
+                match = closest(part, keys)
+                hint = (f"did you mean --config.{prefix}{match}?" if match else
+                        f"{where or 'the config'} has no field {part!r} (see {path})")
+                return f"unknown config key {dotted!r} in {path}: {hint}"
             node = node[part]
+    return None
+
+
+def check_config_overrides(argv: Sequence[str]) -> None:
+    """Exits with status 2 and one `error:` line if a `--config.a.b=...` names a key the
+    config lacks, naming the closest valid key (ml_collections would otherwise raise a bare
+    AttributeError traceback during flag parsing). Call with `sys.argv[1:]` before
+    `absl.app.run` (srwm_jax.training.cli.run does)."""
+    problem = config_flag_problem(argv)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)

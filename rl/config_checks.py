@@ -1,0 +1,130 @@
+"""Every RL config field's rule, and the checks between fields and against the devices.
+
+`FIELD_RULES` holds one rule per field of configs/rl/default.py, sub-config fields by dotted
+name ("agent.core"); tests/test_config_checks.py fails when a field is added there without
+one. `validate_config` raises one ValueError (ConfigError) listing every problem, before a
+run writes anything.
+"""
+from __future__ import annotations
+
+from .agent import CORE_KINDS
+from .envs import NUM_ACTIONS
+from .normalization import PROCGEN_RETURN_RANGES
+from srwm_jax.layers import DENSE_INITS, STATE_GRADIENTS
+from srwm_jax.training.config_schema import Bool, Choice, Float, Int, TupleOf
+from srwm_jax.training.config_schema import field_problems as _rule_problems
+
+DISTRIBUTION_MODES = ("easy", "hard", "memory", "exploration", "extreme")
+Game = Choice(*sorted(PROCGEN_RETURN_RANGES))
+Probability = Float(0.0, 1.0, hi_open=True)
+
+FIELD_RULES = {
+    "seed": Int(0),
+    # environment
+    "games": TupleOf(Game, min_length=1),
+    "distribution_mode": Choice(*DISTRIBUTION_MODES),
+    "num_levels": Int(0),                 # 0 = unlimited levels (ProcGen's convention)
+    "start_level": Int(0),
+    "num_actions": Int(1, NUM_ACTIONS),   # the policy's actions index ProcGen's 15
+    "frame_shape": TupleOf(Int(1), length=3),
+    # Sebulba actors
+    "num_actor_threads": Int(1),
+    "envs_per_game": Int(1),
+    "env_threads": Int(1),
+    "queue_size": Int(1),
+    "actor_device_ids": TupleOf(Int(0), min_length=1),
+    "unroll_timeout_seconds": Float(0.0),  # 0 = automatic
+    "learner_device_ids": TupleOf(Int(0)),  # empty = all devices
+    # agent
+    "agent.core": Choice(*CORE_KINDS),
+    "agent.lstm_hidden": Int(1),
+    "agent.num_layers": Int(1),
+    "agent.hidden": Int(1),
+    "agent.num_heads": Int(1),
+    "agent.ff_dim": Int(1),
+    "agent.dropout": Probability,
+    "agent.sum_norm_eps": Float(0.0, lo_open=True),
+    "agent.state_gradient": Choice(*STATE_GRADIENTS),
+    "agent.dense_init": Choice(*DENSE_INITS),
+    # IMPALA / V-trace
+    "total_steps": Int(1),
+    "max_minutes": Float(0.0),            # 0 = no limit
+    "unroll_length": Int(1),
+    "batch_size": Int(1),
+    "discount": Float(0.0, 1.0),
+    "reward_clip": Float(0.0),            # 0 = no clipping
+    "baseline_cost": Float(0.0),
+    "entropy_cost": Float(0.0),
+    "learning_rate": Float(0.0, lo_open=True),
+    "rmsprop_decay": Probability,
+    "rmsprop_eps": Float(0.0, lo_open=True),
+    "rmsprop_momentum": Probability,
+    "grad_norm_clip": Float(0.0, lo_open=True),
+    # evaluation
+    "eval_splits": TupleOf(TupleOf(Int(0), length=2)),
+    "eval_on_train_levels": Bool,
+    "eval_episodes": Int(0),              # 0 = no final evaluation
+    "eval_every_steps": Int(0),           # 0 = only at the end
+    "eval_max_steps": Int(1),
+    # logging / checkpointing
+    "log_every_seconds": Float(0.0),
+    "return_window": Int(1),
+    "checkpoint_every_minutes": Float(0.0, lo_open=True),
+    "keep_checkpoints": Int(1),
+}
+
+
+class ConfigError(ValueError):
+    """An RL config that cannot run; the message names each field and what is allowed."""
+
+
+def field_problems(config, allow_extra: bool = False) -> list[str]:
+    """Problems of single fields (FIELD_RULES) and between fields, as phrases; [] if none.
+
+    `allow_extra`: accept fields without a rule (runs written by an older version)."""
+    problems = _rule_problems(config, FIELD_RULES, allow_extra)
+    if problems:
+        return problems  # the rules between fields assume each field is well typed
+    c = config
+    if len(set(c.games)) != len(c.games):
+        problems.append(f"config.games={tuple(c.games)!r} lists a game twice")
+    if c.agent.core not in ("ff", "lstm") and c.agent.hidden % c.agent.num_heads:
+        problems.append(f"config.agent.hidden={c.agent.hidden} is not divisible by "
+                        f"config.agent.num_heads={c.agent.num_heads}")
+    if any(n < 1 for _, n in c.eval_splits):
+        problems.append(f"config.eval_splits={tuple(c.eval_splits)!r}: each (start_level, "
+                        "num_levels) needs num_levels >= 1")
+    return problems
+
+
+def device_problems(config, num_devices: int) -> list[str]:
+    """Device ids within the `num_devices` devices, and the batch split evenly over the
+    learner devices (all of them when learner_device_ids is empty)."""
+    problems = []
+    for name in ("actor_device_ids", "learner_device_ids"):
+        bad = [i for i in config[name] if i >= num_devices]
+        if bad:
+            problems.append(f"config.{name}={tuple(config[name])!r}: device(s) {bad} do not "
+                            f"exist (there are {num_devices})")
+    learners = len(config.learner_device_ids) or num_devices
+    if not problems and config.batch_size % learners:
+        problems.append(f"config.batch_size={config.batch_size} must be divisible by the "
+                        f"{learners} learner devices")
+    return problems
+
+
+def validate_config(config, num_devices: int | None = None, allow_extra: bool = False) -> None:
+    """Refuses an RL config that cannot run, with every problem in one line.
+
+    Args:
+      config: an RL ConfigDict (configs/rl/default.py and its variants).
+      num_devices: jax.device_count() (None: skip the device checks).
+      allow_extra: accept fields without a rule (an older run's config.json).
+    Raises:
+      ConfigError: one line naming each bad field, its value and what is allowed.
+    """
+    problems = field_problems(config, allow_extra)
+    if not problems and num_devices is not None:
+        problems += device_problems(config, num_devices)
+    if problems:
+        raise ConfigError("bad config: " + "; ".join(problems))
