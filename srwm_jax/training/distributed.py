@@ -16,6 +16,8 @@ on GPUs, gloo on CPUs). Each process feeds only the batch rows of its own device
                                the same branch at a collective such as an orbax save)
     params_checksum(tree)      a bit-exact fingerprint of a (replicated) parameter tree
     check_identical(tree)      raises DivergedError unless every process holds the same tree
+    devices_by_local_index()   the same local device indices on every process (RL learner)
+    local_copy(tree)           a replicated global tree on this process's first device
 
 When a process dies, the others stop with an error within about `heartbeat_timeout_seconds`
 (the runtime's health check, or the collective's broken connection) instead of hanging.
@@ -182,6 +184,29 @@ def check_identical(tree, what: str = "parameters") -> int:
                             f"{sums.tolist()}); the runs have diverged. Check that every "
                             "process runs the same code, config and jax version.")
     return crc
+
+
+def devices_by_local_index(ids) -> list:
+    """The devices at local indices `ids` of every process (all devices if `ids` is empty),
+    ordered by process: e.g. `(1, 2, 3)` on 2 hosts of 4 GPUs is GPUs 1-3 of each host.
+
+    Raises:
+      ValueError: an index beyond a process's local device count."""
+    by_process: dict[int, list] = {}
+    for d in jax.devices():
+        by_process.setdefault(d.process_index, []).append(d)
+    out = []
+    for p in sorted(by_process):
+        local = by_process[p]
+        if not ids:
+            out += local
+            continue
+        bad = [i for i in ids if not 0 <= i < len(local)]
+        if bad:
+            raise ValueError(f"device ids {bad} out of range: process {p} has {len(local)} "
+                             "local devices.")
+        out += [local[i] for i in ids]
+    return out
 
 
 def local_copy(tree):

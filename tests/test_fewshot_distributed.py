@@ -5,23 +5,19 @@ per-step losses, validation accuracy and parameters of 1 process x 4 devices; a 
 checkpointed by 2 processes resumes with 1 and the other way round; a killed process stops the
 other with an error instead of a hang.
 
-RL: see test_rl_distributed.py.
-
-Every launched process is killed in a `finally`, whatever the outcome; ports are free ones.
+RL: test_rl_distributed.py. Launching and cleaning up: tests/multiprocess.py.
 """
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from conftest import OMNIGLOT_DIR, REPO_ROOT
+from conftest import OMNIGLOT_DIR
+from multiprocess import HEARTBEAT, assert_survivor_fails, kill_all, launch, wait_all, wait_until
 
 pytestmark = pytest.mark.omniglot
 
@@ -35,57 +31,6 @@ TRAIN_ARGS = ["-m", "fewshot.train", "--config", "configs/fewshot/omniglot_smoke
               f"--config.eval_every_steps={STEPS}", "--config.checkpoint_every_steps=4",
               "--config.val_episodes=18", "--config.eval_batch_size=8",
               f"--config.learning_rate={LR}"]
-HEARTBEAT = 10  # seconds; how soon the runtime notices a dead process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(num_processes, devices_per_process, args, log_prefix):
-    """Starts `python args...` once per process; returns the Popen list (stdout/err in files)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
-    port = free_port()
-    procs = []
-    for i in range(num_processes):
-        extra = [] if num_processes == 1 else [
-            f"--num_processes={num_processes}", f"--process_id={i}",
-            f"--coordinator_address=127.0.0.1:{port}", f"--heartbeat_timeout_seconds={HEARTBEAT}"]
-        out = open(f"{log_prefix}.{i}.log", "w")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen([sys.executable, *args, *extra], cwd=REPO_ROOT, env=env,
-                                      stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
-        procs[-1].log_file = out
-    return procs
-
-
-def kill_all(procs):
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        p.log_file.close()
-
-
-def log_text(proc) -> str:
-    with open(proc.log_file.name) as f:
-        return f.read()
-
-
-def wait_all(groups, timeout):
-    """Waits for every process of every group; asserts each exited 0 (log tail otherwise)."""
-    deadline = time.monotonic() + timeout
-    try:
-        for procs in groups:
-            for p in procs:
-                p.wait(timeout=max(1.0, deadline - time.monotonic()))
-                assert p.returncode == 0, log_text(p)[-4000:]
-    finally:
-        for procs in groups:
-            kill_all(procs)
 
 
 def train(workdir, num_processes, devices):
@@ -172,13 +117,9 @@ def test_fewshot_two_processes_match_one_and_resume_across_process_counts(tmp_pa
     truncate_to_step(one, one_to_two, 4)
     wait_all([train(two_to_one, 1, 4), train(one_to_two, 2, 2)], timeout=600)
     for resumed in (two_to_one, one_to_two):
-        assert "Resumed from" in log_text_file(resumed)
+        with open(f"{resumed}.0.log") as f:
+            assert "Resumed from" in f.read()
         assert_same_run(one, resumed, range(5, STEPS + 1))
-
-
-def log_text_file(workdir) -> str:
-    with open(f"{workdir}.0.log") as f:
-        return f.read()
 
 
 def test_fewshot_killed_process_stops_the_other(tmp_path):
@@ -189,19 +130,10 @@ def test_fewshot_killed_process_stops_the_other(tmp_path):
             "--config.eval_every_steps=100000", "--config.checkpoint_every_steps=100000"]
     procs = launch(2, 2, args, str(workdir))
     try:
-        deadline = time.monotonic() + 300
-        while not (workdir / "metrics.jsonl").exists() or not records(workdir, "train"):
-            assert time.monotonic() < deadline, log_text(procs[0])[-3000:]
-            assert all(p.poll() is None for p in procs), log_text(procs[0])[-3000:]
-            time.sleep(0.5)
+        wait_until(lambda: (workdir / "metrics.jsonl").exists() and records(workdir, "train"),
+                   procs, 300, "training step")
         os.killpg(procs[1].pid, signal.SIGKILL)
-        killed = time.monotonic()
-        procs[0].wait(timeout=HEARTBEAT + 60)
-        waited = time.monotonic() - killed
-        out = log_text(procs[0])
-        assert procs[0].returncode != 0
-        assert ("another task died" in out or "Connection closed by peer" in out
-                or "unhealthy" in out), out[-3000:]
+        waited = assert_survivor_fails(procs[0], time.monotonic(), HEARTBEAT + 60)
         print(f"survivor exited {waited:.1f} s after the kill (heartbeat {HEARTBEAT} s)")
     finally:
         kill_all(procs)
