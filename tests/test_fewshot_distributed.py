@@ -5,7 +5,7 @@ per-step losses, validation accuracy and parameters of 1 process x 4 devices; a 
 checkpointed by 2 processes resumes with 1 and the other way round; a killed process stops the
 other with an error instead of a hang.
 
-RL: test_rl_distributed.py. Launching and cleaning up: tests/multiprocess.py.
+RL: test_rl_distributed.py. Launching and cleaning up: tests/process_group.py.
 """
 import json
 import os
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import OMNIGLOT_DIR
-from multiprocess import HEARTBEAT, assert_survivor_fails, kill_all, launch, wait_all, wait_until
+from process_group import HEARTBEAT, assert_survivor_fails, kill_all, launch, wait_all, wait_until
 
 pytestmark = pytest.mark.omniglot
 

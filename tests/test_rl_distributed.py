@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from multiprocess import HEARTBEAT, assert_survivor_fails, kill_all, launch, log_text, wait_all, wait_until
+from process_group import HEARTBEAT, assert_survivor_fails, kill_all, launch, log_text, wait_all, wait_until
 
 _PRELUDE = f"""
 import json, sys
