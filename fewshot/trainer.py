@@ -192,6 +192,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
             if done % config.checkpoint_every_steps == 0 or last:
                 checkpoints.save(done, state)
     except KeyboardInterrupt:
+        if jax.process_count() > 1:  # a save is collective; the others are elsewhere
+            tqdm.write("Interrupted: several processes, so no checkpoint is saved now.")
+            raise
         tqdm.write(f"Interrupted: saving a checkpoint at step {int(state.step)} and exiting.")
         checkpoints.save(int(state.step), state)
     finally:

@@ -188,7 +188,8 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
                 log.info("max_minutes=%s reached", config.max_minutes)
                 break
             batch, versions = runner.get_batch(local_batch_size)
-            progress.lags.append(update - versions)
+            if main:
+                progress.lags.append(update - versions)
             train_state, metrics = learner.update(train_state, batch)
             update += 1
             env_steps += steps_per_update
@@ -207,9 +208,15 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
             if next_eval is not None and env_steps >= next_eval:
                 next_eval += config.eval_every_steps
                 if main:
-                    summary["evals"].append(_evaluate(agent, train_state.params, config, workdir,
-                                                      env_steps))
+                    summary["evals"].append(_evaluate(
+                        agent, distributed.local_copy(train_state.params), config, workdir,
+                        env_steps))
     except KeyboardInterrupt:
+        if jax.process_count() > 1:
+            # A save is collective: the other processes are elsewhere in the loop.
+            log.warning("interrupted: several processes, so no checkpoint is saved now (the "
+                        "last periodic one stays)")
+            raise
         interrupted = True
         log.warning("interrupted: saving a checkpoint at %d env steps", env_steps)
     except Exception:
@@ -225,7 +232,8 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
     checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng), force=True)
     checkpoints.close()
     if not interrupted and config.eval_episodes > 0 and main:
-        summary["evals"].append(_evaluate(agent, train_state.params, config, workdir, env_steps))
+        summary["evals"].append(_evaluate(agent, distributed.local_copy(train_state.params),
+                                          config, workdir, env_steps))
     writer.close()
     try:
         if main:

@@ -21,12 +21,12 @@ from process_group import HEARTBEAT, assert_survivor_fails, kill_all, launch, wa
 
 pytestmark = pytest.mark.omniglot
 
-# Tiny 2-way SRWM (5,402 parameters); 8 steps of a global batch of 8 episodes, a checkpoint
+# Tiny 2-way SRWM (one layer); 8 steps of a global batch of 8 episodes, a checkpoint
 # every 4 steps, validation on 18 episodes at step 8 (batches of 8: the last one padded).
 STEPS, LR = 8, 1e-3
 TRAIN_ARGS = ["-m", "fewshot.train", "--config", "configs/fewshot/omniglot_smoke.py",
               f"--config.data_dir={OMNIGLOT_DIR}", "--config.batch_size=8",
-              "--config.conv_channels=8", "--config.hidden_size=16",
+              "--config.conv_channels=8", "--config.hidden_size=16", "--config.num_layers=1",
               f"--config.total_steps={STEPS}", "--config.log_every_steps=1",
               f"--config.eval_every_steps={STEPS}", "--config.checkpoint_every_steps=4",
               "--config.val_episodes=18", "--config.eval_batch_size=8",
@@ -96,6 +96,23 @@ def truncate_to_step(src, dst, step):
         kept = [line for line in f if json.loads(line)["step"] <= step]
     with open(os.path.join(dst, "metrics.jsonl"), "w") as f:
         f.writelines(kept)
+
+
+def test_process_shares_of_a_batch_are_the_batch():
+    """Each process's rows (sample(..., rows)) are those rows of the global batch: together the
+    shares hold every episode once (the indices are drawn for the whole batch)."""
+    from configs.fewshot.omniglot_smoke import get_config  # noqa: PLC0415
+    from fewshot.tasks import get_task  # noqa: PLC0415
+
+    config = get_config()
+    config.data_dir = str(OMNIGLOT_DIR)
+    sampler = get_task(config).make_sampler(config, "train", config.seed)
+    whole = sampler.sample(8, 5)
+    shares = [sampler.sample(8, 5, rows=slice(lo, lo + 4)) for lo in (0, 4)]
+    for name, value in whole.items():
+        np.testing.assert_array_equal(np.concatenate([s[name] for s in shares]), value)
+    _, first = next(sampler.iterate(8, start_step=5, num_steps=1, rows=slice(4, 8)))
+    np.testing.assert_array_equal(first["query_images"], whole["query_images"][4:])
 
 
 def test_fewshot_two_processes_match_one_and_resume_across_process_counts(tmp_path):

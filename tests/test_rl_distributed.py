@@ -69,6 +69,15 @@ for update in range(UPDATES):
     state, metrics = learner.update(state, jax.tree.map(lambda a: a[rows], batch))
     losses.append(float(metrics["loss"]))
     distributed.check_identical(state.params, f"parameters after update {update + 1}")
+if jax.process_count() > 1:  # a process that drifts by one ulp is caught, in every process
+    host = jax.tree.map(np.array, distributed.local_copy(state.params))
+    leaf = jax.tree.leaves(host)[0].reshape(-1)
+    if jax.process_index() == 1:
+        leaf[0] = np.nextafter(leaf[0], np.float32(np.inf))
+    try:
+        distributed.check_identical(host)
+    except distributed.DivergedError as e:
+        print("DIVERGED " + str(e).splitlines()[0], flush=True)
 if distributed.is_main_process():
     leaves = jax.tree.leaves(distributed.local_copy(state.params))
     np.save(sys.argv[1], np.concatenate([np.asarray(x).ravel() for x in leaves]))
@@ -107,6 +116,10 @@ def test_learner_on_fixed_batches_two_processes_match_one(tmp_path):
     wait_all([one, two], timeout=400)
     r1, r2 = result(one[0]), result(two[0])
     assert (r1["devices"], r1["processes"], r2["devices"], r2["processes"]) == (2, 1, 2, 2)
+    # Bit-identical after every update (check_identical raised otherwise), and a one-ulp
+    # difference planted in process 1 afterwards is reported by both processes.
+    for p in two:
+        assert "DIVERGED parameters differ between processes" in log_text(p), log_text(p)[-2000:]
     # Same global batches on 2 devices: same loss (sum over T and B; float32 rounding of the
     # differently ordered all-reduce only).
     np.testing.assert_allclose(r2["losses"], r1["losses"], rtol=1e-5)
