@@ -134,8 +134,6 @@ class Learner:
         """Fresh TrainState (update 0) for `params`, replicated over the learner devices.
 
         Several processes: `params` must be the same in every process (same seed)."""
-        if jax.process_count() > 1:  # host copies: device_put of local jax arrays to a global mesh
-            params = jax.device_get(params)
         params = jax.device_put(params, self.replicated)
         opt_state = jax.jit(self.optimizer.init, out_shardings=self.replicated)(params)
         return TrainState(params, opt_state, jax.device_put(np.int32(0), self.replicated))
