@@ -27,6 +27,8 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run as a script from a checkout: import this checkout's packages
+# jax and the training modules are imported inside the functions: a worker process must start
+# jax.distributed before anything touches a device.
 FEWSHOT_CONFIGS = ("omniglot_srwm", "miniimagenet_srwm_1shot", "miniimagenet_srwm_5shot")
 
 
