@@ -2,6 +2,10 @@
 
 (The multi-process behaviour itself: test_fewshot_distributed.py, test_rl_distributed.py.)
 """
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -54,3 +58,14 @@ def test_device_indices_and_process_rows_in_one_process():
     assert mesh.process_rows(4 * n) == slice(0, 4 * n)
     batch = {"x": np.arange(4 * n * 3, dtype=np.float32).reshape(4 * n, 3)}
     np.testing.assert_array_equal(np.asarray(mesh.put_process_batch(batch)["x"]), batch["x"])
+
+
+def test_cli_reports_a_bad_setting_in_one_line(tmp_path, repo_root):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k == "JAX_PLATFORMS"}
+    r = subprocess.run([sys.executable, "-m", "fewshot.train", "--config",
+                        "configs/fewshot/omniglot_smoke.py", "--workdir", str(tmp_path),
+                        "--num_processes=2", "--process_id=0"], cwd=repo_root,
+                       env=dict(env, PYTHONPATH=str(repo_root)), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "error: num_processes > 1 needs --coordinator_address" in r.stderr
