@@ -119,15 +119,19 @@ class SequentialTask:
         self.length = 2 * config.n_way * config.sequential_shots
         self.pad = config.sequential_pad
 
-    def sample(self, batch_size, step, train=True):
-        """Batch `step` of `batch_size` sequences (padded to the full length if config.sequential_pad)."""
-        return pad_batch(self.stream.sample(batch_size, step, train), self.length if self.pad else None)
+    def sample(self, batch_size, step, train=True, rows=None):
+        """Batch `step` of `batch_size` sequences (padded to the full length if config.sequential_pad).
 
-    def iterate(self, batch_size, start_step=0, *, num_steps=None, prefetch=4, num_threads=1):
-        """Yields (step, sample(batch_size, step)) for step = start_step, ..., made ahead in
-        background threads (see fewshot.data.EpisodeSampler.iterate)."""
-        return prefetch_steps(lambda s: self.sample(batch_size, s, True), start_step, num_steps,
-                              prefetch, num_threads)
+        rows: keep only these sequences (a process's share; the whole batch is drawn)."""
+        batch = pad_batch(self.stream.sample(batch_size, step, train), self.length if self.pad else None)
+        return batch if rows is None else {k: v[rows] for k, v in batch.items()}
+
+    def iterate(self, batch_size, start_step=0, *, num_steps=None, prefetch=4, num_threads=1,
+                rows=None):
+        """Yields (step, sample(batch_size, step, rows=rows)) for step = start_step, ..., made
+        ahead in background threads (see fewshot.data.EpisodeSampler.iterate)."""
+        return prefetch_steps(lambda s: self.sample(batch_size, s, True, rows), start_step,
+                              num_steps, prefetch, num_threads)
 
     def fixed_batches(self, num_sequences, batch_size):
         """Evaluation batches (untrimmed; order alternates with the batch index: even = A first).

@@ -5,8 +5,11 @@ checkpoints/ (periodic) and best/ (best validation accuracy): the layout of the 
 layer, srwm_jax.training. The task (sync, sequential, bootstrap) comes from fewshot.tasks.
 
 Data parallel over all devices: one mesh axis "data"; the episode batch is split over it and
-the parameters are replicated (jit + NamedSharding). Multi-host: call
-`jax.distributed.initialize()` before training (see README); each host then feeds its share.
+the parameters are replicated (jit + NamedSharding). Several processes (hosts): start
+jax.distributed first (srwm_jax.training.distributed; fewshot.train's --num_processes etc.);
+the mesh then spans every process's devices, each process samples and feeds only its rows of
+the global batch (config.batch_size), and process 0 alone writes config.json, metrics and
+TensorBoard (all processes take part in the orbax checkpoint saves).
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from .steps import make_optimizer, make_schedule, make_train_step
 from .tasks import example_batch, get_task
 from .warm_start import warm_start
 from srwm_jax.training.checkpoints import Checkpoints
+from srwm_jax.training.distributed import is_main_process
 from srwm_jax.training.mesh import DataParallel, count_params
-from srwm_jax.training.metrics import MetricWriter
+from srwm_jax.training.metrics import MetricWriter, NullWriter
 from srwm_jax.training.run_config import save_config
 
 # config.json keys renamed since older runs were written: {old: new}. Older run directories
@@ -62,8 +66,9 @@ def build(config):
     train_step = jax.jit(make_train_step(model, optimizer, config, task.loss_fn),
                          in_shardings=(mesh.replicated, mesh.batch, mesh.replicated),
                          out_shardings=(mesh.replicated, mesh.replicated), donate_argnums=0)
+    # Replicated output: every process reads all B results (they are a few bytes).
     eval_step = jax.jit(task.make_eval_step(model, config),
-                        in_shardings=(mesh.replicated, mesh.batch), out_shardings=mesh.batch)
+                        in_shardings=(mesh.replicated, mesh.batch), out_shardings=mesh.replicated)
     return model, optimizer, mesh, train_step, eval_step
 
 
@@ -104,7 +109,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
         checkpoints.close()
         raise ConfigError(f"{workdir} already holds checkpoints; pass --resume or use a fresh "
                           "--workdir.")
-    save_config(workdir, config)
+    main = is_main_process()
+    if main:
+        save_config(workdir, config)
 
     train_sampler = task.make_sampler(config, "train", config.seed)
     val_sampler = task.make_sampler(config, "val", config.seed)
@@ -112,26 +119,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
     state = initial_state(config, model, optimizer, mesh, train_sampler.sample(1, 0))
     if checkpoints.latest_step() is not None:
         state = checkpoints.restore(state)
-        print(f"Resumed from {workdir}/checkpoints/{int(state.step)}", flush=True)
+        if main:
+            print(f"Resumed from {workdir}/checkpoints/{int(state.step)}", flush=True)
     elif config.init_from:
         state, report = warm_start(state, config.init_from, config.init_from_checkpoint)
         state = mesh.put_replicated(state)
-        print(report, flush=True)
+        if main:
+            print(report, flush=True)
     start = int(state.step)
     schedule = make_schedule(config)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    writer = MetricWriter(workdir)
-    print(f"{config.model} / {config.backbone}: {count_params(state.params):,} parameters, "
-          f"{jax.device_count()} device(s), steps {start}..{config.total_steps}", flush=True)
+    writer = MetricWriter(workdir) if main else NullWriter()
+    if main:
+        print(f"{config.model} / {config.backbone}: {count_params(state.params):,} parameters, "
+              f"{jax.device_count()} device(s) in {jax.process_count()} process(es), steps "
+              f"{start}..{config.total_steps}", flush=True)
 
     bar = tqdm(total=config.total_steps, initial=start, dynamic_ncols=True,
-               mininterval=1 if sys.stderr.isatty() else 30, disable=start >= config.total_steps)
+               mininterval=1 if sys.stderr.isatty() else 30,
+               disable=start >= config.total_steps or not main)
     images_per_step = config.batch_size * task.images_per_episode(config)
     sums, count, t_last = None, 0, time.time()
     try:
+        # Each process samples only its rows of the global batch (all of it with one process).
+        rows = mesh.process_rows(config.batch_size)
         for step, batch in train_sampler.iterate(config.batch_size, start_step=start,
-                                                 num_steps=config.total_steps - start):
-            state, metrics = train_step(state, mesh.put_batch(batch), dropout_key)
+                                                 num_steps=config.total_steps - start, rows=rows):
+            state, metrics = train_step(state, mesh.put_process_batch(batch), dropout_key)
             sums = metrics if sums is None else jax.tree.map(lambda a, b: a + b, sums, metrics)
             count += 1
             done = step + 1
@@ -151,13 +165,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
                 t0 = time.time()
                 val = task.validation(config, eval_step, mesh, state, val_sampler)
                 writer.write(done, val, "valid")
-                tqdm.write(f"step {done}: valid " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+                if main:
+                    tqdm.write(f"step {done}: valid "
+                               + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
                 if val["accuracy"] > checkpoints.best_accuracy():
                     checkpoints.save_best(done, state, val["accuracy"])
                 t_last += time.time() - t0  # keep evaluation out of the training throughput
             if done % config.checkpoint_every_steps == 0 or last:
                 checkpoints.save(done, state)
     except KeyboardInterrupt:
+        if jax.process_count() > 1:  # a save is collective; the others are elsewhere
+            tqdm.write("Interrupted: several processes, so no checkpoint is saved now.")
+            raise
         tqdm.write(f"Interrupted: saving a checkpoint at step {int(state.step)} and exiting.")
         checkpoints.save(int(state.step), state)
     finally:

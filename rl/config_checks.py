@@ -71,6 +71,7 @@ FIELD_RULES = {
     "return_window": Int(1),
     "checkpoint_every_minutes": Float(0.0, lo_open=True),
     "keep_checkpoints": Int(1),
+    "params_check_every_updates": Int(0),   # several processes; 0 = never
 }
 
 

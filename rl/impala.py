@@ -7,7 +7,9 @@
 A run resumes from the latest checkpoint in --workdir by default (`--noresume` refuses a
 workdir that holds checkpoints). Ctrl-C saves a checkpoint and exits with status 0; an
 exception in any actor thread or the learner ends the run with that error and a non-zero
-status. Intentionally kept short: the run itself is rl.training.train_and_evaluate.
+status. Several processes (one command per host): add `--num_processes=P --process_id=I
+--coordinator_address=HOST:PORT` (or `--distributed` under SLURM / Open MPI); see
+rl.training. Intentionally kept short: the run itself is rl.training.train_and_evaluate.
 """
 
 import logging
@@ -19,6 +21,7 @@ from ml_collections import config_flags
 from .config_checks import validate_config
 from .envs import procgen_available
 from .training import train_and_evaluate
+from srwm_jax.training import distributed
 from srwm_jax.training.cli import errors_exit_2, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/rl/*.py).",
@@ -27,6 +30,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (checkpoints, 
 _RESUME = flags.DEFINE_bool("resume", True, "Resume from the latest checkpoint in --workdir if "
                             "there is one.")
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
 
 
 def main(argv):
@@ -44,8 +48,9 @@ def main(argv):
     if not ok:
         raise SystemExit(why)
     try:
+        distributed.initialize_from_flags()
         summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
-    except ValueError as e:
+    except (ValueError, distributed.DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     logging.getLogger("rl").info("done: %d env steps, %d updates%s", summary["env_steps"],

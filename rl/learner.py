@@ -38,7 +38,7 @@ def checkpoint_tree(train_state: TrainState, env_steps: int, rng_key) -> dict:
     data, so a resumed run continues the same step count and random stream."""
     return dict(params=train_state.params, opt_state=train_state.opt_state,
                 update=train_state.update, env_steps=np.asarray(env_steps, np.int64),
-                rng=jax.random.key_data(rng_key))
+                rng=np.asarray(jax.random.key_data(rng_key)))  # host: the same in every process
 
 
 def from_checkpoint_tree(tree: dict) -> tuple[TrainState, int, jax.Array]:
@@ -107,6 +107,8 @@ class Learner:
 
     Data parallel over `devices`: the batch axis is sharded over mesh axis "data", parameters and
     optimizer state are replicated; jit inserts the gradient all-reduce (the loss is a sum).
+    The devices may belong to several processes (jax.distributed): the all-reduce then crosses
+    processes and every process ends the update with the same parameters.
     """
 
     def __init__(self, agent, config, num_updates: int, devices=None):
@@ -129,14 +131,19 @@ class Learner:
         self._update = jax.jit(update, out_shardings=(self.replicated, self.replicated))
 
     def init_state(self, params) -> TrainState:
-        """Fresh TrainState (update 0) for `params`, replicated over the learner devices."""
+        """Fresh TrainState (update 0) for `params`, replicated over the learner devices.
+
+        Several processes: `params` must be the same in every process (same seed)."""
         params = jax.device_put(params, self.replicated)
         opt_state = jax.jit(self.optimizer.init, out_shardings=self.replicated)(params)
-        return TrainState(params, opt_state, jax.device_put(jnp.int32(0), self.replicated))
+        return TrainState(params, opt_state, jax.device_put(np.int32(0), self.replicated))
 
     def shard_batch(self, batch: Batch) -> Batch:
-        """Host batch -> device batch split over the learner devices along B."""
-        return self.parallel.put_batch(batch)
+        """Host batch -> device batch split over the learner devices along B.
+
+        Several processes: `batch` is this process's share (its own actors' unrolls,
+        config.batch_size / process count of them); the update sees all processes' rows."""
+        return self.parallel.put_process_batch(batch)
 
     def update(self, train_state: TrainState, batch: Batch):
         """One IMPALA update on a host batch -> (new train state, metrics dict of scalars)."""

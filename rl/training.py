@@ -3,6 +3,15 @@
 The workdir layout is the shared run layer's (srwm_jax.training): config.json, metrics.jsonl,
 tensorboard/, checkpoints/<env steps>/, plus train_returns.csv, eval.csv and
 learning_curves.png.
+
+Several processes (jax.distributed started first, srwm_jax.training.distributed): every
+process runs its own actor threads and environments on its own devices and feeds its share
+(config.batch_size / process count unrolls) of each update to the learner, whose mesh spans
+every process's devices; the gradient all-reduce crosses processes. Process 0 alone logs,
+evaluates and writes files; all processes take part in the checkpoint saves. Decisions from
+local clocks (checkpoint time, max_minutes) are agreed on by all processes every update, and
+every `config.params_check_every_updates` updates the processes assert that they hold
+bit-identical parameters. The logged training returns are process 0's actors' episodes.
 """
 
 import collections
@@ -19,9 +28,10 @@ from .config_checks import validate_config as check_config
 from .evaluation import append_eval_csv, evaluate, format_eval
 from .learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
 from .sebulba import SebulbaRunner
+from srwm_jax.training import distributed
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.mesh import count_params
-from srwm_jax.training.metrics import MetricWriter, append_csv
+from srwm_jax.training.metrics import MetricWriter, NullWriter, append_csv
 from srwm_jax.training.run_config import save_config
 
 log = logging.getLogger("rl")
@@ -38,8 +48,9 @@ def validate_config(config):
     check_config(config, num_devices=jax.device_count())
 
 
-def _devices(ids):
-    devices = jax.devices()
+def _actor_devices(ids):
+    # Indices into this process's own devices (each process runs its own actors).
+    devices = jax.local_devices()
     return [devices[i] for i in ids] if ids else devices
 
 
@@ -118,12 +129,14 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
         checkpoints.close()
         raise ValueError(f"{workdir} already holds checkpoints; pass --resume or use a fresh "
                          "--workdir.")
-    save_config(workdir, config)
+    main = distributed.is_main_process()
+    if main:
+        save_config(workdir, config)
     agent = make_agent(config)
     rng = jax.random.key(config.seed)
     params = init_params(agent, jax.random.fold_in(rng, 0), config.frame_shape)
     learner = Learner(agent, config, num_updates_for(config),
-                      devices=_devices(config.learner_device_ids))
+                      devices=distributed.devices_by_local_index(config.learner_device_ids))
     train_state = learner.init_state(params)
     env_steps = 0
     if checkpoints.latest_step() is not None:
@@ -133,46 +146,65 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
     update = int(train_state.update)
     log.info("agent %s: %d parameters; learner devices %s; actor devices %s", config.agent.core,
              count_params(params), learner.parallel.mesh.devices.tolist(),
-             _devices(config.actor_device_ids))
+             _actor_devices(config.actor_device_ids))
 
-    writer = MetricWriter(workdir, tensorboard=use_tensorboard)
+    writer = MetricWriter(workdir, tensorboard=use_tensorboard) if main else NullWriter()
     progress = Progress(config, workdir, writer, env_steps)
-    steps_per_update = config.unroll_length * config.batch_size
+    steps_per_update = config.unroll_length * config.batch_size  # over all processes
+    local_batch_size = config.batch_size // jax.process_count()  # this process's actors' share
+    check_every = config.params_check_every_updates if jax.process_count() > 1 else 0
     start = last_log = last_ckpt = time.monotonic()
     next_eval = env_steps + config.eval_every_steps if config.eval_every_steps else None
     summary = dict(evals=[])
     metrics = None
-    runner = SebulbaRunner(agent, config, train_state.params,
-                           actor_devices=_devices(config.actor_device_ids),
-                           env_factory=env_factory, seed=config.seed * 7919 + update,
+    runner = SebulbaRunner(agent, config, distributed.local_copy(train_state.params),
+                           actor_devices=_actor_devices(config.actor_device_ids),
+                           env_factory=env_factory,
+                           seed=config.seed * 7919 + update + 1_000_003 * jax.process_index(),
                            start_version=update)
     interrupted = False
     try:
         runner.start()
         while env_steps < config.total_steps:
-            if config.max_minutes and time.monotonic() - start > 60 * config.max_minutes:
+            now = time.monotonic()
+            # Clock-based decisions, the same in every process (one all-gather per update when
+            # there are several; the values themselves when there is one).
+            due = distributed.agree({
+                "stop": bool(config.max_minutes) and now - start > 60 * config.max_minutes,
+                "checkpoint": now - last_ckpt > 60 * config.checkpoint_every_minutes})
+            if due["stop"]:
                 log.info("max_minutes=%s reached", config.max_minutes)
                 break
-            batch, versions = runner.get_batch(config.batch_size)
-            progress.lags.append(update - versions)
+            batch, versions = runner.get_batch(local_batch_size)
+            if main:
+                progress.lags.append(update - versions)
             train_state, metrics = learner.update(train_state, batch)
             update += 1
             env_steps += steps_per_update
-            runner.publish(train_state.params, update)
+            if check_every and update % check_every == 0:
+                distributed.check_identical(train_state.params, f"parameters after update {update}")
+            runner.publish(distributed.local_copy(train_state.params), update)
             progress.add_episodes(runner.drain_episodes(), env_steps)
             now = time.monotonic()
-            if now - last_log > config.log_every_seconds:
+            if main and now - last_log > config.log_every_seconds:
                 last_log = now
                 summary["progress"] = progress.report(env_steps, update, metrics,
                                                       runner.rollout_queue.qsize())
-            if now - last_ckpt > 60 * config.checkpoint_every_minutes:
+            if due["checkpoint"]:
                 last_ckpt = now
                 checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng), force=True)
             if next_eval is not None and env_steps >= next_eval:
                 next_eval += config.eval_every_steps
-                summary["evals"].append(_evaluate(agent, train_state.params, config, workdir,
-                                                  env_steps))
+                if main:
+                    summary["evals"].append(_evaluate(
+                        agent, distributed.local_copy(train_state.params), config, workdir,
+                        env_steps))
     except KeyboardInterrupt:
+        if jax.process_count() > 1:
+            # A save is collective: the other processes are elsewhere in the loop.
+            log.warning("interrupted: several processes, so no checkpoint is saved now (the "
+                        "last periodic one stays)")
+            raise
         interrupted = True
         log.warning("interrupted: saving a checkpoint at %d env steps", env_steps)
     except Exception:
@@ -182,16 +214,18 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
     finally:
         runner.close()
     # Only reached without an exception (an actor failure propagates after runner.close()).
-    if metrics is not None:
+    if metrics is not None and main:
         summary["progress"] = progress.report(env_steps, update, metrics,
                                               runner.rollout_queue.qsize())
     checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng), force=True)
     checkpoints.close()
-    if not interrupted and config.eval_episodes > 0:
-        summary["evals"].append(_evaluate(agent, train_state.params, config, workdir, env_steps))
+    if not interrupted and config.eval_episodes > 0 and main:
+        summary["evals"].append(_evaluate(agent, distributed.local_copy(train_state.params),
+                                          config, workdir, env_steps))
     writer.close()
     try:
-        plotting.plot_learning_curves(workdir)
+        if main:
+            plotting.plot_learning_curves(workdir)
     except Exception as e:  # noqa: BLE001 - a plot must not fail a finished run
         log.warning("plotting failed: %s", e)
     summary.update(env_steps=env_steps, updates=update, interrupted=interrupted,

@@ -34,6 +34,11 @@ def get_config():
                                       # an error naming it (hung env); 0 = auto: 180 s + 50 ms
                                       # per env step of one unroll (rl/sebulba.py unroll_timeout)
     c.learner_device_ids = ()         # empty: all devices (data parallel over the batch)
+    # Several processes (python -m rl.impala --num_processes=P ...): device ids above index each
+    # process's own devices; batch_size is the global batch (each process's actors feed
+    # batch_size / P unrolls per update).
+    c.params_check_every_updates = 100  # several processes: assert every this many updates that
+                                        # all hold bit-identical parameters (0 = never)
 
     # --- agent ---
     c.agent = ml_collections.ConfigDict()

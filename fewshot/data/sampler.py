@@ -232,15 +232,22 @@ class EpisodeSampler:
     def sample_from_rng(self, rng: np.random.Generator, batch_size: int) -> dict:
         return self.batch_from_indices(self.sample_indices_from_rng(rng, batch_size))
 
-    def sample(self, batch_size: int, step: int) -> dict:
+    def sample(self, batch_size: int, step: int, rows: slice | None = None) -> dict:
         """A batch of ``batch_size`` episodes; a pure function of ``(seed, step)``.
 
         Returns numpy arrays: ``support_images`` ``[B, N K, S, S, C]`` in random
         order, ``support_labels`` int32 ``[B, N K]`` in ``[0, N)``,
         ``query_images`` ``[B, Q, S, S, C]``, ``query_labels`` int32 ``[B, Q]``
         (plus ``future_images``/``future_labels`` ``[B, N F, ...]`` if ``F > 0``).
+
+        ``rows``: only these episodes of the batch (a process's share in multi-process
+        training): the indices of all ``B`` are drawn, only the rows' images gathered, so
+        the shares of several processes are disjoint and together the whole batch.
         """
-        return self.sample_from_rng(self._step_rng(step), batch_size)
+        indices = self.sample_indices(batch_size, step)
+        if rows is not None:
+            indices = {k: v[rows] for k, v in indices.items()}
+        return self.batch_from_indices(indices)
 
     # --- fixed evaluation episodes --------------------------------------------
 
@@ -281,8 +288,9 @@ class EpisodeSampler:
         num_steps: int | None = None,
         prefetch: int = 4,
         num_threads: int = 1,
+        rows: slice | None = None,
     ) -> Iterator[tuple[int, dict]]:
-        """Yields ``(step, sample(batch_size, step))`` for ``step = start_step, ...``.
+        """Yields ``(step, sample(batch_size, step, rows))`` for ``step = start_step, ...``.
 
         Batches are made ahead in ``num_threads`` background threads (NumPy
         releases the GIL while gathering and converting) and come out in step
@@ -291,7 +299,8 @@ class EpisodeSampler:
         loop) stops the workers. Output is identical to calling :meth:`sample`.
         """
         return prefetch_steps(
-            lambda step: self.sample(batch_size, step), start_step, num_steps, prefetch, num_threads
+            lambda step: self.sample(batch_size, step, rows), start_step, num_steps, prefetch,
+            num_threads
         )
 
 

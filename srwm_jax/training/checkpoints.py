@@ -65,8 +65,12 @@ class Checkpoints:
             raise ValueError("this Checkpoints was made with best=False")
         self.best.save(int(step), args=ocp.args.StandardSave(tree), force=True)
         self.best.wait_until_finished()
-        with open(self._best_info, "w") as f:
-            json.dump({"step": int(step), "val_accuracy": float(val_accuracy)}, f)
+        if jax.process_index() == 0:  # several processes: one writer, then all read it back
+            with open(self._best_info, "w") as f:
+                json.dump({"step": int(step), "val_accuracy": float(val_accuracy)}, f)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils  # noqa: PLC0415
+            multihost_utils.sync_global_devices("srwm_jax best.json written")
 
     def restore(self, target, which: str = "latest", step: int | None = None):
         """Restores a checkpoint into the structure, dtypes and shardings of `target`.

@@ -53,6 +53,19 @@ class MetricWriter:
             self._tb.close()
 
 
+class NullWriter:
+    """A MetricWriter that writes nothing (the processes other than 0 of a multi-process run)."""
+
+    def write(self, step, scalars, prefix, jsonl=True):
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(workdir: str) -> list[dict]:
     """All records of `workdir/metrics.jsonl`, in write order."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
