@@ -14,7 +14,6 @@ Intentionally kept short: the run itself is rl.training.train_and_evaluate.
 
 import logging
 import sys
-import traceback
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -23,6 +22,7 @@ from .envs import procgen_available
 from .sebulba import ActorFailed, ActorStalled
 from .training import train_and_evaluate
 from srwm_jax.training.checkpoints import CheckpointError
+from srwm_jax.training.cli import error_lines
 from srwm_jax.training.run_config import check_config_overrides
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/rl/*.py).",
@@ -33,17 +33,6 @@ _RESUME = flags.DEFINE_bool("resume", True, "Resume the run in --workdir if ther
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the run already in --workdir (the whole "
                                "directory) and start afresh.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def actor_error_lines(error: BaseException, frames: int = 2) -> list[str]:
-    """`error: <first line of the message>` plus, for an actor's exception, its last `frames`
-    frames ("  at file:line in function: code"): the cause without the learner's traceback."""
-    lines = [f"error: {str(error).splitlines()[0]}"]
-    cause = error.__cause__
-    if cause is not None and cause.__traceback__ is not None:
-        for f in traceback.extract_tb(cause.__traceback__)[-frames:]:
-            lines.append(f"  at {f.filename}:{f.lineno} in {f.name}: {f.line}")
-    return lines
 
 
 def main(argv):
@@ -65,7 +54,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except (ActorFailed, ActorStalled) as e:
-        print("\n".join(actor_error_lines(e)), file=sys.stderr)
+        print("\n".join(error_lines(e)), file=sys.stderr)
         sys.exit(1)
     logging.getLogger("rl").info("done: %d env steps, %d updates%s", summary["env_steps"],
                                  summary["updates"],
