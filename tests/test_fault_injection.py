@@ -111,8 +111,6 @@ def _logged_steps(workdir):
 def test_fewshot_killed_anywhere_ends_bit_identical(tmp_path, cache_dir):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     env = python_env(cache_dir)
-    ref = Trainer([*FEWSHOT_ARGS, "--workdir", reference], env, tmp_path / "reference")
-
     # 1. Killed in the middle of the save of step 8 (its files written, not yet committed).
     marker = tmp_path / "stalled"
     run = Trainer([*FEWSHOT_ARGS, "--workdir", killed],
@@ -120,6 +118,8 @@ def test_fewshot_killed_anywhere_ends_bit_identical(tmp_path, cache_dir):
                   tmp_path / "run1")
     run.wait_for(marker.exists, "the stalled save of step 8")
     run.kill()
+    # The uninterrupted reference, beside the rest (it finds the steps compiled in the cache).
+    ref = Trainer([*FEWSHOT_ARGS, "--workdir", reference], env, tmp_path / "reference")
     assert complete_steps(killed / "checkpoints") == [4] and pending_saves(killed / "checkpoints")
 
     # 2. The same command: resumes from step 4 (the leftover is removed); killed as soon as

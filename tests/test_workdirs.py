@@ -182,18 +182,34 @@ def test_fewshot_total_steps_may_change_only_without_a_schedule_over_it(tmp_path
 
 # --- RL: a periodic save on the final step; a second run; another run's config.json ---------
 
-def test_rl_periodic_save_on_the_final_step_and_no_mixed_runs(tmp_path):
-    factory = lambda i: FakeEnv(2, seed=i)  # noqa: E731
+def _rl_factory(i):
+    return FakeEnv(2, seed=i)
+
+
+def _rl_config(**overrides):
     # checkpoint_every_minutes=0: a periodic save after every update, the last one on the
     # final env step, where the final save used to raise StepAlreadyExistsError.
-    config = _tiny_config(total_steps=100, checkpoint_every_minutes=0.0)
-    summary = rl_train(config, str(tmp_path), env_factory=factory, use_tensorboard=False)
+    return _tiny_config(**dict(dict(total_steps=100, checkpoint_every_minutes=0.0), **overrides))
+
+
+@pytest.fixture(scope="module")
+def rl_run(tmp_path_factory):
+    """A finished tiny RL run (FakeEnv) whose last periodic save is on its final step."""
+    workdir = tmp_path_factory.mktemp("rl_run")
+    summary = rl_train(_rl_config(), str(workdir), env_factory=_rl_factory, use_tensorboard=False)
+    return workdir, summary
+
+
+def test_rl_periodic_save_on_the_final_step_and_no_mixed_runs(rl_run, tmp_path):
+    factory = _rl_factory
+    workdir, summary = rl_run
     assert summary["env_steps"] == 100 and not summary["interrupted"]
-    assert step_dirs(tmp_path / "checkpoints")[-1] == 100
-    assert (tmp_path / "learning_curves.png").exists()  # what comes after the final save ran
+    assert step_dirs(workdir / "checkpoints")[-1] == 100
+    assert (workdir / "learning_curves.png").exists()  # what comes after the final save ran
+    shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
 
     before = snapshot(tmp_path)
-    shorter = _tiny_config(total_steps=60, checkpoint_every_minutes=0.0)
+    shorter = _rl_config(total_steps=60)
     with pytest.raises(RunConfigError, match="total_steps: run 100, now 60"):
         rl_train(shorter, str(tmp_path), env_factory=factory, use_tensorboard=False)
     assert snapshot(tmp_path) == before  # refused before anything was written
@@ -220,15 +236,15 @@ def _corrupt_latest(checkpoints_dir):
             f.write_bytes(b"garbage")
 
 
-def test_rl_corrupt_checkpoint_is_one_error_line_in_both_clis(tmp_path):
+def test_rl_corrupt_checkpoint_is_one_error_line_in_both_clis(rl_run, tmp_path):
     workdir = tmp_path / "run"
-    rl_train(_tiny_config(total_steps=40), str(workdir), env_factory=lambda i: FakeEnv(2, seed=i),
-             use_tensorboard=False)
+    shutil.copytree(rl_run[0], workdir)
     _corrupt_latest(workdir / "checkpoints")
     config_file = tmp_path / "tiny.py"  # the same config through the CLI's --config
     config_file.write_text(f"import sys\nsys.path.insert(0, {str(REPO_ROOT / 'tests')!r})\n"
                            "from test_rl_sebulba import _tiny_config\n\n\n"
-                           "def get_config():\n    return _tiny_config(total_steps=40)\n")
+                           "def get_config():\n"
+                           "    return _tiny_config(total_steps=100, checkpoint_every_minutes=0.0)\n")
     env = python_env()
     r = run_bounded(["-m", "rl.impala", "--config", config_file, "--workdir", workdir], env)
     assert r.returncode == 2
@@ -318,8 +334,7 @@ def test_fewshot_ctrl_c_after_a_checkpoint_then_corrupt_checkpoints(tmp_path, mo
         fewshot_trainer.train_and_evaluate(_fewshot_config(), str(tmp_path), resume=False)
     with pytest.raises(RunConfigError, match="hidden_size: run 16, now 32"):
         fewshot_trainer.train_and_evaluate(_fewshot_config(hidden_size=32), str(tmp_path))
-    state = fewshot_trainer.train_and_evaluate(_fewshot_config(), str(tmp_path))
-    assert int(state.step) == 8 and step_dirs(tmp_path / "checkpoints") == [4, 8]
+    # (Resuming runs on is tests/test_fault_injection.py's.)
 
     corrupt = tmp_path / "corrupt"
     shutil.copytree(tmp_path, corrupt, ignore=shutil.ignore_patterns("tensorboard"))
