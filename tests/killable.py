@@ -75,7 +75,7 @@ def run_rl(workdir: str, total_steps: int) -> None:
     from rl.fake_env import FakeEnv  # noqa: PLC0415
     from rl.training import train_and_evaluate  # noqa: PLC0415
     from test_rl_sebulba import _tiny_config  # noqa: PLC0415
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True, format="%(relativeCreated)d %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
     config = _tiny_config(total_steps=total_steps, checkpoint_every_minutes=0.002)
     summary = train_and_evaluate(config, workdir, use_tensorboard=False,
