@@ -19,6 +19,7 @@ checkpoint of another run) and warns for steps written before fingerprints were 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,29 @@ import orbax.checkpoint as ocp
 
 FINGERPRINT_KEY = "config_fingerprint"
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _orbax_quiet():
+    """Holds back orbax's own ERROR logs (absl) inside: a checkpoint it cannot read is reported
+    once, as a CheckpointError with orbax's message, instead of as log lines before it."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _summary(error: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`, cut at `limit` characters (TensorStore's messages
+    run to a hundred lines of its spec)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = text.split(" See full TensorStore details")[0]
+    if len(text) > limit:
+        text = text[:limit] + " ..."
+    return f"{type(error).__name__}: {text}"
 
 
 class CheckpointError(RuntimeError):
@@ -55,11 +79,12 @@ class Checkpoints:
         self._best_info = os.path.join(workdir, "best", "best.json")
 
         def manager(sub, max_to_keep):
+            # (Not orbax's own read_only option: it logs three warnings at every start.)
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-                cleanup_tmp_directories=not read_only)
-            return ocp.CheckpointManager(os.path.join(workdir, sub), options=options,
-                                         item_handlers=ocp.StandardCheckpointHandler())
+                max_to_keep=max_to_keep, create=not read_only, cleanup_tmp_directories=not read_only)
+            with _orbax_quiet():  # it logs each step whose metadata it cannot parse
+                return ocp.CheckpointManager(os.path.join(workdir, sub), options=options,
+                                             item_handlers=ocp.StandardCheckpointHandler())
         self.periodic = manager("checkpoints", keep)
         self.best = manager("best", 1) if best else None
 
@@ -96,17 +121,17 @@ class Checkpoints:
     def save_best(self, step: int, tree, val_accuracy: float) -> bool:
         """Replaces the best checkpoint with `tree` at `step` and records `val_accuracy`.
 
-        Returns False (and changes nothing) if `step` is already the best one."""
+        Returns False if `step` is already the best one: it is not saved again, only its
+        accuracy is recorded (a run killed between the save and that record, then resumed)."""
         if self.best is None:
             raise ValueError("this Checkpoints was made with best=False")
-        if not self._save(self.best, int(step), tree):
-            return False
+        saved = self._save(self.best, int(step), tree)
         self.best.wait_until_finished()
         tmp = f"{self._best_info}.tmp"
         with open(tmp, "w") as f:
             json.dump({"step": int(step), "val_accuracy": float(val_accuracy)}, f)
         os.replace(tmp, self._best_info)
-        return True
+        return saved
 
     def restore(self, target, which: str = "latest", step: int | None = None):
         """Restores a checkpoint into the structure, dtypes and shardings of `target`.
@@ -131,26 +156,23 @@ class Checkpoints:
         if step is None:
             raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
         where = f"{manager.directory}/{step}"
-        self._check_fingerprint(manager, step, where)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            with _orbax_quiet():
+                self._check_fingerprint(manager, step, where)
+                return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except CheckpointError:
+            raise
         except Exception as e:  # noqa: BLE001 - orbax raises many types for truncated / mismatched files
             raise CheckpointError(
-                f"checkpoint {manager.directory}/{step} could not be restored ({type(e).__name__}: "
-                f"{e}). It may be corrupt or from a different config; delete that step folder to "
-                "fall back to an older one, or start a fresh --workdir.") from e
+                f"checkpoint {where} could not be restored ({_summary(e)}). It may be "
+                "corrupt or from a different model; delete that step folder to fall back to an "
+                "older one, or start a fresh --workdir.") from e
 
     def _check_fingerprint(self, manager, step, where) -> None:
         if self.fingerprint is None:
             return
-        try:
-            stored = (manager.metadata(step).custom_metadata or {}).get(FINGERPRINT_KEY)
-        except Exception as e:  # noqa: BLE001 - a truncated or missing metadata file
-            raise CheckpointError(
-                f"checkpoint {where} could not be read ({type(e).__name__}: {e}). It may be "
-                "corrupt; delete that step folder to fall back to an older one, or start a fresh "
-                "--workdir.") from e
+        stored = (manager.metadata(step).custom_metadata or {}).get(FINGERPRINT_KEY)
         if stored is None:
             log.warning("checkpoint %s has no config fingerprint (written before they were "
                         "stored): cannot check that it belongs to the config.json beside it.", where)
