@@ -94,7 +94,9 @@ FEWSHOT_ARGS = ["fewshot.train", "--config", "configs/fewshot/omniglot_smoke.py"
                 f"--config.data_dir={OMNIGLOT_DIR}", "--config.total_steps=16",
                 f"--config.checkpoint_every_steps={FEWSHOT_EVERY}", "--config.log_every_steps=1",
                 "--config.eval_every_steps=8", "--config.val_episodes=20",
-                "--config.conv_channels=8", "--config.hidden_size=16", "--config.batch_size=8"]
+                "--config.conv_channels=8", "--config.hidden_size=16", "--config.batch_size=8",
+                # dropout on: the resumed run must draw the same masks (a key per step)
+                "--config.dropout=0.1", "--config.vision_dropout=0.1"]
 
 
 def _resumed_from(out):
