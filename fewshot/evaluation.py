@@ -29,10 +29,10 @@ from .config_checks import check_split_name, validate_config
 from .plots import plot_accuracy_curves
 from .sequential import INSTANCE_OCCURRENCES, SequentialTask, evaluate_sequences
 from .tasks import episode_accuracy, get_task
-from .trainer import RENAMED_KEYS, build, initial_state
+from .trainer import RENAMED_KEYS, RESUMABLE_FIELDS, build, initial_state
 from srwm_jax.stats import t_interval
 from srwm_jax.training.checkpoints import Checkpoints
-from srwm_jax.training.run_config import load_config
+from srwm_jax.training.run_config import load_config, workdir_fingerprint
 
 COLUMNS = tuple(str(j + 1) for j in INSTANCE_OCCURRENCES)
 
@@ -56,10 +56,12 @@ def restore_run(config, workdir, checkpoint, example_batch):
     """-> (mesh, eval_step, state restored from workdir's `checkpoint`: best | latest).
 
     Raises:
-      FileNotFoundError: no such checkpoint; RuntimeError: it cannot be restored."""
+      FileNotFoundError: no such checkpoint; CheckpointError (a RuntimeError): it cannot be
+      restored, or was made under another config than the config.json beside it."""
     model, optimizer, mesh, _, eval_step = build(config)
     state = initial_state(config, model, optimizer, mesh, example_batch)
-    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, read_only=True,
+                              fingerprint=workdir_fingerprint(workdir, RESUMABLE_FIELDS))
     try:
         state = checkpoints.restore(state, which=checkpoint)
     finally:

@@ -21,7 +21,6 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from .config_checks import ConfigError
 from .config_checks import validate_config as check_config
 from .models import SequenceLearner
 from .steps import make_optimizer, make_schedule, make_train_step
@@ -31,12 +30,19 @@ from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.distributed import is_main_process
 from srwm_jax.training.mesh import DataParallel, count_params
 from srwm_jax.training.metrics import MetricWriter, NullWriter
-from srwm_jax.training.run_config import save_config
+from srwm_jax.training.workdir import open_run_dir
 
 # config.json keys renamed since older runs were written: {old: new}. Older run directories
 # still load for evaluation (srwm_jax.training.run_config.load_config maps them).
 RENAMED_KEYS = {"log_every": "log_every_steps", "eval_every": "eval_every_steps",
                 "checkpoint_every": "checkpoint_every_steps"}
+
+# Fields a resumed run may change (srwm_jax.training.workdir.open_run_dir); the rest must be
+# the run's own. They leave the training computation alone: total_steps only extends or ends
+# the run early when the schedule does not depend on it (see `locked_fields`).
+RESUMABLE_FIELDS = ("total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+                    "keep_checkpoints", "data_dir", "second_data_dir", "eval_batch_size",
+                    "cpu_devices")  # the device layout: a run may resume on other hardware
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -48,6 +54,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       fewshot.data.DatasetError: the data is missing or malformed.
     """
     check_config(config, num_devices=jax.device_count(), splits=("train", "val"))
+
+
+def locked_fields(config) -> dict:
+    """{field: why} of the RESUMABLE_FIELDS this config may not change on resume: total_steps
+    under a schedule laid out over it (cosine, decay_end), where another value changes the
+    learning rate at every step, so the resumed run would match no uninterrupted run."""
+    if config.schedule in ("cosine", "decay_end"):
+        return {"total_steps": f"the {config.schedule} learning-rate schedule is laid out over "
+                "total_steps; to train longer start a fresh run (e.g. init_from this one)"}
+    return {}
 
 
 def build(config):
@@ -85,33 +101,35 @@ def initial_state(config, model, optimizer, mesh, batch):
                    out_shardings=mesh.replicated)(jax.random.key(config.seed))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: bool = True):
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: bool = True,
+                       overwrite: bool = False):
     """Trains `config` into `workdir`, validating and checkpointing on its schedule.
 
     Args:
       config: a full few-shot config (configs/fewshot/default.py and its variants).
-      workdir: run directory; made if missing. An existing run there is resumed.
-      resume: continue from the latest checkpoint in `workdir` if there is one; False refuses
-        a workdir that already holds checkpoints.
+      workdir: run directory; made if missing. A run already there (config.json or
+        checkpoints) is resumed from its latest checkpoint, with the same results as an
+        uninterrupted run; its config must be this one except RESUMABLE_FIELDS.
+      resume: False refuses a workdir that already holds a run.
+      overwrite: delete a run already in `workdir` (the whole directory) and start afresh.
     Returns:
       The final fewshot.steps.TrainState (replicated over the devices).
     Raises:
-      ConfigError: bad config, or checkpoints in `workdir` with resume=False.
+      ConfigError: bad config.
+      srwm_jax.training.run_config.RunConfigError: `workdir` holds a run and resume=False, or
+        a run with a different config (the message names the fields).
       fewshot.data.DatasetError: the dataset is missing or incomplete.
       fewshot.warm_start.WarmStartError: config.init_from cannot be read.
-      RuntimeError: the latest checkpoint cannot be restored.
+      srwm_jax.training.checkpoints.CheckpointError: the latest checkpoint cannot be restored.
     """
     validate_config(config)
     task = get_task(config)
-    os.makedirs(workdir, exist_ok=True)
-    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
-    if checkpoints.latest_step() is not None and not resume:
-        checkpoints.close()
-        raise ConfigError(f"{workdir} already holds checkpoints; pass --resume or use a fresh "
-                          "--workdir.")
+    fingerprint, changes = open_run_dir(workdir, config, resume=resume, overwrite=overwrite,
+                                        resumable=RESUMABLE_FIELDS, locked=locked_fields(config))
     main = is_main_process()
-    if main:
-        save_config(workdir, config)
+    if changes and main:
+        print(f"Resuming {workdir} with " + "; ".join(changes), flush=True)
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, fingerprint=fingerprint)
 
     train_sampler = task.make_sampler(config, "train", config.seed)
     val_sampler = task.make_sampler(config, "val", config.seed)

@@ -19,10 +19,19 @@ from .sebulba import make_policy_fn
 from srwm_jax.stats import sem as standard_error
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.metrics import append_csv
-from srwm_jax.training.run_config import load_config
+from srwm_jax.training.run_config import load_config, workdir_fingerprint
 
 # config.json keys renamed since older runs were written: {old: new} (see load_config).
 RENAMED_KEYS = {"max_checkpoints": "keep_checkpoints"}
+
+# Fields a resumed run may change (rl.training.train_and_evaluate; the others must be the run's
+# own): they decide when to stop, log, checkpoint and evaluate, not what is learned. The config
+# fingerprint stored with every checkpoint leaves them out.
+RESUMABLE_FIELDS = ("max_minutes", "log_every_seconds", "checkpoint_every_minutes",
+                    "keep_checkpoints", "eval_every_steps", "eval_episodes",
+                    "unroll_timeout_seconds", "params_check_every_updates",
+                    # the device layout: a run may resume on other hardware / process counts
+                    "actor_device_ids", "learner_device_ids")
 
 
 def evaluate_split(agent, params, games, *, start_level, num_levels, episodes,
@@ -143,7 +152,8 @@ def load_for_eval(workdir: str, defaults=None):
     """(config, params, env_steps) of the latest checkpoint in `workdir`, on the default device.
 
     Raises:
-      FileNotFoundError: no config.json or no checkpoint; RuntimeError: it cannot be restored;
+      FileNotFoundError: no config.json or no checkpoint; CheckpointError (a RuntimeError): it
+        cannot be restored, or was made under another config than the config.json beside it;
       rl.config_checks.ConfigError (a ValueError): a field of the run's config is bad.
     """
     config = load_run_config(workdir, defaults)
@@ -151,7 +161,8 @@ def load_for_eval(workdir: str, defaults=None):
     agent = make_agent(config)
     learner = Learner(agent, config, num_updates_for(config), devices=jax.devices()[:1])
     train_state = learner.init_state(init_params(agent, jax.random.key(0), config.frame_shape))
-    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, best=False)
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, best=False, read_only=True,
+                              fingerprint=workdir_fingerprint(workdir, RESUMABLE_FIELDS))
     try:
         tree = checkpoints.restore(checkpoint_tree(train_state, 0, jax.random.key(0)))
     finally:

@@ -4,10 +4,12 @@
     python -m rl.impala --config configs/rl/ff_cpu.py --workdir runs/rl_ff_cpu \
         --config.total_steps=2000000 --config.games='("bigfish",)'
 
-A run resumes from the latest checkpoint in --workdir by default (`--noresume` refuses a
-workdir that holds checkpoints). Ctrl-C saves a checkpoint and exits with status 0; an
-exception in any actor thread or the learner ends the run with that error and a non-zero
-status. Several processes (one command per host): add `--num_processes=P --process_id=I
+A run resumes from the latest checkpoint in --workdir by default, if its config is the run's
+(only rl.evaluation.RESUMABLE_FIELDS may differ); `--noresume` refuses a workdir that holds a
+run and `--overwrite` deletes it first. Ctrl-C saves a checkpoint and exits with status 0. Bad
+input (config, used workdir, corrupt checkpoint) exits with status 2 and one error line; a
+failed or hung actor with status 1, one error line and the actor's last frames. Several
+processes (one command per host): add `--num_processes=P --process_id=I
 --coordinator_address=HOST:PORT` (or `--distributed` under SLURM / Open MPI); see
 rl.training. Intentionally kept short: the run itself is rl.training.train_and_evaluate.
 """
@@ -20,15 +22,19 @@ from ml_collections import config_flags
 
 from .config_checks import validate_config
 from .envs import procgen_available
+from .sebulba import ActorFailed, ActorStalled
 from .training import train_and_evaluate
 from srwm_jax.training import distributed
-from srwm_jax.training.cli import errors_exit_2, run
+from srwm_jax.training.checkpoints import CheckpointError
+from srwm_jax.training.cli import error_lines, errors_exit_2, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/rl/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (checkpoints, TB, CSV, PNG).")
-_RESUME = flags.DEFINE_bool("resume", True, "Resume from the latest checkpoint in --workdir if "
-                            "there is one.")
+_RESUME = flags.DEFINE_bool("resume", True, "Resume the run in --workdir if there is one (same "
+                            "config).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the run already in --workdir (the whole "
+                               "directory) and start afresh.")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
 
@@ -36,7 +42,7 @@ distributed.define_flags()
 def main(argv):
     """Parses the flags and runs rl.training.train_and_evaluate.
 
-    Bad input exits with status 2 and one error line."""
+    Bad input exits with status 2 and one error line; a failed or hung actor with status 1."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
@@ -49,10 +55,14 @@ def main(argv):
         raise SystemExit(why)
     try:
         distributed.initialize_from_flags()
-        summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
-    except (ValueError, distributed.DistributedError) as e:
+        summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
+                                     overwrite=_OVERWRITE.value)
+    except (ValueError, CheckpointError, distributed.DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (ActorFailed, ActorStalled) as e:
+        print("\n".join(error_lines(e)), file=sys.stderr)
+        sys.exit(1)
     logging.getLogger("rl").info("done: %d env steps, %d updates%s", summary["env_steps"],
                                  summary["updates"],
                                  " (interrupted)" if summary["interrupted"] else "")

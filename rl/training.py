@@ -25,18 +25,22 @@ import numpy as np
 from . import plotting
 from .agent import make_agent
 from .config_checks import validate_config as check_config
-from .evaluation import append_eval_csv, evaluate, format_eval
+from .evaluation import RESUMABLE_FIELDS, append_eval_csv, evaluate, format_eval
 from .learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
 from .sebulba import SebulbaRunner
 from srwm_jax.training import distributed
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.mesh import count_params
 from srwm_jax.training.metrics import MetricWriter, NullWriter, append_csv
-from srwm_jax.training.run_config import save_config
+from srwm_jax.training.workdir import open_run_dir
 
 log = logging.getLogger("rl")
 
 TRAIN_RETURN_FIELDS = ["step", "game", "mean_return", "episodes", "sps", "policy_lag_mean"]
+
+# Why a resumed run may not change total_steps (open_run_dir's `locked`).
+TOTAL_STEPS_LOCKED = ("the learning rate decays linearly to 0 over total_steps; stop earlier "
+                      "with max_minutes, or start a fresh run to train longer")
 
 
 def validate_config(config):
@@ -105,33 +109,38 @@ class Progress:
 
 
 def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=None,
-                       use_tensorboard: bool = True):
+                       use_tensorboard: bool = True, overwrite: bool = False):
     """Trains `config` into `workdir` with Sebulba actors and a data-parallel learner.
 
     Args:
       config: a full RL config (configs/rl/default.py and its variants).
-      workdir: run directory; made if missing.
-      resume: continue from the latest checkpoint in `workdir` if there is one (env steps,
-        updates and RNG included); False refuses a workdir that already holds checkpoints.
+      workdir: run directory; made if missing. A run already there (config.json or
+        checkpoints) is resumed from its latest checkpoint (env steps, updates and RNG
+        included); its config must be this one except rl.evaluation.RESUMABLE_FIELDS.
+      resume: False refuses a workdir that already holds a run.
       env_factory: actor index -> env with the rl.envs.MultiGameEnv interface (default:
         ProcGen); tests pass rl.fake_env.FakeEnv.
       use_tensorboard: also write TensorBoard events (metrics.jsonl is always written).
+      overwrite: delete a run already in `workdir` (the whole directory) and start afresh.
     Returns:
       Summary dict: env_steps, updates, interrupted, train_state, progress (the last
       Progress.report) and evals (a list of rl.evaluation.evaluate row lists).
     Raises:
-      ValueError: bad config, or checkpoints in `workdir` with resume=False.
-      rl.sebulba.ActorFailed: an actor thread raised (after the runner is shut down).
+      ValueError: bad config; srwm_jax.training.run_config.RunConfigError (a ValueError):
+        `workdir` holds a run and resume=False, or a run with a different config.
+      srwm_jax.training.checkpoints.CheckpointError: the latest checkpoint cannot be restored.
+      rl.sebulba.ActorFailed / ActorStalled: an actor thread raised / hung (after the runner
+        is shut down).
     """
     validate_config(config)
-    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, best=False)
-    if checkpoints.latest_step() is not None and not resume:
-        checkpoints.close()
-        raise ValueError(f"{workdir} already holds checkpoints; pass --resume or use a fresh "
-                         "--workdir.")
+    fingerprint, changes = open_run_dir(workdir, config, resume=resume, overwrite=overwrite,
+                                        resumable=RESUMABLE_FIELDS,
+                                        locked={"total_steps": TOTAL_STEPS_LOCKED})
     main = distributed.is_main_process()
-    if main:
-        save_config(workdir, config)
+    if changes and main:
+        log.info("resuming %s with %s", workdir, "; ".join(changes))
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, best=False,
+                              fingerprint=fingerprint)
     agent = make_agent(config)
     rng = jax.random.key(config.seed)
     params = init_params(agent, jax.random.fold_in(rng, 0), config.frame_shape)
@@ -192,7 +201,7 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
                                                       runner.rollout_queue.qsize())
             if due["checkpoint"]:
                 last_ckpt = now
-                checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng), force=True)
+                checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng))
             if next_eval is not None and env_steps >= next_eval:
                 next_eval += config.eval_every_steps
                 if main:
@@ -217,7 +226,7 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
     if metrics is not None and main:
         summary["progress"] = progress.report(env_steps, update, metrics,
                                               runner.rollout_queue.qsize())
-    checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng), force=True)
+    checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng))
     checkpoints.close()
     if not interrupted and config.eval_episodes > 0 and main:
         summary["evals"].append(_evaluate(agent, distributed.local_copy(train_state.params),

@@ -48,15 +48,15 @@ def test_fake_env_loop_learns_resumes_and_bounds_policy_lag(tmp_path):
     assert summary["progress"]["policy_lag_max"] <= config.queue_size + config.num_actor_threads + 1
     assert os.path.exists(tmp_path / "train_returns.csv")
     assert os.path.exists(tmp_path / "learning_curves.png")
-    # --resume continues from the saved env steps / update count.
-    config.total_steps = 1100
+    # Resuming the finished run restores its env steps / update count and ends at once (its
+    # final checkpoint step is already held: not saved twice).
     summary = train_and_evaluate(config, str(tmp_path), resume=True,
                                  env_factory=lambda i: FakeEnv(2, seed=i), use_tensorboard=False)
-    assert summary["env_steps"] == 1100 and summary["updates"] == 55
+    assert summary["env_steps"] == 1000 and summary["updates"] == 50
     assert os.path.isdir(tmp_path / "tensorboard") is False  # use_tensorboard=False
     assert any(m["split"] == "loss" for m in read_metrics(tmp_path))
-    # resume=False (--noresume) refuses a workdir that holds checkpoints, as in few-shot.
-    with pytest.raises(ValueError, match="already holds checkpoints"):
+    # resume=False (--noresume) refuses a workdir that holds a run, as in few-shot.
+    with pytest.raises(ValueError, match="already holds a run"):
         train_and_evaluate(config, str(tmp_path), resume=False,
                            env_factory=lambda i: FakeEnv(2, seed=i), use_tensorboard=False)
 

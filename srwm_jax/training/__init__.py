@@ -5,7 +5,10 @@ One module per job, none of them model-specific:
     checkpoints   orbax checkpoints: periodic (newest `keep`) + best-on-validation, any pytree
                   (extra scalars such as env steps and the RNG key ride in the saved tree)
     metrics       metrics.jsonl + TensorBoard events in `tensorboard/` + CSV appends
-    run_config    config.json save/load, merged onto the defaults the caller passes
+    run_config    config.json save/load, merged onto the defaults the caller passes; config
+                  fingerprints (stored with every checkpoint, checked at restore)
+    workdir       opening a run directory: a used one is resumed with its own config only,
+                  refused, or deleted (--overwrite)
     config_schema per-field config rules (Int, Float, Choice, ...) and their check
     cli           the shared start of every CLI: one-line flag and config errors, exit 2
     mesh          the data-parallel device mesh, its shardings, parameter counting

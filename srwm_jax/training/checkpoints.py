@@ -4,17 +4,59 @@
     workdir/best/<step>/          the best validation result so far (max_to_keep 1)
     workdir/best/best.json        {"step": ..., "val_accuracy": ...} of that checkpoint
 
-Saves are atomic (a killed run keeps the last complete step) and asynchronous: `close()`
-waits for them. The saved tree is whatever the trainer passes, so scalars beside the
+Saves are atomic (orbax writes a temporary folder and renames it: a killed run keeps the last
+complete step; a writer removes the temporary folders a killed save left behind) and
+asynchronous: `close()` waits for them. A step already held is never saved again (`save`
+returns False): the same step of the same run is the same state, and orbax refuses to
+overwrite one. The saved tree is whatever the trainer passes, so scalars beside the
 parameters (RL: env steps and the RNG key data) are restored with them.
+
+Config fingerprints: a trainer passes the fingerprint of its run's config
+(srwm_jax.training.run_config.config_fingerprint); it is stored in each step's orbax metadata
+(`custom_metadata["config_fingerprint"]`). An evaluator passes the fingerprint of the
+config.json beside the checkpoints; `restore` refuses a step whose fingerprint differs (a
+checkpoint of another run) and warns for steps written before fingerprints were stored.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 
 import jax
 import orbax.checkpoint as ocp
+
+FINGERPRINT_KEY = "config_fingerprint"
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _orbax_quiet():
+    """Holds back orbax's own ERROR logs (absl) inside: a checkpoint it cannot read is reported
+    once, as a CheckpointError with orbax's message, instead of as log lines before it."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _summary(error: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`, cut at `limit` characters (TensorStore's messages
+    run to a hundred lines of its spec)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = text.split(" See full TensorStore details")[0]
+    if len(text) > limit:
+        text = text[:limit] + " ..."
+    return f"{type(error).__name__}: {text}"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be restored (corrupt, another model, or another run's config); the
+    message names the step folder and what to do."""
 
 
 class Checkpoints:
@@ -24,19 +66,27 @@ class Checkpoints:
       workdir: run directory; `checkpoints/` (and `best/`) are made inside it.
       keep: periodic checkpoints kept (older ones are deleted).
       best: also keep a best-on-validation checkpoint in `best/`.
+      fingerprint: the run's config fingerprint: stored with every save, and `restore` refuses
+        a step stored with another one (None: nothing stored, nothing checked).
+      read_only: open for restoring only (evaluators): creates nothing, and leaves alone the
+        temporary folders of saves that may be under way in a running trainer.
     """
 
-    def __init__(self, workdir: str, keep: int = 2, best: bool = True):
+    def __init__(self, workdir: str, keep: int = 2, best: bool = True,
+                 fingerprint: str | None = None, read_only: bool = False):
         workdir = os.path.abspath(workdir)
+        self.fingerprint = fingerprint
         self._best_info = os.path.join(workdir, "best", "best.json")
-        self.periodic = ocp.CheckpointManager(
-            os.path.join(workdir, "checkpoints"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-        self.best = None
-        if best:
-            self.best = ocp.CheckpointManager(
-                os.path.join(workdir, "best"),
-                options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+        def manager(sub, max_to_keep):
+            # (Not orbax's own read_only option: it logs three warnings at every start.)
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=not read_only, cleanup_tmp_directories=not read_only)
+            with _orbax_quiet():  # it logs each step whose metadata it cannot parse
+                return ocp.CheckpointManager(os.path.join(workdir, sub), options=options,
+                                             item_handlers=ocp.StandardCheckpointHandler())
+        self.periodic = manager("checkpoints", keep)
+        self.best = manager("best", 1) if best else None
 
     @property
     def directory(self) -> str:
@@ -46,11 +96,20 @@ class Checkpoints:
         """Newest periodic step, or None if there is none."""
         return self.periodic.latest_step()
 
-    def save(self, step: int, tree, force: bool = False) -> None:
+    def _save(self, manager, step: int, tree) -> bool:
+        if step in manager.all_steps():
+            return False
+        metadata = {FINGERPRINT_KEY: self.fingerprint} if self.fingerprint else None
+        # force: bypasses orbax's save-interval policy (which would skip any step below the
+        # newest); the check above is what keeps a step from being written twice.
+        return manager.save(step, args=ocp.args.StandardSave(tree), force=True,
+                            custom_metadata=metadata)
+
+    def save(self, step: int, tree) -> bool:
         """Saves `tree` as periodic checkpoint `step` (asynchronous; see `close`).
 
-        force: overwrite policy checks (orbax skips a step it already holds otherwise)."""
-        self.periodic.save(int(step), args=ocp.args.StandardSave(tree), force=force)
+        Returns False (and writes nothing) if `step` is already held."""
+        return self._save(self.periodic, int(step), tree)
 
     def best_accuracy(self) -> float:
         """Validation accuracy of the best checkpoint, -1.0 if there is none yet."""
@@ -59,18 +118,24 @@ class Checkpoints:
         with open(self._best_info) as f:
             return json.load(f)["val_accuracy"]
 
-    def save_best(self, step: int, tree, val_accuracy: float) -> None:
-        """Replaces the best checkpoint with `tree` at `step` and records `val_accuracy`."""
+    def save_best(self, step: int, tree, val_accuracy: float) -> bool:
+        """Replaces the best checkpoint with `tree` at `step` and records `val_accuracy`.
+
+        Returns False if `step` is already the best one: it is not saved again, only its
+        accuracy is recorded (a run killed between the save and that record, then resumed)."""
         if self.best is None:
             raise ValueError("this Checkpoints was made with best=False")
-        self.best.save(int(step), args=ocp.args.StandardSave(tree), force=True)
+        saved = self._save(self.best, int(step), tree)
         self.best.wait_until_finished()
         if jax.process_index() == 0:  # several processes: one writer, then all read it back
-            with open(self._best_info, "w") as f:
+            tmp = f"{self._best_info}.tmp"
+            with open(tmp, "w") as f:
                 json.dump({"step": int(step), "val_accuracy": float(val_accuracy)}, f)
+            os.replace(tmp, self._best_info)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils  # noqa: PLC0415
             multihost_utils.sync_global_devices("srwm_jax best.json written")
+        return saved
 
     def restore(self, target, which: str = "latest", step: int | None = None):
         """Restores a checkpoint into the structure, dtypes and shardings of `target`.
@@ -83,7 +148,8 @@ class Checkpoints:
           The restored pytree.
         Raises:
           FileNotFoundError: there is no such checkpoint.
-          RuntimeError: the files are corrupt or belong to a different model/config.
+          CheckpointError (a RuntimeError): the files are corrupt or belong to a different
+            model, or the step was stored with a fingerprint other than `self.fingerprint`.
         """
         if which not in ("latest", "best"):
             raise ValueError(f"which={which!r}: choose 'latest' or 'best'.")
@@ -93,14 +159,32 @@ class Checkpoints:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
+        where = f"{manager.directory}/{step}"
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            with _orbax_quiet():
+                self._check_fingerprint(manager, step, where)
+                return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except CheckpointError:
+            raise
         except Exception as e:  # noqa: BLE001 - orbax raises many types for truncated / mismatched files
-            raise RuntimeError(
-                f"checkpoint {manager.directory}/{step} could not be restored ({type(e).__name__}: "
-                f"{e}). It may be corrupt or from a different config; delete that step folder to "
-                "fall back to an older one, or start a fresh --workdir.") from e
+            raise CheckpointError(
+                f"checkpoint {where} could not be restored ({_summary(e)}). It may be "
+                "corrupt or from a different model; delete that step folder to fall back to an "
+                "older one, or start a fresh --workdir.") from e
+
+    def _check_fingerprint(self, manager, step, where) -> None:
+        if self.fingerprint is None:
+            return
+        stored = (manager.metadata(step).custom_metadata or {}).get(FINGERPRINT_KEY)
+        if stored is None:
+            log.warning("checkpoint %s has no config fingerprint (written before they were "
+                        "stored): cannot check that it belongs to the config.json beside it.", where)
+        elif stored != self.fingerprint:
+            raise CheckpointError(
+                f"checkpoint {where} was made under another config (fingerprint {stored}) than "
+                f"the config.json of its run directory ({self.fingerprint}): the directory mixes "
+                "two runs. Evaluate it with its own config.json, or delete the stale checkpoints.")
 
     def wait_until_finished(self) -> None:
         for manager in (self.periodic, self.best):

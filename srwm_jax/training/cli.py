@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 from absl import app, flags
@@ -82,3 +83,15 @@ def errors_exit_2(*errors: type[BaseException]):
     except errors as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def error_lines(error: BaseException, frames: int = 2) -> list[str]:
+    """`error: <first line of the message>`, then the last `frames` frames of its cause (an
+    exception raised in another thread, such as an RL actor's), one line each:
+    `  at <file>:<line> in <function>: <code>` (the cause without a second long traceback)."""
+    lines = [f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}"]
+    cause = error.__cause__
+    if cause is not None and cause.__traceback__ is not None:
+        for f in traceback.extract_tb(cause.__traceback__)[-frames:]:
+            lines.append(f"  at {f.filename}:{f.lineno} in {f.name}: {f.line}")
+    return lines

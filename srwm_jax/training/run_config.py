@@ -6,11 +6,12 @@ The library never imports `configs/`: callers (CLIs, tests) load the defaults an
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import ml_collections
 
@@ -28,11 +29,61 @@ class RunConfigError(ValueError):
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> str:
     """Writes `config` to `workdir/config.json` (made if missing). Returns the path."""
+    return write_config_data(workdir, config_data(config))
+
+
+def write_config_data(workdir: str, data: Mapping) -> str:
+    """Writes config data to `workdir/config.json` atomically (a killed process leaves the old
+    file or the new one, never a truncated one). Returns the path."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG_FILE)
-    with open(path, "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
     return path
+
+
+def config_data(config: ml_collections.ConfigDict) -> dict:
+    """`config` as the plain JSON data `save_config` writes (tuples become lists)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def flatten(data: Mapping, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the dotted field names of nested config data."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_fingerprint(data: Mapping, ignore: Iterable[str] = ()) -> str:
+    """A short hash (16 hex digits of sha256) of config data (as written to config.json),
+    leaving out the dotted fields in `ignore` (those a resumed run may change, such as logging
+    intervals): two configs with the same fingerprint make the same computation. Stored with
+    every checkpoint (srwm_jax.training.checkpoints) and checked against config.json."""
+    ignore = set(ignore)
+    kept = {k: v for k, v in flatten(data).items() if k not in ignore}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_config_data(workdir: str) -> dict | None:
+    """The raw JSON data of `workdir/config.json`, None if there is none."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def workdir_fingerprint(workdir: str, ignore: Iterable[str] = ()) -> str | None:
+    """config_fingerprint of `workdir/config.json` as it is on disk (None without one)."""
+    data = read_config_data(workdir)
+    return None if data is None else config_fingerprint(data, ignore)
 
 
 def _like(default, value):
