@@ -69,7 +69,7 @@ FIELD_RULES = {
     # logging / checkpointing
     "log_every_seconds": Float(0.0),
     "return_window": Int(1),
-    "checkpoint_every_minutes": Float(0.0, lo_open=True),
+    "checkpoint_every_minutes": Float(0.0),  # 0 = after every update
     "keep_checkpoints": Int(1),
     "params_check_every_updates": Int(0),   # several processes; 0 = never
 }

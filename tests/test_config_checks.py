@@ -172,7 +172,7 @@ RL_BAD = [
     ("agent__dropout", -0.1, "config.agent.dropout=-0.1 must be a number in [0.0, 1.0)"),
     ("eval_splits", ((1000, 200), (5,)), "item 1 ((5,)) must have 2 items"),
     ("frame_shape", (64, 64), "config.frame_shape=(64, 64) must have 3 items"),
-    ("checkpoint_every_minutes", 0.0, "config.checkpoint_every_minutes=0.0 must be a number > 0.0"),
+    ("checkpoint_every_minutes", -1.0, "config.checkpoint_every_minutes=-1.0 must be a number >= 0.0"),
     ("eval_on_train_levels", "yes", "config.eval_on_train_levels='yes' must be True or False"),
     ("agent__cor", "ff", "config.agent.cor is not a known field (did you mean 'agent.core'?)"),
 ]

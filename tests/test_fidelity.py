@@ -360,3 +360,15 @@ def test_fewshot_torch_backbone_init(backbone):
     assert checked == (8 if backbone == "conv4" else 16)
     for module in (omniglot_srwm, miniimagenet_srwm_5shot):
         assert module.get_config().backbone_init == "torch"
+
+
+def test_rl_original_code_config_is_the_paper_setting_with_the_per_step_cut():
+    """configs/rl/original_code.py differs from the paper setting only in the switch of the
+    deviations table that is not the original's by default, and it reaches the memory core."""
+    from configs.rl import original_code
+    from srwm_jax.training.run_config import flatten
+
+    default, original = flatten(rl_config().to_dict()), flatten(original_code.get_config().to_dict())
+    assert {k for k in default if default[k] != original[k]} == {"agent.state_gradient"}
+    assert original["agent.state_gradient"] == "step"
+    assert make_agent(original_code.get_config()).memory["state_gradient"] == "step"

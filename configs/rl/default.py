@@ -52,11 +52,11 @@ def get_config():
     c.agent.sum_norm_eps = 1e-5       # deltanet: q, k = (elu+1)(x) / (sum + eps); 1e-5 as the
                                       # original RL code (torchbeast/layer.py elu_p1_sum_norm_eps)
     c.agent.state_gradient = "unroll"  # fast-weight kinds: "unroll" backpropagates through the
-                                      # fast-weight states of the whole unroll; "step" cuts the
-                                      # gradient at every step as the original (its core runs one
-                                      # step per call and returns detached states), so the SRWM's
-                                      # W_q, W_k, w_b learn nothing. Default "unroll" until the
-                                      # side-by-side check in benchmarks/RESULTS.md ("to measure")
+                                      # fast-weight states of the whole unroll (one fused kernel
+                                      # call per layer); "step" cuts the gradient at every step as
+                                      # the original (configs/rl/original_code.py), so the SRWM's
+                                      # W_q, W_k, w_b learn nothing. Measured side by side on CPU,
+                                      # 2 seeds: no difference at 100k steps (benchmarks/RESULTS.md)
     c.agent.dense_init = "torch"      # memory stack projections + FF blocks: "torch" = nn.Linear's
                                       # U(+-1/sqrt(fan_in)) weight and bias, as the original (the
                                       # stem, LSTM and heads are torch-initialised already); "flax"
@@ -86,6 +86,6 @@ def get_config():
     # --- logging / checkpointing ---
     c.log_every_seconds = 30.0
     c.return_window = 100             # episodes per game in the running mean return
-    c.checkpoint_every_minutes = 20.0
+    c.checkpoint_every_minutes = 20.0  # 0 = after every update
     c.keep_checkpoints = 3            # periodic checkpoints kept (newest)
     return c
