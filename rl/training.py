@@ -204,10 +204,11 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
                 checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng))
             if next_eval is not None and env_steps >= next_eval:
                 next_eval += config.eval_every_steps
-                if main:
-                    summary["evals"].append(_evaluate(
-                        agent, distributed.local_copy(train_state.params), config, workdir,
-                        env_steps))
+                with distributed.main_process_only(f"evaluation at {env_steps}") as evaluates:
+                    if evaluates:
+                        summary["evals"].append(_evaluate(
+                            agent, distributed.local_copy(train_state.params), config, workdir,
+                            env_steps))
     except KeyboardInterrupt:
         if jax.process_count() > 1:
             # A save is collective: the other processes are elsewhere in the loop.
@@ -228,15 +229,16 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
                                               runner.rollout_queue.qsize())
     checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng))
     checkpoints.close()
-    if not interrupted and config.eval_episodes > 0 and main:
-        summary["evals"].append(_evaluate(agent, distributed.local_copy(train_state.params),
-                                          config, workdir, env_steps))
-    writer.close()
-    try:
-        if main:
-            plotting.plot_learning_curves(workdir)
-    except Exception as e:  # noqa: BLE001 - a plot must not fail a finished run
-        log.warning("plotting failed: %s", e)
+    with distributed.main_process_only("final evaluation") as evaluates:
+        if not interrupted and config.eval_episodes > 0 and evaluates:
+            summary["evals"].append(_evaluate(agent, distributed.local_copy(train_state.params),
+                                              config, workdir, env_steps))
+        writer.close()
+        try:
+            if evaluates:
+                plotting.plot_learning_curves(workdir)
+        except Exception as e:  # noqa: BLE001 - a plot must not fail a finished run
+            log.warning("plotting failed: %s", e)
     summary.update(env_steps=env_steps, updates=update, interrupted=interrupted,
                    train_state=train_state)
     return summary

@@ -167,3 +167,31 @@ def test_killed_process_ends_the_rl_run(tmp_path):
         print(f"RL survivor exited {waited:.1f} s after the kill (heartbeat {HEARTBEAT} s)")
     finally:
         kill_all(procs)
+
+
+MAIN_ONLY_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import jax
+    from srwm_jax.training import distributed
+    # A short exit barrier: a process that leaves before process 0 has finished its block
+    # would give up there and abort.
+    distributed.initialize(heartbeat_timeout_seconds=10, shutdown_timeout_seconds=3)
+    with distributed.main_process_only("slow evaluation") as main:
+        if main:
+            time.sleep(8)
+    print("left", jax.process_index(), time.time(), flush=True)
+""")
+
+
+def test_other_processes_wait_for_process_0s_evaluation(tmp_path):
+    """An evaluation longer than jax's exit barrier (shortened to 3 s here; 300 s by default)
+    on process 0 alone: the other process waits for it, and both exit cleanly."""
+    procs = launch(2, 1, ["-c", MAIN_ONLY_SCRIPT], str(tmp_path / "main_only"), via="env")
+    logs = []
+    try:
+        wait_all([procs], timeout=120)
+    finally:
+        logs = [log_text(p) for p in procs]
+    left = [float(next(line for line in text.splitlines() if line.startswith("left")).split()[2])
+            for text in logs]
+    assert left[1] >= left[0] - 0.5, logs  # process 1 left the block only after process 0

@@ -12,6 +12,8 @@ on GPUs, gloo on CPUs). Each process feeds only the batch rows of its own device
                                --distributed, --heartbeat_timeout_seconds
     initialize_from_flags()    initialize(...) from those flags
     is_main_process()          process 0: the one that writes logs, config.json, CSVs, plots
+    main_process_only(name)    a block only process 0 runs (an evaluation) while the others wait
+                               for it without a time limit
     agree(flags)               every process gets the OR of every process's flags (so all take
                                the same branch at a collective such as an orbax save)
     params_checksum(tree)      a bit-exact fingerprint of a (replicated) parameter tree
@@ -24,6 +26,7 @@ When a process dies, the others stop with an error within about `heartbeat_timeo
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import zlib
@@ -49,7 +52,8 @@ class DivergedError(DistributedError):
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, *, auto: bool = False,
                heartbeat_timeout_seconds: int | None = None,
-               initialization_timeout: int | None = None) -> bool:
+               initialization_timeout: int | None = None,
+               shutdown_timeout_seconds: int | None = None) -> bool:
     """Starts jax.distributed for this process, or does nothing for a single process.
 
     Call before anything touches jax devices (after setting the CPU device count).
@@ -63,6 +67,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
       heartbeat_timeout_seconds: how long the runtime waits for a silent process before it
         stops the others (JAX's default, 100 s, when None).
       initialization_timeout: seconds to wait for all processes to connect (JAX's default).
+      shutdown_timeout_seconds: how long a process that finished waits at exit for the others
+        (JAX's default, 300 s, when None).
     Returns:
       True if the runtime was started (several processes), False for a single process.
     Raises:
@@ -89,12 +95,19 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                                    "address of process 0), or $JAX_COORDINATOR_ADDRESS.")
     kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
                   process_id=process_id, heartbeat_timeout_seconds=heartbeat_timeout_seconds,
-                  initialization_timeout=initialization_timeout)
+                  initialization_timeout=initialization_timeout,
+                  shutdown_timeout_seconds=shutdown_timeout_seconds)
     # Pass only what this jax version accepts (the timeouts are newer than the rest).
     accepted = inspect.signature(jax.distributed.initialize).parameters
     kwargs = {k: v for k, v in kwargs.items() if v is not None and k in accepted}
     _use_gloo_on_cpu()
-    jax.distributed.initialize(**kwargs)
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (RuntimeError, ValueError) as e:  # jax's XlaRuntimeError is a RuntimeError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DistributedError(f"jax.distributed could not start ({first}); check "
+                               "--coordinator_address, --num_processes and --process_id (or the "
+                               "cluster environment for --distributed).") from e
     return jax.process_count() > 1
 
 
@@ -139,6 +152,35 @@ def initialize_from_flags(flag_values=None) -> bool:
 def is_main_process() -> bool:
     """True in process 0 (and in a single-process run)."""
     return jax.process_index() == 0
+
+
+# Long enough for any evaluation; a process that dies meanwhile is caught by the heartbeat.
+MAIN_ONLY_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+
+
+@contextlib.contextmanager
+def main_process_only(name: str):
+    """`with main_process_only("final evaluation") as main: if main: ...`: the block's work is
+    done by process 0 alone; every other process waits at the end of the block until process 0
+    has left it. The wait is on the runtime's key-value store, not a collective, so it has no
+    time limit of its own (a collective, or jax's exit barrier, would give up after minutes
+    while process 0 still evaluates). `name` must be unique within the job.
+    """
+    if jax.process_count() == 1:
+        yield True
+        return
+    from jax._src import distributed as jax_distributed  # noqa: PLC0415 - no public KV API
+
+    client = jax_distributed.global_state.client
+    key = f"srwm_jax/main_process_only/{name}"
+    if is_main_process():
+        try:
+            yield True
+        finally:
+            client.key_value_set(key, "done")
+    else:
+        yield False
+        client.blocking_key_value_get(key, MAIN_ONLY_TIMEOUT_MS)
 
 
 def agree(flags: dict[str, bool]) -> dict[str, bool]:
