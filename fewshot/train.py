@@ -40,7 +40,7 @@ def main(argv):
                        distributed.DistributedError):
         # Fields and data before anything touches the devices (cpu_devices is used next).
         validate_config(FLAGS.config, splits=("train", "val"))
-        configure_cpu_devices(FLAGS.config)
+        configure_cpu_devices(FLAGS.config, distributed.requested_processes(FLAGS))
         distributed.initialize_from_flags(FLAGS)
         train_and_evaluate(FLAGS.config, FLAGS.workdir, resume=FLAGS.resume,
                            overwrite=FLAGS.overwrite)

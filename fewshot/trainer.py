@@ -204,18 +204,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
     return state
 
 
-def configure_cpu_devices(config) -> None:
+def configure_cpu_devices(config, num_processes: int = 1) -> None:
     """Splits the host CPU into config.cpu_devices JAX devices (0: one per core, reduced to a
-    divisor of batch_size) before the backends start.
+    divisor of this process's share of batch_size, batch_size / num_processes) before the
+    backends start.
 
     XLA's CPU convolutions barely use a second core within one device, so on a CPU-only host
     data parallelism over per-core devices is what uses them all; results are the same as with
     one device. GPU/TPU hosts are unaffected (their accelerators stay the default devices).
     Call before anything touches jax devices."""
     n = int(config.cpu_devices)
+    share = config.batch_size // num_processes if config.batch_size % num_processes == 0 else 1
     if n == 0:
-        n = max(1, min(os.cpu_count() or 1, config.batch_size))
-        while config.batch_size % n:
+        n = max(1, min(os.cpu_count() or 1, share))
+        while share % n:
             n -= 1
     if n > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         jax.config.update("jax_num_cpu_devices", n)

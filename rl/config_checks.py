@@ -98,34 +98,42 @@ def field_problems(config, allow_extra: bool = False) -> list[str]:
     return problems
 
 
-def device_problems(config, num_devices: int) -> list[str]:
-    """Device ids within the `num_devices` devices, and the batch split evenly over the
-    learner devices (all of them when learner_device_ids is empty)."""
+def device_problems(config, num_devices: int, num_processes: int = 1) -> list[str]:
+    """Device ids within each process's `num_devices` local devices (the ids index every
+    process's own devices), the global batch split evenly over the processes (each one's
+    actors feed batch_size / P unrolls) and over the learner devices of all processes (all of
+    them when learner_device_ids is empty)."""
     problems = []
     for name in ("actor_device_ids", "learner_device_ids"):
         bad = [i for i in config[name] if i >= num_devices]
         if bad:
             problems.append(f"config.{name}={tuple(config[name])!r}: device(s) {bad} do not "
-                            f"exist (there are {num_devices})")
-    learners = len(config.learner_device_ids) or num_devices
+                            f"exist (each process has {num_devices})")
+    if not problems and config.batch_size % num_processes:
+        problems.append(f"config.batch_size={config.batch_size} (the global batch) must be "
+                        f"divisible by the {num_processes} processes")
+    learners = (len(config.learner_device_ids) or num_devices) * num_processes
     if not problems and config.batch_size % learners:
         problems.append(f"config.batch_size={config.batch_size} must be divisible by the "
                         f"{learners} learner devices")
     return problems
 
 
-def validate_config(config, num_devices: int | None = None, allow_extra: bool = False) -> None:
+def validate_config(config, num_devices: int | None = None, allow_extra: bool = False,
+                    num_processes: int = 1) -> None:
     """Refuses an RL config that cannot run, with every problem in one line.
 
     Args:
       config: an RL ConfigDict (configs/rl/default.py and its variants).
-      num_devices: jax.device_count() (None: skip the device checks).
+      num_devices: jax.local_device_count(), the devices of each process (None: skip the
+        device checks).
+      num_processes: jax.process_count().
       allow_extra: accept fields without a rule (an older run's config.json).
     Raises:
       ConfigError: one line naming each bad field, its value and what is allowed.
     """
     problems = field_problems(config, allow_extra)
     if not problems and num_devices is not None:
-        problems += device_problems(config, num_devices)
+        problems += device_problems(config, num_devices, num_processes)
     if problems:
         raise ConfigError("bad config: " + "; ".join(problems))

@@ -35,7 +35,9 @@ def main(argv):
 
     Bad input exits with status 2 and one error line."""
     start_cli(argv)
-    with errors_exit_2(InspectError, FileNotFoundError, RuntimeError):
+    # ValueError: a bad field of the run's config.json (rl.config_checks.ConfigError,
+    # RunConfigError, unreadable JSON).
+    with errors_exit_2(InspectError, FileNotFoundError, RuntimeError, ValueError):
         s = inspect(FLAGS.workdir, FLAGS.game, FLAGS.out, FLAGS.episodes, FLAGS.env, FLAGS.level,
                     FLAGS.greedy, FLAGS.max_steps, FLAGS.seed, defaults=load_config_file(_DEFAULTS.value))
     print(f"{s['game']}: {s['steps']} steps, episode returns {s['episode_returns']}, replay logits "

@@ -49,7 +49,7 @@ def validate_config(config):
 
     Raises:
       rl.config_checks.ConfigError (a ValueError): one line naming every bad field."""
-    check_config(config, num_devices=jax.device_count())
+    check_config(config, num_devices=jax.local_device_count(), num_processes=jax.process_count())
 
 
 def _actor_devices(ids):

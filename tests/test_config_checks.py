@@ -197,8 +197,15 @@ def test_rl_rules_between_fields_and_devices():
         "config.batch_size=32 must be divisible by the 3 learner devices"]
     assert rl_checks.device_problems(c, 3) == [  # empty learner_device_ids: all devices
         "config.batch_size=32 must be divisible by the 3 learner devices"]
-    assert "device(s) [2] do not exist (there are 2)" in rl_checks.device_problems(
+    assert "device(s) [2] do not exist (each process has 2)" in rl_checks.device_problems(
         _untyped(c, actor_device_ids=(2,)), 2)[0]
+    # Several processes: ids index each process's own devices; the global batch is split over
+    # the processes and over the learner devices of all of them.
+    assert rl_checks.device_problems(_untyped(c, actor_device_ids=(1,)), 2, num_processes=2) == []
+    assert rl_checks.device_problems(_untyped(c, batch_size=3, learner_device_ids=(1,)), 2, 2) == [
+        "config.batch_size=3 (the global batch) must be divisible by the 2 processes"]
+    assert rl_checks.device_problems(_untyped(c, batch_size=6), 2, 2) == [
+        "config.batch_size=6 must be divisible by the 4 learner devices"]
 
 
 def test_run_configs_read_back_for_evaluation_pass(tmp_path):
@@ -302,6 +309,8 @@ def test_rl_evaluators_refuse_a_bad_run_config_and_bad_flags(tmp_path):
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(data, f)
     assert "agent.hidden=128 is not divisible" in _cli("rl.evaluate", "--workdir", workdir)
+    assert "agent.hidden=128 is not divisible" in _cli("rl.inspect", "--workdir", workdir,
+                                                       "--game", "starpilot", "--out", str(tmp_path / "inspect"))
     line = _cli("rl.random_baseline", "--games=starpilott", "--episodes=2")
     assert line.startswith("error: flag --games=['starpilott']: every game must be one of")
     assert os.listdir(workdir) == ["config.json"]

@@ -69,3 +69,27 @@ def test_cli_reports_a_bad_setting_in_one_line(tmp_path, repo_root):
                        timeout=300)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "error: num_processes > 1 needs --coordinator_address" in r.stderr
+
+
+def test_cpu_device_count_divides_each_process_share(monkeypatch):
+    """cpu_devices=0 picks per-core devices dividing batch_size / processes, so the global batch
+    splits over processes x devices (16 cores, batch 24, 2 processes: 12 each -> 12 devices)."""
+    from types import SimpleNamespace
+
+    from fewshot.trainer import configure_cpu_devices
+    chosen = []
+    monkeypatch.setattr(jax.config, "update", lambda name, n: chosen.append(n))
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    config = SimpleNamespace(cpu_devices=0, batch_size=24)
+    configure_cpu_devices(config, num_processes=2)
+    configure_cpu_devices(config, num_processes=1)
+    assert chosen == [12, 12]
+    config.batch_size = 20
+    configure_cpu_devices(config, num_processes=2)  # 10 each: 10 devices (not 16, not 20)
+    configure_cpu_devices(config, num_processes=4)  # 5 each: 5 devices
+    assert chosen[2:] == [10, 5]
+    flag_values = SimpleNamespace(num_processes=None)
+    monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "3")
+    assert distributed.requested_processes(flag_values) == 3
+    assert distributed.requested_processes(SimpleNamespace(num_processes=2)) == 2

@@ -137,6 +137,15 @@ def define_flags() -> None:
                          "a process goes silent (JAX's default when unset: 100).")
 
 
+def requested_processes(flag_values) -> int:
+    """The process count that --num_processes or $JAX_NUM_PROCESSES asks for (1 when neither
+    is set, e.g. before --distributed's cluster detection), known before jax starts."""
+    n = flag_values.num_processes
+    if n is None and os.environ.get(ENV_NUM_PROCESSES, "").isdigit():
+        n = int(os.environ[ENV_NUM_PROCESSES])
+    return max(1, n or 1)
+
+
 def initialize_from_flags(flag_values=None) -> bool:
     """`initialize` from the flags of `define_flags` (default: absl's FLAGS). Returns whether
     several processes run."""
