@@ -27,7 +27,7 @@ from .steps import make_optimizer, make_schedule, make_train_step
 from .tasks import example_batch, get_task
 from .warm_start import warm_start
 from srwm_jax.training.checkpoints import Checkpoints
-from srwm_jax.training.distributed import is_main_process
+from srwm_jax.training.distributed import DistributedError, is_main_process
 from srwm_jax.training.mesh import DataParallel, count_params
 from srwm_jax.training.metrics import MetricWriter, NullWriter
 from srwm_jax.training.workdir import open_run_dir
@@ -121,6 +121,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
       fewshot.data.DatasetError: the dataset is missing or incomplete.
       fewshot.warm_start.WarmStartError: config.init_from cannot be read.
       srwm_jax.training.checkpoints.CheckpointError: the latest checkpoint cannot be restored.
+      srwm_jax.training.distributed.DistributedError: Ctrl-C with several processes (no
+        checkpoint can be saved by one process alone).
     """
     validate_config(config)
     task = get_task(config)
@@ -193,8 +195,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
                 checkpoints.save(done, state)
     except KeyboardInterrupt:
         if jax.process_count() > 1:  # a save is collective; the others are elsewhere
-            tqdm.write("Interrupted: several processes, so no checkpoint is saved now.")
-            raise
+            raise DistributedError(
+                f"interrupted at step {int(state.step)} with several processes: no checkpoint is "
+                "saved now (a save needs every process); the same command on every process "
+                "resumes from the last periodic checkpoint.") from None
         tqdm.write(f"Interrupted: saving a checkpoint at step {int(state.step)} and exiting.")
         checkpoints.save(int(state.step), state)
     finally:

@@ -131,6 +131,8 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
       srwm_jax.training.checkpoints.CheckpointError: the latest checkpoint cannot be restored.
       rl.sebulba.ActorFailed / ActorStalled: an actor thread raised / hung (after the runner
         is shut down).
+      srwm_jax.training.distributed.DistributedError: Ctrl-C with several processes (no
+        checkpoint can be saved by one process alone).
     """
     validate_config(config)
     fingerprint, changes = open_run_dir(workdir, config, resume=resume, overwrite=overwrite,
@@ -212,9 +214,12 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
     except KeyboardInterrupt:
         if jax.process_count() > 1:
             # A save is collective: the other processes are elsewhere in the loop.
-            log.warning("interrupted: several processes, so no checkpoint is saved now (the "
-                        "last periodic one stays)")
-            raise
+            writer.close()
+            checkpoints.close()  # waits for the periodic saves already under way
+            raise distributed.DistributedError(
+                f"interrupted at {env_steps} env steps with several processes: no checkpoint is "
+                "saved now (a save needs every process); the same command on every process "
+                "resumes from the last periodic checkpoint.") from None
         interrupted = True
         log.warning("interrupted: saving a checkpoint at %d env steps", env_steps)
     except Exception:

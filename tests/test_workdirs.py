@@ -165,6 +165,12 @@ def test_used_workdir_is_refused_resumed_only_with_its_config_or_overwritten(tmp
     with pytest.raises(RunConfigError, match="no config.json"):
         open_run_dir(orphan, rl_defaults(), resume=True, overwrite=False, resumable=RL_RESUMABLE)
 
+    # --overwrite never deletes a folder that holds other runs (a mistyped parent --workdir).
+    (tmp_path / "config.json").write_text((run / "config.json").read_text())
+    with pytest.raises(RunConfigError, match=r"also holds other runs \(orphan, run\)"):
+        open_run_dir(tmp_path, rl_defaults(), resume=True, overwrite=True, resumable=RL_RESUMABLE)
+    assert (run / "config.json").exists() and (orphan / "checkpoints" / "3").exists()
+
 
 @pytest.mark.parametrize("schedule, may_extend", [("constant", True), ("warmup", True),
                                                   ("cosine", False), ("decay_end", False)])
