@@ -19,7 +19,7 @@ from .tasks import TASKS
 from srwm_jax.dispatch import IMPLS
 from srwm_jax.layers import DENSE_INITS, MEMORY_KINDS
 from srwm_jax.training.config_schema import Bool, Choice, Float, Int, Str, TupleOf
-from srwm_jax.training.config_schema import field_problems as _rule_problems
+from srwm_jax.training.config_schema import ConfigError, config_problems
 
 SOURCES = {"omniglot": ("auto", "npz", "png", "tfds"),
            "omniglot_transformed": ("auto", "npz", "png", "tfds"),
@@ -98,18 +98,15 @@ FIELD_RULES = {
 }
 
 
-class ConfigError(ValueError):
-    """A config that cannot run; the message says which key and what to do."""
-
-
 def field_problems(config, allow_extra: bool = False) -> list[str]:
     """Problems of single fields (FIELD_RULES) and between fields, as phrases; [] if none.
 
     `allow_extra`: accept fields without a rule (runs written by an older version)."""
-    problems = _rule_problems(config, FIELD_RULES, allow_extra)
-    if problems:
-        return problems  # the rules between fields assume each field is well typed
-    c = config
+    return config_problems(config, FIELD_RULES, _between_fields, allow_extra)
+
+
+def _between_fields(c) -> list[str]:
+    problems = []
     if c.data_source not in SOURCES[c.dataset]:
         problems.append(f"config.data_source={c.data_source!r} does not apply to "
                         f"{c.dataset}: choose one of {SOURCES[c.dataset]}")

@@ -12,7 +12,7 @@ from .envs import NUM_ACTIONS
 from .normalization import PROCGEN_RETURN_RANGES
 from srwm_jax.layers import DENSE_INITS, STATE_GRADIENTS
 from srwm_jax.training.config_schema import Bool, Choice, Float, Int, TupleOf
-from srwm_jax.training.config_schema import field_problems as _rule_problems
+from srwm_jax.training.config_schema import ConfigError, config_problems
 
 DISTRIBUTION_MODES = ("easy", "hard", "memory", "exploration", "extreme")
 Game = Choice(*sorted(PROCGEN_RETURN_RANGES))
@@ -75,18 +75,15 @@ FIELD_RULES = {
 }
 
 
-class ConfigError(ValueError):
-    """An RL config that cannot run; the message names each field and what is allowed."""
-
-
 def field_problems(config, allow_extra: bool = False) -> list[str]:
     """Problems of single fields (FIELD_RULES) and between fields, as phrases; [] if none.
 
     `allow_extra`: accept fields without a rule (runs written by an older version)."""
-    problems = _rule_problems(config, FIELD_RULES, allow_extra)
-    if problems:
-        return problems  # the rules between fields assume each field is well typed
-    c = config
+    return config_problems(config, FIELD_RULES, _between_fields, allow_extra)
+
+
+def _between_fields(c) -> list[str]:
+    problems = []
     if len(set(c.games)) != len(c.games):
         problems.append(f"config.games={tuple(c.games)!r} lists a game twice")
     if c.agent.core not in ("ff", "lstm") and c.agent.hidden % c.agent.num_heads:

@@ -19,6 +19,38 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
+def _training_returns(workdir: str) -> dict[str, list[tuple[int, float]]]:
+    """{game: [(env steps, running mean return), ...]} from workdir/train_returns.csv."""
+    train = defaultdict(list)
+    for row in _read_csv(os.path.join(workdir, "train_returns.csv")):
+        if row["mean_return"] not in ("nan", ""):
+            train[row["game"]].append((int(row["step"]), float(row["mean_return"])))
+    return train
+
+
+def _plot_panels(games, draw, out_path: str, title=lambda game: game) -> str:
+    """One panel per game (3 per row), `draw(ax, game)` filling each; saves `out_path`."""
+    import matplotlib  # noqa: PLC0415 - a heavy import only plots need
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    cols = min(3, len(games))
+    rows = math.ceil(len(games) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, game in zip(axes.flat, games):
+        draw(ax, game)
+        ax.set_title(title(game), fontsize=9)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("episode return")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(games):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
 def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
     """Plots train_returns.csv (running mean return), eval.csv (evaluations) and
     random_baseline.json (dashed line) of `workdir`, one panel per game.
@@ -28,14 +60,7 @@ def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
     Raises:
       ValueError: the workdir has nothing to plot.
     """
-    import matplotlib  # noqa: PLC0415 - a heavy import only plots need
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    train = defaultdict(list)
-    for row in _read_csv(os.path.join(workdir, "train_returns.csv")):
-        if row["mean_return"] not in ("nan", ""):
-            train[row["game"]].append((int(row["step"]), float(row["mean_return"])))
+    train = _training_returns(workdir)
     evals = defaultdict(lambda: defaultdict(list))
     for row in _read_csv(os.path.join(workdir, "eval.csv")):
         if row["game"] != "ALL":
@@ -48,10 +73,8 @@ def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
     games = sorted(set(train) | set(evals))
     if not games:
         raise ValueError(f"nothing to plot in {workdir}")
-    cols = min(3, len(games))
-    rows = math.ceil(len(games) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    for ax, game in zip(axes.flat, games):
+
+    def draw(ax, game):
         if train[game]:
             steps, values = zip(*train[game])
             ax.plot(steps, values, label="train (running mean, sampled actions)")
@@ -61,17 +84,8 @@ def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
             ax.plot(steps, values, "o", label=f"eval {name} ({how})")
         if game in random_returns:
             ax.axhline(random_returns[game], color="gray", ls="--", label="random policy")
-        ax.set_title(game)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("episode return")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(games):]:
-        ax.axis("off")
-    fig.tight_layout()
-    out_path = out_path or os.path.join(workdir, "learning_curves.png")
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+
+    return _plot_panels(games, draw, out_path or os.path.join(workdir, "learning_curves.png"))
 
 
 def plot_comparison(workdirs, out_path: str) -> str:
@@ -84,38 +98,22 @@ def plot_comparison(workdirs, out_path: str) -> str:
     Raises:
       ValueError: a workdir has no train_returns.csv rows.
     """
-    import matplotlib  # noqa: PLC0415 - a heavy import only plots need
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     curves = {}
     for workdir in workdirs:
-        per_game = defaultdict(list)
-        for row in _read_csv(os.path.join(workdir, "train_returns.csv")):
-            if row["mean_return"] not in ("nan", ""):
-                per_game[row["game"]].append((int(row["step"]), float(row["mean_return"])))
+        per_game = _training_returns(workdir)
         if not per_game:
             raise ValueError(f"no training returns in {workdir}/train_returns.csv")
         curves[os.path.basename(os.path.normpath(workdir))] = per_game
     games = sorted({g for per_game in curves.values() for g in per_game})
-    cols = min(3, len(games))
-    rows = math.ceil(len(games) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    for ax, game in zip(axes.flat, games):
+
+    def draw(ax, game):
         for label, per_game in curves.items():
             if per_game[game]:
                 steps, values = zip(*per_game[game])
                 ax.plot(steps, values, label=label)
-        ax.set_title(f"{game}: training return (running mean, sampled actions)", fontsize=9)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("episode return")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(games):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+
+    return _plot_panels(games, draw, out_path,
+                        title=lambda game: f"{game}: training return (running mean, sampled actions)")
 
 
 def main(argv):

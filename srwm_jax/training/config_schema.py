@@ -137,6 +137,17 @@ def closest(name: str, candidates) -> str | None:
     return match[0] if match else None
 
 
+class ConfigError(ValueError):
+    """A config that cannot run (few-shot or RL); the message names each bad field, its value
+    and what is allowed."""
+
+
+def config_problems(config, rules: Mapping[str, Rule], between, allow_extra: bool = False) -> list[str]:
+    """`field_problems`, then, only when every field is well typed (the rules between fields
+    assume it), `between(config)`: the list of problems between fields."""
+    return field_problems(config, rules, allow_extra) or between(config)
+
+
 def field_problems(config, rules: Mapping[str, Rule], allow_extra: bool = False,
                    prefix: str = "config.") -> list[str]:
     """Every field of `config` that breaks its rule, as phrases "config.<name>=<value> <why>".
