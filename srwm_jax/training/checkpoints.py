@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -52,6 +53,25 @@ def _summary(error: BaseException, limit: int = 200) -> str:
     if len(text) > limit:
         text = text[:limit] + " ..."
     return f"{type(error).__name__}: {text}"
+
+
+def _hide_orbax_unraisable() -> None:
+    """After a failed restore, orbax's other array reads of the same step fail too, in
+    coroutines whose exceptions nobody retrieves; Python prints each as "Exception ignored in"
+    with a TensorStore spec of a hundred lines when they are collected (often at exit). The
+    one CheckpointError already reports the step, so those are dropped; every other
+    unraisable exception still reaches the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_hides_orbax", False):
+        return
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+            return
+        previous(unraisable)
+    hook._hides_orbax = True
+    sys.unraisablehook = hook
 
 
 class CheckpointError(RuntimeError):
@@ -168,6 +188,7 @@ class Checkpoints:
         except CheckpointError:
             raise
         except Exception as e:  # noqa: BLE001 - orbax raises many types for truncated / mismatched files
+            _hide_orbax_unraisable()
             raise CheckpointError(
                 f"checkpoint {where} could not be restored ({_summary(e)}). It may be "
                 "corrupt or from a different model; delete that step folder to fall back to an "
