@@ -10,7 +10,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 import ml_collections
@@ -208,13 +207,3 @@ def config_flag_problem(argv: Sequence[str]) -> str | None:
             node = node[part]
     return None
 
-
-def check_config_overrides(argv: Sequence[str]) -> None:
-    """Exits with status 2 and one `error:` line if a `--config.a.b=...` names a key the
-    config lacks, naming the closest valid key (ml_collections would otherwise raise a bare
-    AttributeError traceback during flag parsing). Call with `sys.argv[1:]` before
-    `absl.app.run` (srwm_jax.training.cli.run does)."""
-    problem = config_flag_problem(argv)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
