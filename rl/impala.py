@@ -26,7 +26,7 @@ from .sebulba import ActorFailed, ActorStalled
 from .training import train_and_evaluate
 from srwm_jax.training import distributed
 from srwm_jax.training.checkpoints import CheckpointError
-from srwm_jax.training.cli import error_lines, errors_exit_2, run
+from srwm_jax.training.cli import error_lines, errors_exit_2, exit_with_error, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/rl/*.py).",
                                           lock_config=True)
@@ -58,8 +58,7 @@ def main(argv):
         summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
                                      overwrite=_OVERWRITE.value)
     except (ValueError, CheckpointError, distributed.DistributedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(str(e))
     except (ActorFailed, ActorStalled) as e:
         print("\n".join(error_lines(e)), file=sys.stderr)
         sys.exit(1)

@@ -7,6 +7,7 @@ every flag error reported in one line, and `start_cli` / `errors_exit_2` are the
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -29,9 +30,16 @@ def one_line(message: str) -> str:
 
 
 def exit_with_error(message: str) -> None:
-    """Prints `error: <message>` (one line) on stderr and exits with status 2."""
+    """Prints `error: <message>` (one line) on stderr and exits with status 2 at once.
+
+    At once (os._exit after flushing): the interpreter's normal shutdown would let background
+    threads of libraries (orbax's asyncio loop after a failed restore) print their own
+    tracebacks after the one line. Every caller reaches this before anything is written or
+    after the trainers closed their writers and checkpoint managers."""
     print(f"error: {one_line(message)}", file=sys.stderr)
-    sys.exit(2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
@@ -81,8 +89,7 @@ def errors_exit_2(*errors: type[BaseException]):
     try:
         yield
     except errors as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(str(e))
 
 
 def error_lines(error: BaseException, frames: int = 2) -> list[str]:
