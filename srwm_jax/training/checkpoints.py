@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 
 import jax
 import orbax.checkpoint as ocp
@@ -56,7 +57,7 @@ def _summary(error: BaseException, limit: int = 200) -> str:
 
 
 def _hide_orbax_unraisable() -> None:
-    """After a failed restore, orbax's other array reads of the same step fail too, in
+    """Installed before a restore: if it fails, orbax's other array reads of the step fail too, in
     coroutines whose exceptions nobody retrieves; Python prints each as "Exception ignored in"
     with a TensorStore spec of a hundred lines when they are collected (often at exit). The
     one CheckpointError already reports the step, so those are dropped; every other
@@ -69,9 +70,28 @@ def _hide_orbax_unraisable() -> None:
         code = getattr(unraisable.object, "cr_code", None)
         if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
             return
+        if _loop_closed(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback):
+            return
         previous(unraisable)
     hook._hides_orbax = True
     sys.unraisablehook = hook
+
+    # TensorStore's reader threads then hand their results to orbax's asyncio loop, which the
+    # failed restore has closed: "RuntimeError: Event loop is closed", printed through
+    # sys.excepthook. Only that error, raised in asyncio's call_soon_threadsafe, is dropped.
+    previous_excepthook = sys.excepthook
+
+    def excepthook(kind, value, tb):
+        if not _loop_closed(kind, value, tb):
+            previous_excepthook(kind, value, tb)
+    sys.excepthook = excepthook
+
+
+def _loop_closed(kind, value, tb) -> bool:
+    """RuntimeError("Event loop is closed") raised in asyncio's call_soon_threadsafe."""
+    frames = traceback.extract_tb(tb) if tb is not None else []
+    return (kind is RuntimeError and str(value) == "Event loop is closed" and bool(frames)
+            and frames[-1].name in ("call_soon_threadsafe", "_check_closed"))
 
 
 class CheckpointError(RuntimeError):
@@ -181,6 +201,7 @@ class Checkpoints:
             raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
         where = f"{manager.directory}/{step}"
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        _hide_orbax_unraisable()
         try:
             with _orbax_quiet():
                 self._check_fingerprint(manager, step, where)
@@ -188,7 +209,6 @@ class Checkpoints:
         except CheckpointError:
             raise
         except Exception as e:  # noqa: BLE001 - orbax raises many types for truncated / mismatched files
-            _hide_orbax_unraisable()
             raise CheckpointError(
                 f"checkpoint {where} could not be restored ({_summary(e)}). It may be "
                 "corrupt or from a different model; delete that step folder to fall back to an "
