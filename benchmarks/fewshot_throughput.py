@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 
-from configs.fewshot.omniglot_srwm import get_config
+from configs.fewshot.table1 import get_config
 from fewshot.tasks import get_task
 from fewshot.trainer import build, initial_state
 

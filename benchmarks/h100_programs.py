@@ -4,9 +4,9 @@
 
 Deviceless AOT compile (``benchmarks/h100.py``) of the library's own programs with the
 Pallas kernels inside:
-  fewshot_omniglot      few-shot train step, configs/fewshot/omniglot_srwm.py (5-way 1-shot,
+  fewshot_omniglot      few-shot train step, configs/fewshot/table1.py:omniglot,srwm,1 (5-way 1-shot,
                         batch 128, Conv-4 64 channels, 2 x 256 SRWM, 16 heads), impl="pallas"
-  fewshot_miniimagenet  the same for configs/fewshot/miniimagenet_srwm_5shot.py (84 px,
+  fewshot_miniimagenet  the same for configs/fewshot/table1.py:miniimagenet,srwm,5 (84 px,
                         5-shot, batch 16, Conv-4 32 channels, 3 x 256 SRWM, 16 heads)
   rl_learner            the IMPALA learner update of rl.learner.Learner (configs/rl/default.py:
                         32 unrolls x 50 steps, SRWM agent, 8 heads of 16) on the described H100
@@ -35,14 +35,14 @@ from benchmarks import h100
 PROGRAMS = ("fewshot_omniglot", "fewshot_miniimagenet", "rl_learner", "rl_actor")
 
 
-def _fewshot(config_module: str):
+def _fewshot(table1_row: str):
     import jax
     import jax.numpy as jnp
 
     from fewshot.steps import init_state, make_train_step
     from fewshot.trainer import build
 
-    config = importlib.import_module(config_module).get_config()
+    config = importlib.import_module("configs.fewshot.table1").get_config(table1_row)
     config.impl = "pallas"
     model, optimizer, *_ = build(config)
     n, k, size = config.n_way, config.k_shot, config.image_size
@@ -130,8 +130,8 @@ def _rl_actor():
 
 
 BUILDERS = {
-    "fewshot_omniglot": lambda: _fewshot("configs.fewshot.omniglot_srwm"),
-    "fewshot_miniimagenet": lambda: _fewshot("configs.fewshot.miniimagenet_srwm_5shot"),
+    "fewshot_omniglot": lambda: _fewshot("omniglot,srwm,1"),
+    "fewshot_miniimagenet": lambda: _fewshot("miniimagenet,srwm,5"),
     "rl_learner": _rl_learner,
     "rl_actor": _rl_actor,
 }

@@ -29,7 +29,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run as a script from a checkout: import this checkout's packages
 # jax and the training modules are imported inside the functions: a worker process must start
 # jax.distributed before anything touches a device.
-FEWSHOT_CONFIGS = ("omniglot_srwm", "miniimagenet_srwm_1shot", "miniimagenet_srwm_5shot")
+# name in the table -> the row of configs/fewshot/table1.py
+FEWSHOT_CONFIGS = {"omniglot_srwm": "omniglot,srwm,1", "miniimagenet_srwm_1shot": "miniimagenet,srwm,1",
+                   "miniimagenet_srwm_5shot": "miniimagenet,srwm,5"}
 
 
 def _fewshot_example(config, batch_size):
@@ -53,7 +55,7 @@ def fewshot_param_count(name):
     from fewshot.steps import make_optimizer  # noqa: PLC0415
     from fewshot.tasks import get_task  # noqa: PLC0415
 
-    config = importlib.import_module(f"configs.fewshot.{name}").get_config()
+    config = importlib.import_module("configs.fewshot.table1").get_config(FEWSHOT_CONFIGS[name])
     model = SequenceLearner(ml_collections.FrozenConfigDict(config))
     example = _fewshot_example(config, 1)
     state = jax.eval_shape(lambda k: get_task(config).init_state(

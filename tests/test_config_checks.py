@@ -54,7 +54,12 @@ def test_every_default_field_has_a_rule_that_its_default_passes(stack):
 def _config_files(stack):
     folder = REPO_ROOT / "configs" / stack
     names = sorted(p.stem for p in folder.glob("*.py") if p.stem not in ("__init__", "table1"))
-    return [importlib.import_module(f"configs.{stack}.{n}").get_config() for n in names]
+    configs = [importlib.import_module(f"configs.{stack}.{n}").get_config() for n in names]
+    if (folder / "table1.py").exists():  # one config file, a row per argument
+        table1 = importlib.import_module(f"configs.{stack}.table1")
+        configs += [table1.get_config(f"{dataset},{model},{k}") for dataset, shots in table1.TABLE1_SHOTS.items()
+                    for model in table1.TABLE1_MODELS for k in shots]
+    return configs
 
 
 def test_every_rl_config_file_passes():
@@ -249,9 +254,14 @@ def test_one_line_keeps_the_exception_of_an_embedded_traceback():
 NOISE = ("WARNING: All log messages before absl::InitializeLog()", "cudart_stub.cc")
 
 
-def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True,
+def _cli(*args, cwd=REPO_ROOT):
+    """Runs `python -m *args` in `cwd` (from the clone: with the clone on PYTHONPATH; elsewhere:
+    the installed package only) and returns its one `error:` line (asserted: exit 2)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("PYTHONPATH", None)
+    if cwd == REPO_ROOT:
+        env["PYTHONPATH"] = str(REPO_ROOT)
+    r = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=300)
     lines = [line for line in r.stderr.splitlines() if line.strip() and not any(n in line for n in NOISE)]
     assert r.returncode == 2, r.stderr[-3000:]
@@ -329,3 +339,25 @@ def test_trainers_refuse_before_the_workdir_is_made(tmp_path):
     with pytest.raises(rl_checks.ConfigError, match=r"config.rmsprop_eps=0.0 must be a number > 0.0"):
         train_rl(c, str(tmp_path / "rl"))
     assert os.listdir(tmp_path) == []
+
+
+def test_configs_load_from_any_directory(tmp_path):
+    """A config that imports a sibling (omniglot_smoke.py imports omniglot_srwm_cpu.py) loads
+    with the installed package run from another directory, from the clone's configs/ or a copy
+    of it; a config whose own code fails, or a bad table1.py argument, is one error line."""
+    import shutil
+    elsewhere, copy = tmp_path / "elsewhere", tmp_path / "mine" / "configs"
+    elsewhere.mkdir()
+    shutil.copytree(REPO_ROOT / "configs", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "fewshot" / "broken.py").write_text("import no_such_module_here\n")
+    train = ["srwm_jax.fewshot.train", "--workdir", str(tmp_path / "w")]
+    for configs in (REPO_ROOT / "configs", copy):
+        # The closest-key hint needs the loaded config: the sibling import worked.
+        line = _cli(*train, "--config", str(configs / "fewshot" / "omniglot_smoke.py"),
+                    "--config.batch_sise=4", cwd=elsewhere)
+        assert "did you mean --config.batch_size?" in line, line
+    line = _cli(*train, "--config", str(copy / "fewshot" / "broken.py"), cwd=elsewhere)
+    assert "could not be loaded" in line and "no_such_module_here" in line, line
+    line = _cli(*train, "--config", f"{copy / 'fewshot' / 'table1.py'}:omniglot,srwm,5", cwd=elsewhere)
+    assert "is not a Table 1 row" in line, line
+    assert not (tmp_path / "w").exists()

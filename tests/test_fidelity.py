@@ -283,7 +283,7 @@ def test_fewshot_torch_dense_init_and_paper_configs():
     same parameter shapes as "flax"; the paper-table configs carry the original's settings."""
     import ml_collections
 
-    from configs.fewshot import miniimagenet_srwm_5shot, omniglot_srwm
+    from configs.fewshot import table1
     from configs.fewshot.omniglot_smoke import get_config
     from fewshot.models import SequenceLearner
 
@@ -309,8 +309,8 @@ def test_fewshot_torch_dense_init_and_paper_configs():
         assert np.abs(np.asarray(w)).max() <= fan_in ** -0.5, keys
         checked += 1
     assert checked >= 8  # input_proj, 2 x (out_proj + 2 FF Dense with bias), classifier
-    for module in (omniglot_srwm, miniimagenet_srwm_5shot):
-        c = module.get_config()
+    for row in ("omniglot,srwm,1", "miniimagenet,srwm,5"):
+        c = table1.get_config(row)
         assert (c.beta_init, c.dense_init) == (0.0, "torch")
 
 
@@ -322,7 +322,7 @@ def test_fewshot_torch_backbone_init(backbone):
     std sqrt(2 / (out_channels x kernel area)). BatchNorm scale 1, bias 0; shapes as "flax"."""
     import ml_collections
 
-    from configs.fewshot import miniimagenet_srwm_5shot, omniglot_srwm
+    from configs.fewshot import table1
     from configs.fewshot.omniglot_smoke import get_config
     from fewshot.models import build_backbone
 
@@ -358,8 +358,8 @@ def test_fewshot_torch_backbone_init(backbone):
             assert np.abs(w).max() > 2.5 * std, keys  # untruncated normal tails (n >= 256)
         checked += 1
     assert checked == (8 if backbone == "conv4" else 16)
-    for module in (omniglot_srwm, miniimagenet_srwm_5shot):
-        assert module.get_config().backbone_init == "torch"
+    for row in ("omniglot,srwm,1", "miniimagenet,srwm,5"):
+        assert table1.get_config(row).backbone_init == "torch"
 
 
 def test_rl_original_code_config_is_the_paper_setting_with_the_per_step_cut():

@@ -1,7 +1,7 @@
-"""Defaults for few-shot training (paper Table 1 setting for Omniglot 5-way 1-shot, SRWM).
+"""Defaults for few-shot training: every field, with the values of 5-way 1-shot Omniglot, SRWM.
 
 Every field is documented here; variants import this and override fields.
-  python -m fewshot.train --config configs/fewshot/omniglot_srwm.py --workdir runs/omniglot_srwm
+The paper's Table 1 rows are configs/fewshot/table1.py:<dataset>,<model>,<k_shot>.
 """
 import ml_collections
 

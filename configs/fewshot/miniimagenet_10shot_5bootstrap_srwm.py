@@ -8,12 +8,12 @@ python -m fewshot.train --config configs/fewshot/miniimagenet_10shot_5bootstrap_
 python -m fewshot.evaluate --workdir runs/mi_srwm_10shot_5bootstrap
 Plain baseline: the same with --config.task=sync.
 """
-from configs.fewshot.miniimagenet_srwm_5shot import get_config as _mi5
+from configs.fewshot.table1 import get_config as _table1
 
 
 def get_config():
     """-> the ml_collections.ConfigDict described in the module docstring."""
-    c = _mi5()
+    c = _table1("miniimagenet,srwm,5")
     c.task = "bootstrap"
     c.k_shot = 10
     c.future_shots = 5

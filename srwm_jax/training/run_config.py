@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 import ml_collections
@@ -142,20 +143,50 @@ def load_config(workdir: str, defaults: ml_collections.ConfigDict | None = None,
 
 
 def load_config_file(path: str | None) -> ml_collections.ConfigDict | None:
-    """`get_config()` of the Python config file at `path` (a `configs/**/*.py` file); None for
-    None (no defaults file: an installed copy run outside a checkout has no configs/ folder).
+    """`get_config()` of the Python config file at `path` (a `configs/**/*.py` file), or
+    `get_config(arg)` for `path` = `FILE:arg` (ml_collections' form); None for None (no
+    defaults file: an installed copy run outside a checkout has no configs/ folder). The
+    file's package is made importable first (`register_config_package`), so a config that
+    imports a sibling loads from any current directory.
 
     Raises:
       FileNotFoundError: no such file.
     """
     if path is None:
         return None
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"config file {path} not found")
-    spec = importlib.util.spec_from_file_location("_run_config_file", path)
+    file, *arg = path.split(":", 1)
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"config file {file} not found")
+    register_config_package(file)
+    spec = importlib.util.spec_from_file_location("_run_config_file", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(*arg)
+
+
+def register_config_package(path: str) -> None:
+    """Makes the package that holds the config file `path` importable by its own name, so
+    `from configs.fewshot.default import ...` inside a config works wherever the command runs
+    (a clone, a copy of configs/, an installed srwm_jax used from another folder).
+
+    The package is the topmost folder above `path` with an `__init__.py` (`configs` for
+    `configs/fewshot/x.py`); it is registered in `sys.modules` from that folder, without
+    putting its parent (which may hold other packages) on `sys.path`. A package of that name
+    that is already imported is left as it is; a file outside any package needs nothing.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(os.path.join(folder, "__init__.py")):
+        return
+    while os.path.exists(os.path.join(os.path.dirname(folder), "__init__.py")):
+        folder = os.path.dirname(folder)
+    name = os.path.basename(folder)
+    if name in sys.modules or not name.isidentifier():
+        return
+    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"),
+                                                  submodule_search_locations=[folder])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
 
 
 def define_defaults_flag(area: str):
@@ -187,9 +218,9 @@ def config_flag_problem(argv: Sequence[str]) -> str | None:
     if not os.path.exists(path.split(":")[0]):
         return f"--config file {path.split(':')[0]} not found"
     try:
-        config = load_config_file(path.split(":")[0])
-    except Exception:  # noqa: BLE001 - a broken config file is absl's to report, in one line
-        return None
+        config = load_config_file(path)
+    except Exception as e:  # noqa: BLE001 - any error of the config's own code, in one line
+        return f"--config file {path} could not be loaded: {type(e).__name__}: {e}"
     for arg in argv:
         if not arg.startswith("--config."):
             continue
