@@ -111,7 +111,7 @@ def build_backbone(config):
 
     Raises:
       ValueError: unknown config.backbone."""
-    init = config.get("backbone_init", "flax")
+    init = config.backbone_init
     if config.backbone == "conv4":
         return Conv4(config.conv_channels, config.vision_dropout, init)
     if config.backbone == "res12":

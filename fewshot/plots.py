@@ -1,9 +1,7 @@
 """Plots of the delayed-label sequential evaluation (paper Figs. 4 and 6 style)."""
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+# matplotlib's object API (Figure, not pyplot): files only, no backend to choose, no global state.
+from matplotlib.figure import Figure
 
 
 def plot_accuracy_curves(curves, orders, switch_step, path, title=None, chance=None):
@@ -11,7 +9,8 @@ def plot_accuracy_curves(curves, orders, switch_step, path, title=None, chance=N
 
     curves: {model label: float [num orders, T] accuracy in [0, 1]}; orders: panel titles, e.g.
     ["omniglot->omniglot_transformed", ...]; switch_step: first step of the second segment."""
-    fig, axes = plt.subplots(1, len(orders), figsize=(6 * len(orders), 4), squeeze=False, sharey=True)
+    fig = Figure(figsize=(6 * len(orders), 4))
+    axes = fig.subplots(1, len(orders), squeeze=False, sharey=True)
     for o, (ax, order) in enumerate(zip(axes[0], orders)):
         for label, curve in curves.items():
             acc = 100 * np.asarray(curve)[o]
@@ -30,5 +29,4 @@ def plot_accuracy_curves(curves, orders, switch_step, path, title=None, chance=N
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

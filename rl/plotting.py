@@ -30,13 +30,13 @@ def _training_returns(workdir: str) -> dict[str, list[tuple[int, float]]]:
 
 def _plot_panels(games, draw, out_path: str, title=lambda game: game) -> str:
     """One panel per game (3 per row), `draw(ax, game)` filling each; saves `out_path`."""
-    import matplotlib  # noqa: PLC0415 - a heavy import only plots need
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    # matplotlib's object API (Figure, not pyplot): files only, no backend, no global state.
+    from matplotlib.figure import Figure  # noqa: PLC0415 - a heavy import only plots need
 
     cols = min(3, len(games))
     rows = math.ceil(len(games) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    fig = Figure(figsize=(5 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, game in zip(axes.flat, games):
         draw(ax, game)
         ax.set_title(title(game), fontsize=9)
@@ -47,7 +47,6 @@ def _plot_panels(games, draw, out_path: str, title=lambda game: game) -> str:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
-    plt.close(fig)
     return out_path
 
 

@@ -56,7 +56,7 @@ def unroll_timeout(config) -> float:
     and compiling the policy on the first unroll) + 50 ms per env step of one unroll
     (unroll_length x envs of one actor), e.g. 240 s for the paper setting (50 x 24).
     """
-    value = float(config.get("unroll_timeout_seconds", 0.0) or 0.0)
+    value = float(config.unroll_timeout_seconds)
     if value > 0:
         return value
     envs = len(config.games) * config.envs_per_game

@@ -6,11 +6,9 @@ import this module, so `import srwm_jax` never loads matplotlib.
 import csv
 import os
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+# matplotlib's object API (Figure, not pyplot): files only, no backend to choose, no global state.
+from matplotlib.figure import Figure
 
 
 def layer_rows(layers, episode_columns, step_columns, episode_step_columns=None):
@@ -58,8 +56,8 @@ def line_grid(path, grid, x, *, xticks=None, xlabel="step", vlines=(), title=Non
     "lines": [(label, y [len(x)], plot kwargs)]}; None leaves a panel empty. vlines: x positions
     of dashed markers (e.g. the query step, episode boundaries)."""
     n_rows, n_cols = len(grid), max(len(r) for r in grid)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(col_width * n_cols, row_height * n_rows),
-                             squeeze=False, sharex=True)
+    fig = Figure(figsize=(col_width * n_cols, row_height * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True)
     for r, row in enumerate(grid):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -89,7 +87,6 @@ def line_grid(path, grid, x, *, xticks=None, xlabel="step", vlines=(), title=Non
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -97,7 +94,8 @@ def heatmap(path, matrix, title, xlabel="output unit", ylabel="input unit"):
     """A symmetric-colour heat map of a [rows, cols] matrix (e.g. W_y,T - W_y,0 of one head)."""
     m = np.asarray(matrix)
     lim = float(np.abs(m).max()) or 1.0
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    fig = Figure(figsize=(4.2, 3.6))
+    ax = fig.subplots()
     im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
     fig.colorbar(im, ax=ax)
     ax.set_title(title, fontsize=9)
@@ -105,7 +103,6 @@ def heatmap(path, matrix, title, xlabel="output unit", ylabel="input unit"):
     ax.set_ylabel(ylabel, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -23,24 +23,9 @@ floating-point [B, T, D] array, each state leaf shaped as in `initial_state(B)`,
 [B, T] array. Layers are batch-major: a time-major [T, B] mask is refused, except when T == B,
 which no shape check can tell apart, so build masks batch-major (`reset.T` converts).
 
-Gradients across time (`state_gradient`, SRWM / DeltaNet / SR-DeltaNet layers and MemoryStack):
-"unroll" (default) backpropagates through the whole sequence of fast-weight states; "step"
-is the original RL code's behaviour (IDSIA/modern-srwm reinforcement_learning/torchbeast:
-the agent calls its core one step at a time, `SRlayer`/`SMFWPlayer` return detached states
-and the delta-rule autograd function gives the fast weights no gradient): every step reads
-the state left by the previous step as a constant (stop_gradient), so a step's output is
-differentiated only through that step's own computation. For the SRWM this means W_q, W_k
-and w_b get no gradient at all and W_y only each step's direct read. The forward values are
-the same in both modes.
-
-Dense initialisation (`dense_init`): "flax" (default) is Flax's Dense default (kernel
-normal with std 1/sqrt(fan_in), zero bias); "torch" is torch.nn.Linear's (kernel and bias
-from U(-1/sqrt(fan_in), 1/sqrt(fan_in))), the original code's. The SRWM slow weights and the
-Fake SR W_y keep the original's N(0, 1/d) in both modes (the original sets them explicitly).
-
-Introspection: when the flax collection "fast_weight_stats" is mutable in `apply`, the SRWM,
-DeltaNet and SR-DeltaNet layers sow per-step statistics of their fast weights there
-(`srwm_jax.introspect`); otherwise nothing extra is computed.
+Fields with a longer story are documented where they are checked: `state_gradient` at
+`STATE_GRADIENTS`, `dense_init` at `dense`; introspection (the "fast_weight_stats" collection)
+in `srwm_jax.introspect` and docs/introspection.md.
 """
 from typing import Any, ClassVar
 
@@ -57,6 +42,16 @@ from srwm_jax.ops.delta_rule import delta_rule
 from srwm_jax.ops.srwm import SRWMWeights, srwm
 
 MEMORY_KINDS = ("srwm", "deltanet", "srdelta", "fakesr", "lstm")
+
+# Gradients across time (`state_gradient`, SRWM / DeltaNet / SR-DeltaNet layers and MemoryStack):
+# "unroll" (default) backpropagates through the whole sequence of fast-weight states; "step"
+# is the original RL code's behaviour (IDSIA/modern-srwm reinforcement_learning/torchbeast:
+# the agent calls its core one step at a time, `SRlayer`/`SMFWPlayer` return detached states
+# and the delta-rule autograd function gives the fast weights no gradient): every step reads
+# the state left by the previous step as a constant (stop_gradient), so a step's output is
+# differentiated only through that step's own computation. For the SRWM this means W_q, W_k
+# and w_b get no gradient at all and W_y only each step's direct read. The forward values are
+# the same in both modes.
 STATE_GRADIENTS = ("unroll", "step")
 DENSE_INITS = ("flax", "torch")
 
@@ -71,7 +66,12 @@ def torch_uniform(fan_in: int):
 
 
 def dense(features, fan_in, dense_init, *, use_bias=True, name=None):
-    """nn.Dense initialised by `dense_init` ("flax" | "torch", see the module docstring).
+    """nn.Dense initialised by `dense_init` ("flax" | "torch").
+
+    Dense initialisation (`dense_init`): "flax" (default) is Flax's Dense default (kernel
+    normal with std 1/sqrt(fan_in), zero bias); "torch" is torch.nn.Linear's (kernel and bias
+    from U(-1/sqrt(fan_in), 1/sqrt(fan_in))), the original code's. The SRWM slow weights and the
+    Fake SR W_y keep the original's N(0, 1/d) in both modes (the original sets them explicitly).
 
     Raises:
       ValueError: unknown dense_init.

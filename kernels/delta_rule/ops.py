@@ -1,7 +1,7 @@
 """Public delta-rule kernel entry points: ``delta_rule_pallas`` and ``delta_rule_supported``.
 
 Legend: B batch, T time, H heads, dk key dim, dv value dim; N = B*H sequences.
-The math is in ``srwm_jax/ops/delta_rule.py`` (``delta_rule_scan`` is the reference).
+The math and the reference every kernel is tested against: ``srwm_jax/reference.py``.
 """
 from __future__ import annotations
 

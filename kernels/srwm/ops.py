@@ -1,7 +1,7 @@
 """Public SRWM kernel entry points: ``srwm_pallas`` and ``srwm_supported``.
 
 Legend: B batch, T time, H heads, d head dim; N = B*H sequences.
-The math is in ``srwm_jax/ops/srwm.py`` (``srwm_scan`` is the reference).
+The math and the reference every kernel is tested against: ``srwm_jax/reference.py``.
 """
 from __future__ import annotations
 
