@@ -35,7 +35,7 @@ for version in $PYTHONS; do
   if grep -q 'ERROR' "$log"; then echo "FAIL: install_procgen.sh printed an ERROR"; exit 1; fi
   after=$("$py" -m pip list --format=freeze 2>/dev/null | grep -Ei '^(numpy|jax|jaxlib)==')
   if [ "$before" != "$after" ]; then echo "FAIL: numpy/jax changed: $before -> $after"; exit 1; fi
-  (cd "$ROOT" && "$py" -m pytest -q -p no:cacheprovider tests/test_cells.py -k "$CELLS" \
+  (cd "$ROOT" && "$py" -m pytest -q -p no:cacheprovider tests/test_ops.py -k "$CELLS" \
    && "$py" -m pytest -q -p no:cacheprovider tests/test_rl_envs.py tests/test_download.py \
      "tests/test_rl_sebulba.py::test_procgen_two_actor_threads_end_to_end")
   if [ $first = 1 ]; then

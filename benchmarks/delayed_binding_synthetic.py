@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fewshot.data.sequential import occurrence_index
+from fewshot.data.sequential_stream import occurrence_index
 from fewshot.sequential import delayed_label_inputs
 from srwm_jax.layers import MemoryStack, ShortConv
 

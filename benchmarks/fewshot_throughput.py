@@ -16,7 +16,7 @@ import numpy as np
 
 from configs.fewshot.table1 import get_config
 from fewshot.tasks import get_task
-from fewshot.trainer import build, initial_state
+from fewshot.training import build, initial_state
 
 
 def synthetic_batch(config, batch_size, rng):

@@ -17,7 +17,7 @@ yet from a GPU run:
   kernels      python -m benchmarks.kernels --quick: Pallas vs scan at the paper's shapes (+ the
                IDSIA CUDA kernels with --original-cuda, + fla when importable)
                                                                         est. 80 s, limit 120 s
-  cells        python benchmarks/cells.py --quick: custom-VJP scan vs autodiff
+  cells        python benchmarks/ops.py --quick: custom-VJP scan vs autodiff
                                                                         est. 25 s, limit 45 s
   fewshot      python benchmarks/fewshot_throughput.py --steps 10: images/s of SRWM, DeltaNet,
                LSTM at the paper's Omniglot setting (3 compiles of ~10 s)
@@ -50,7 +50,7 @@ def steps(original_cuda: str | None):
         ("kernels_gpu", [py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                          "tests/test_kernels_gpu.py"], 140),
         ("kernels", kernels_cmd, 120),
-        ("cells", [py, "benchmarks/cells.py", "--quick"], 45),
+        ("cells", [py, "benchmarks/ops.py", "--quick"], 45),
         ("fewshot", [py, "benchmarks/fewshot_throughput.py", "--steps", "10"], 75),
         ("rl", [py, "benchmarks/rl_throughput.py", "--seconds", "40", "--agents", "ff,srwm",
                 "--config", "configs/rl/default.py"], 90),

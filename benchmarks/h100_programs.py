@@ -40,7 +40,7 @@ def _fewshot(table1_row: str):
     import jax.numpy as jnp
 
     from fewshot.steps import init_state, make_train_step
-    from fewshot.trainer import build
+    from fewshot.training import build
 
     config = importlib.import_module("configs.fewshot.table1").get_config(table1_row)
     config.impl = "pallas"

@@ -102,7 +102,7 @@ def _worker(kind, steps):
 
     if kind == "fewshot":
         from configs.fewshot.omniglot_srwm_cpu import get_config  # noqa: PLC0415
-        from fewshot.trainer import build, initial_state  # noqa: PLC0415
+        from fewshot.training import build, initial_state  # noqa: PLC0415
 
         config = get_config()
         model, optimizer, mesh, train_step, _ = build(config)

@@ -2,7 +2,7 @@
 
 Modules:
     train                command line: python -m fewshot.train --config configs/fewshot/<name>.py --workdir DIR
-    trainer              train_and_evaluate(config, workdir), build, validate_config (the library)
+    training             train_and_evaluate(config, workdir), build, validate_config (the library)
     config_checks        a rule per config field; checks against the data and devices (validate_config)
     tasks                the task registry: sync, sequential, bootstrap (samplers, losses, eval steps)
     steps                TrainState, optimiser, train step, the sync task's loss and eval step

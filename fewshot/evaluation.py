@@ -27,9 +27,9 @@ import numpy as np
 
 from .config_checks import check_split_name, validate_config
 from .plots import plot_accuracy_curves
-from .sequential import INSTANCE_OCCURRENCES, SequentialTask, evaluate_sequences
+from .sequential import INSTANCE_OCCURRENCES, SequentialEpisodeSampler, evaluate_sequences
 from .tasks import episode_accuracy, get_task
-from .trainer import RENAMED_KEYS, RESUMABLE_FIELDS, build, initial_state
+from .training import RENAMED_KEYS, RESUMABLE_FIELDS, build, initial_state
 from srwm_jax.stats import t_interval
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.run_config import load_config, workdir_fingerprint
@@ -140,7 +140,7 @@ def evaluate_sequential(workdir, split="test", num_sequences=1000, checkpoint="b
     # Test sequences: seed eval_seed + 1000, disjoint from the validation stream (eval_seed).
     seed = config.eval_seed + 1000 if seed is None else seed
     batch_size = batch_size or config.eval_batch_size
-    sequences = SequentialTask(config, split, seed)
+    sequences = SequentialEpisodeSampler(config, split, seed)
     mesh, eval_step, state = restore_run(config, workdir, checkpoint,
                                          sequences.sample(1, 0, train=False))
     acc = evaluate_sequences(eval_step, mesh, state, sequences, num_sequences, batch_size)

@@ -1,5 +1,5 @@
 """Looking inside trained few-shot runs: what the fast weights do over the steps of an episode
-(CLI: fewshot.inspect).
+(CLI: fewshot.introspect).
 
 `inspect` runs each run's model (best checkpoint by default) on the same fixed test episodes
 (the first test set of fewshot.evaluation.evaluate: seed eval_seed + 1000) with the statistics
@@ -37,9 +37,9 @@ import numpy as np
 from .config_checks import validate_config
 from .evaluation import restore_run
 from .models import sync_episode_inputs
-from .sequential import SequentialTask, delayed_label_inputs
+from .sequential import SequentialEpisodeSampler, delayed_label_inputs
 from .tasks import get_task
-from .trainer import RENAMED_KEYS, build
+from .training import RENAMED_KEYS, build
 from srwm_jax.introspect import MATRICES, STATS_COLLECTION, collect_layers
 from srwm_jax.introspect_report import ensure_dir, heatmap, layer_rows, line_grid, write_csv
 from srwm_jax.training.run_config import load_config
@@ -99,7 +99,7 @@ def fixed_episodes(config, num_episodes, batch_size=100, seed=None):
     """
     seed = config.eval_seed + 1000 if seed is None else seed
     if is_sequential(config):
-        sequences = SequentialTask(config, "test", seed)
+        sequences = SequentialEpisodeSampler(config, "test", seed)
         return list(sequences.fixed_batches(num_episodes, min(batch_size, max(1, -(-num_episodes // 2)))))
     sampler = get_task(config).make_sampler(config, "test", config.seed)
     return list(sampler.iterate_fixed(num_episodes, seed, batch_size))

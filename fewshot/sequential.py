@@ -99,7 +99,7 @@ def pad_batch(batch, length):
     return out
 
 
-class SequentialTask:
+class SequentialEpisodeSampler:
     """The two-domain stream of `config` for one split, with the sampler interface that
     `fewshot.train` uses (`sample`, `iterate`) plus fixed evaluation batches.
 

@@ -2,18 +2,18 @@
 
 Dotted overrides: `--config.batch_size=64 --config.model=deltanet`. A run resumes from the
 latest checkpoint in DIR by default, if its config is DIR's (only the fields
-fewshot.trainer.RESUMABLE_FIELDS may differ); `--noresume` refuses a DIR that holds a run and
+fewshot.training.RESUMABLE_FIELDS may differ); `--noresume` refuses a DIR that holds a run and
 `--overwrite` deletes it first. Several processes (one command per host): add
 `--num_processes=P --process_id=I --coordinator_address=HOST:PORT` (or `--distributed` under
 SLURM / Open MPI); config.batch_size stays the global batch.
-Intentionally kept short: the run itself is fewshot.trainer.train_and_evaluate.
+Intentionally kept short: the run itself is fewshot.training.train_and_evaluate.
 """
 from absl import flags
 from ml_collections import config_flags
 
 from .config_checks import ConfigError, validate_config
 from .data import DatasetError
-from .trainer import configure_cpu_devices, train_and_evaluate
+from .training import configure_cpu_devices, train_and_evaluate
 from .warm_start import WarmStartError
 from srwm_jax.training import distributed
 from srwm_jax.training.checkpoints import CheckpointError
@@ -32,7 +32,7 @@ distributed.define_flags()
 
 
 def main(argv):
-    """Parses the flags and runs fewshot.trainer.train_and_evaluate.
+    """Parses the flags and runs fewshot.training.train_and_evaluate.
 
     Bad input exits with status 2 and one error line."""
     start_cli(argv)

@@ -1,7 +1,8 @@
 """IMPALA (V-trace) on ProcGen with self-referential / fast-weight memory agents, Sebulba-style.
 
 Modules:
-    impala          command line: python -m rl.impala --config configs/rl/<name>.py --workdir DIR
+    train           command line: python -m rl.train --config configs/rl/<name>.py --workdir DIR
+    impala          the same command under the design's name (python -m rl.impala)
     training        train_and_evaluate(config, workdir): the run (logging, checkpoints, evals)
                     on the shared run layer srwm_jax.training
     config_checks   a rule per config field; device checks (validate_config)
@@ -14,6 +15,7 @@ Modules:
     evaluate        command line: python -m rl.evaluate --workdir DIR
     normalization   Cobbe et al. (2020) return ranges and normalised scores
     random_baseline command line: random-policy returns on the same levels
-    plotting        learning-curve PNG per game
+    plots           learning-curve PNG per game
+    plot            command line: python -m rl.plot WORKDIR [--compare OUT.png]
 Install ProcGen with rl/install_procgen.sh.
 """

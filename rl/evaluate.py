@@ -15,7 +15,7 @@ from srwm_jax.training.cli import errors_exit_2, run, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory made by rl.impala.")
+flags.DEFINE_string("workdir", None, "Run directory made by rl.train.")
 flags.DEFINE_integer("episodes", None, "Episodes per game and split (default: config.eval_episodes).",
                      lower_bound=1)
 flags.DEFINE_bool("sampled", False, "Sample actions from the policy instead of the argmax.")

@@ -1,5 +1,5 @@
 """Looking inside a trained RL agent: the fast-weight statistics over an episode, step by step
-(CLI: rl.inspect).
+(CLI: rl.introspect).
 
 `inspect` plays one env (ProcGen with the run's distribution mode on one level, or
 rl.fake_env.FakeEnv) with the run's latest checkpoint until `episodes` episodes have ended (or
@@ -130,7 +130,7 @@ def inspect(workdir, game, out=None, episodes=1, env_kind="procgen", level=0, gr
     """Plays, replays with statistics, writes stats.csv, episode.png and summary.json.
 
     Args:
-      workdir: run directory of rl.impala (its latest checkpoint is used).
+      workdir: run directory of rl.train (its latest checkpoint is used).
       game: the game to play (e.g. starpilot).
       out: output folder (default <workdir>/inspect_<game>).
       episodes: episodes to play; max_steps caps the env steps.

@@ -1,4 +1,4 @@
-"""`train_and_evaluate(config, workdir)`: the IMPALA/Sebulba training run (rl.impala is the CLI).
+"""`train_and_evaluate(config, workdir)`: the IMPALA/Sebulba training run (rl.train is the CLI).
 
 The workdir layout is the shared run layer's (srwm_jax.training): config.json, metrics.jsonl,
 tensorboard/, checkpoints/<env steps>/, plus train_returns.csv, eval.csv and
@@ -22,7 +22,7 @@ import time
 import jax
 import numpy as np
 
-from . import plotting
+from . import plots
 from .agent import make_agent
 from .config_checks import validate_config as check_config
 from .evaluation import RESUMABLE_FIELDS, append_eval_csv, evaluate, format_eval
@@ -241,7 +241,7 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
         writer.close()
         try:
             if evaluates:
-                plotting.plot_learning_curves(workdir)
+                plots.plot_learning_curves(workdir)
         except Exception as e:  # noqa: BLE001 - a plot must not fail a finished run
             log.warning("plotting failed: %s", e)
     summary.update(env_steps=env_steps, updates=update, interrupted=interrupted,

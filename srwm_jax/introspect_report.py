@@ -1,4 +1,4 @@
-"""CSV and PNG output for the introspection tools (fewshot.inspect, rl.inspect).
+"""CSV and PNG output for the introspection tools (fewshot.introspect, rl.introspect).
 
 Holds only formatting: the statistics come from `srwm_jax.introspect`. Only the inspect tools
 import this module, so `import srwm_jax` never loads matplotlib.

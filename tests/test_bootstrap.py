@@ -147,7 +147,7 @@ def test_bootstrap_and_plain_train_on_omniglot_side_by_side(tmp_path):
     from configs.fewshot.omniglot_1shot_4bootstrap_srwm_cpu import get_config
     from srwm_jax.training.metrics import read_metrics
     from fewshot.tasks import episode_accuracy
-    from fewshot.trainer import build, initial_state, make_sampler, train_and_evaluate
+    from fewshot.training import build, initial_state, make_sampler, train_and_evaluate
 
     def config(task):
         c = get_config()

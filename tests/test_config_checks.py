@@ -281,11 +281,11 @@ def test_fewshot_train_refuses_bad_configs_before_the_workdir(tmp_path):
 
 
 def test_rl_impala_refuses_bad_configs_before_the_workdir(tmp_path):
-    line = _cli("rl.impala", "--config", "configs/rl/ff_cpu.py", "--workdir", str(tmp_path / "a"),
+    line = _cli("rl.train", "--config", "configs/rl/ff_cpu.py", "--workdir", str(tmp_path / "a"),
                 "--config.discount=2.0", "--config.agent.dropout=1.0")
     assert line == ("error: bad config: config.agent.dropout=1.0 must be a number in [0.0, 1.0); "
                     "config.discount=2.0 must be a number in [0.0, 1.0]")
-    line = _cli("rl.impala", "--config", "configs/rl/ff_cpu.py", "--workdir", str(tmp_path / "b"),
+    line = _cli("rl.train", "--config", "configs/rl/ff_cpu.py", "--workdir", str(tmp_path / "b"),
                 "--config.batch_sise=4")
     assert "did you mean --config.batch_size?" in line
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -319,7 +319,7 @@ def test_rl_evaluators_refuse_a_bad_run_config_and_bad_flags(tmp_path):
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(data, f)
     assert "agent.hidden=128 is not divisible" in _cli("rl.evaluate", "--workdir", workdir)
-    assert "agent.hidden=128 is not divisible" in _cli("rl.inspect", "--workdir", workdir,
+    assert "agent.hidden=128 is not divisible" in _cli("rl.introspect", "--workdir", workdir,
                                                        "--game", "starpilot", "--out", str(tmp_path / "inspect"))
     line = _cli("rl.random_baseline", "--games=starpilott", "--episodes=2")
     assert line.startswith("error: flag --games=['starpilott']: every game must be one of")
@@ -328,7 +328,7 @@ def test_rl_evaluators_refuse_a_bad_run_config_and_bad_flags(tmp_path):
 
 @pytest.mark.omniglot
 def test_trainers_refuse_before_the_workdir_is_made(tmp_path):
-    from fewshot.trainer import train_and_evaluate as train_fewshot
+    from fewshot.training import train_and_evaluate as train_fewshot
     from rl.training import train_and_evaluate as train_rl
     c = smoke_config()
     c.update(data_dir=str(OMNIGLOT_DIR), k_shot=20)

@@ -76,7 +76,7 @@ def test_cpu_device_count_divides_each_process_share(monkeypatch):
     splits over processes x devices (16 cores, batch 24, 2 processes: 12 each -> 12 devices)."""
     from types import SimpleNamespace
 
-    from fewshot.trainer import configure_cpu_devices
+    from fewshot.training import configure_cpu_devices
     chosen = []
     monkeypatch.setattr(jax.config, "update", lambda name, n: chosen.append(n))
     monkeypatch.setattr("os.cpu_count", lambda: 16)

@@ -28,7 +28,7 @@ from fewshot.data import omniglot
 from fewshot.data.core import add_rotated_classes
 from fewshot.data.fc100 import FC100_SUPERCLASSES
 from fewshot.data.sampler import choose_distinct
-from fewshot.data.sequential import occurrence_index
+from fewshot.data.sequential_stream import occurrence_index
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OMNIGLOT = DATA / "omniglot"

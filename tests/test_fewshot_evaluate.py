@@ -19,7 +19,7 @@ import json, sys, jax, numpy as np
 from configs.fewshot.omniglot_smoke import get_config
 from fewshot.steps import make_eval_step
 from fewshot.tasks import episode_accuracy
-from fewshot.trainer import build, initial_state, make_sampler
+from fewshot.training import build, initial_state, make_sampler
 c = get_config(); c.data_dir = sys.argv[1]; c.n_way = 5; c.conv_channels = 8; c.hidden_size = 16
 sampler = make_sampler(c, "test", c.seed)
 model, opt, mesh, _, eval_step = build(c)

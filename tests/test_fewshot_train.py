@@ -53,7 +53,7 @@ def test_smoke_training_learns_and_evaluates(tmp_path):
 
 def test_resume_gives_identical_results(tmp_path):
     """Stopping after a checkpoint and resuming reproduces the uninterrupted run exactly."""
-    from fewshot.trainer import train_and_evaluate
+    from fewshot.training import train_and_evaluate
     kw = dict(total_steps=20, log_every_steps=5, eval_every_steps=10, checkpoint_every_steps=10, val_episodes=50,
               conv_channels=8, hidden_size=16)
     full = train_and_evaluate(config(**kw), str(tmp_path / "full"))
@@ -71,7 +71,7 @@ def test_data_parallel_matches_single_device(tmp_path):
     script = r"""
 import json, sys, jax, numpy as np
 from configs.fewshot.omniglot_smoke import get_config
-from fewshot.trainer import build, initial_state, make_sampler
+from fewshot.training import build, initial_state, make_sampler
 c = get_config(); c.data_dir = sys.argv[1]; c.batch_size = 8; c.conv_channels = 8; c.hidden_size = 16
 sampler = make_sampler(c, "train", c.seed)
 model, opt, mesh, train_step, _ = build(c)
@@ -108,7 +108,7 @@ def test_bad_inputs_give_one_clear_error(tmp_path):
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
-    from fewshot.trainer import train_and_evaluate
+    from fewshot.training import train_and_evaluate
     kw = dict(total_steps=4, log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=2, val_episodes=20,
               conv_channels=8, hidden_size=16)
     train_and_evaluate(config(**kw), str(tmp_path))

@@ -16,7 +16,7 @@ import pytest
 from configs.rl.default import get_config as rl_config
 from rl.agent import MemoryCore, make_agent
 from srwm_jax.layers import DeltaNetLayer, SRDeltaNetLayer, SRWMLayer
-from tests.reference_loops import random_reset, rel_err, to64
+from tests.reference_helpers import random_reset, rel_err, to64
 
 sg = jax.lax.stop_gradient
 B, T, H, d = 2, 6, 2, 4

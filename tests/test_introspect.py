@@ -263,7 +263,7 @@ def test_stats_do_not_depend_on_impl():
 
 
 # --- The tools end to end on tiny runs ---
-# One few-shot run is trained (one step, by fewshot.trainer) so that the tools meet what the
+# One few-shot run is trained (one step, by fewshot.training) so that the tools meet what the
 # trainer writes; the others are written as the trainers write them but from the initial
 # parameters (compiling a training step costs more than the rest of a test, and the statistics'
 # checks hold for any parameters). Loading trained runs is tested in test_run_layer.py and
@@ -294,9 +294,9 @@ def _read_csv(path):
 
 
 def _initial_fewshot_run(config, workdir):
-    """A run directory laid out as fewshot.trainer writes it, holding the initial parameters
+    """A run directory laid out as fewshot.training writes it, holding the initial parameters
     as its best and latest checkpoint (step 0)."""
-    from fewshot.trainer import build, initial_state, make_sampler
+    from fewshot.training import build, initial_state, make_sampler
     from srwm_jax.training.checkpoints import Checkpoints
     from srwm_jax.training.run_config import save_config
     save_config(workdir, config)
@@ -315,7 +315,7 @@ def _initial_fewshot_run(config, workdir):
 def sync_runs(tmp_path_factory):
     """Two tiny sync runs on the same episodes: {"srwm": trained one step, "deltanet": initial}."""
     from configs.fewshot.omniglot_smoke import get_config
-    from fewshot.trainer import train_and_evaluate
+    from fewshot.training import train_and_evaluate
     root = tmp_path_factory.mktemp("fewshot_runs")
     c = get_config()
     c.update(dict(TINY, model="srwm", batch_size=4))
@@ -329,7 +329,7 @@ def test_fewshot_inspect_end_to_end(sync_runs, tmp_path):
     """The two runs inspected together by the CLI on the same episodes."""
     from fewshot.evaluation import evaluate
     out = tmp_path / "inspect"
-    r = _run_cli(["fewshot.inspect", "--workdir", sync_runs["srwm"], "--workdir", sync_runs["deltanet"],
+    r = _run_cli(["fewshot.introspect", "--workdir", sync_runs["srwm"], "--workdir", sync_runs["deltanet"],
                   "--episodes", "12", "--out", str(out)])
     assert "accuracy" in r.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -375,7 +375,7 @@ def test_fewshot_inspect_sequential_end_to_end(tmp_path):
     fewshot.evaluate_sequential's test sequences."""
     from configs.fewshot.sequential_omniglot_transformed_srwm_cpu import get_config
     from fewshot.inspection import fixed_episodes, inspect
-    from fewshot.sequential import SequentialTask
+    from fewshot.sequential import SequentialEpisodeSampler
     c = get_config()
     c.update(dict(TINY, batch_size=2, sequential_shots=3, max_trim=2, image_size=16))
     run = _initial_fewshot_run(c, str(tmp_path / "seq"))
@@ -391,7 +391,7 @@ def test_fewshot_inspect_sequential_end_to_end(tmp_path):
     assert summary["accuracy"] == pytest.approx(np.mean([int(r["correct"]) for r in rows]))
     # The sequences are evaluate_sequential's (stream seed eval_seed + 1000; 4 sequences in 2s).
     ours = fixed_episodes(c, 4)
-    theirs = list(SequentialTask(c, "test", c.eval_seed + 1000).fixed_batches(4, 2))
+    theirs = list(SequentialEpisodeSampler(c, "test", c.eval_seed + 1000).fixed_batches(4, 2))
     assert len(ours) == len(theirs) == 2
     for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a["images"], b["images"])
@@ -452,7 +452,7 @@ def test_rl_inspect_end_to_end(tmp_path):
     # The CLI (flags, --defaults, one error line): refused from the config, before any restore.
     c.agent.core = "lstm"
     save_config(str(tmp_path / "lstm"), c)
-    r = subprocess.run([sys.executable, "-m", "rl.inspect", "--workdir", str(tmp_path / "lstm"),
+    r = subprocess.run([sys.executable, "-m", "rl.introspect", "--workdir", str(tmp_path / "lstm"),
                         "--game", "starpilot", "--env", "fake"], cwd=REPO, capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
     assert r.returncode == 2 and "error: " in r.stderr and "'lstm' core" in r.stderr, r.stderr[-2000:]

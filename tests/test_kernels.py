@@ -56,7 +56,7 @@ def _run64(fn, *args, **kwargs):
         return jax.tree.map(np.asarray, out)
 
 
-def srwm_numpy(x, W, input_softmax, reset=None, reset_weights=None):
+def srwm_float64(x, W, input_softmax, reset=None, reset_weights=None):
     """float64 y [B,T,H,dy] and the final weights (list of 4) from srwm_reference."""
     y, W_T = _run64(lambda x, W, reset, fresh: srwm_reference(
         x, W, input_softmax=input_softmax, reset=reset, reset_weights=fresh),
@@ -176,7 +176,7 @@ def test_srwm_matches_float64(B, T, H, d, dtype, input_softmax, config):
     (y, W_T), grads = _outputs_and_grads(run, (x, W))
     assert y.dtype == dtype and y.shape == (B, T, H, d)
     assert type(W_T) is type(W) and all(w.dtype == jnp.float32 for w in W_T)
-    y_ref, W_ref = srwm_numpy(np.asarray(x.astype(jnp.float32)), W, input_softmax)
+    y_ref, W_ref = srwm_float64(np.asarray(x.astype(jnp.float32)), W, input_softmax)
     _assert_close("y", y, y_ref, tol_y)
     for name, got, want in zip(WEIGHT_FIELDS, W_T, W_ref):
         _assert_close(f"W_T.{name}", got, want, tol_state)
@@ -194,7 +194,7 @@ def test_srwm_forward_without_gradient_matches_float64():
     x, W = _srwm_inputs(3, 5, 1, 16, jnp.float32, seed=3)
     run = functools.partial(kernels.srwm_pallas, input_softmax=True, interpret=True)
     y, W_T = jax.jit(run, compiler_options=_FAST_COMPILE)(x, W)
-    y_ref, W_ref = srwm_numpy(np.asarray(x), W, True)
+    y_ref, W_ref = srwm_float64(np.asarray(x), W, True)
     _assert_close("y", y, y_ref, 2e-5)
     for name, got, want in zip(WEIGHT_FIELDS, W_T, W_ref):
         _assert_close(f"W_T.{name}", got, want, 2e-5)
@@ -309,7 +309,7 @@ def test_srwm_resets_match_float64(block_seqs):
     run = lambda x, W, Wr: kernels.srwm_pallas(  # noqa: E731
         x, W, input_softmax=True, reset=reset, reset_weights=Wr, interpret=True, config=config)
     (y, W_T), grads = _outputs_and_grads(run, (x, W, W_reset))
-    y_ref, W_ref = srwm_numpy(x, W, True, reset, W_reset)
+    y_ref, W_ref = srwm_float64(x, W, True, reset, W_reset)
     _assert_close("y", y, y_ref, 2e-5)
     for name, got, want in zip(WEIGHT_FIELDS, W_T, W_ref):
         _assert_close(f"W_T.{name}", got, want, 2e-5)

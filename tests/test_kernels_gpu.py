@@ -2,7 +2,7 @@
 
 Skipped without a GPU (jax's default backend is not "gpu"); ``benchmarks/gpu_check.py`` runs it
 on a GPU machine. The scan reference (``srwm_jax`` impl="scan") is itself checked against
-float64 loops by tests/test_cells.py; tests/test_kernels.py checks these kernels against float64
+float64 loops by tests/test_ops.py; tests/test_kernels.py checks these kernels against float64
 in interpret mode on CPU. This file checks what interpret mode cannot: the Triton-compiled code.
 
 Cases (19; sized for gpu_check's 8-minute budget), at small, awkward sizes (B*H = 15, not a

@@ -1,11 +1,11 @@
-"""rl.plotting: per-run learning curves and the side-by-side comparison of several runs."""
+"""rl.plot: per-run learning curves and the side-by-side comparison of several runs."""
 import csv
 import os
 
 import matplotlib.image
 import pytest
 
-from rl.plotting import plot_comparison, plot_learning_curves
+from rl.plots import plot_comparison, plot_learning_curves
 from rl.training import TRAIN_RETURN_FIELDS
 
 

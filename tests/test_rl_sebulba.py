@@ -71,7 +71,7 @@ def test_actor_exception_stops_the_run(tmp_path):
 
 def test_bad_config_key_is_one_clear_error(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "rl.impala", "--config", "configs/rl/ff_cpu.py",
+        [sys.executable, "-m", "rl.train", "--config", "configs/rl/ff_cpu.py",
          "--workdir", str(tmp_path), "--config.no_such_key=1"],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0

@@ -91,7 +91,7 @@ def test_sequential_training_and_evaluation_outputs_on_omniglot(tmp_path):
     from configs.fewshot.sequential_omniglot_transformed_srwm_cpu import get_config
     from fewshot.evaluation import evaluate_sequential as evaluate, write_outputs
     from srwm_jax.training.metrics import read_metrics
-    from fewshot.trainer import train_and_evaluate
+    from fewshot.training import train_and_evaluate
 
     c = get_config()
     c.update(dict(data_dir=str(DATA), total_steps=10, log_every_steps=5, eval_every_steps=10, checkpoint_every_steps=10,

@@ -57,7 +57,7 @@ def _sequential_config(**kw):
 def test_sequential_run_starts_from_a_sync_run(tmp_path, capsys):
     """Every weight of a 1-channel sync run lands in the 3-channel sequential model (the first
     conv kernel spread over the channels); the run then trains from there."""
-    from fewshot.trainer import build, initial_state, make_sampler, train_and_evaluate
+    from fewshot.training import build, initial_state, make_sampler, train_and_evaluate
 
     sync_dir = tmp_path / "sync"
     train_and_evaluate(_sync_config(), str(sync_dir))
@@ -87,7 +87,7 @@ def test_sequential_run_starts_from_a_sync_run(tmp_path, capsys):
 
 @needs_data
 def test_bad_source_gives_one_clear_error(tmp_path):
-    from fewshot.trainer import build, initial_state, make_sampler
+    from fewshot.training import build, initial_state, make_sampler
 
     with pytest.raises(WarmStartError, match="no best checkpoint"):
         source_step_dir(str(tmp_path / "missing"))

@@ -261,7 +261,7 @@ def test_rl_corrupt_checkpoint_is_one_error_line_in_both_clis(rl_run, tmp_path):
                            "def get_config():\n"
                            "    return _tiny_config(total_steps=100, checkpoint_every_minutes=0.0)\n")
     env = python_env()
-    r = run_bounded(["-m", "rl.impala", "--config", config_file, "--workdir", workdir], env)
+    r = run_bounded(["-m", "rl.train", "--config", config_file, "--workdir", workdir], env)
     assert r.returncode == 2
     assert "could not be restored" in one_error_line(r.stderr) and str(workdir) in r.stderr
     r = run_bounded(["-m", "rl.evaluate", "--workdir", workdir], env)
@@ -272,14 +272,14 @@ def test_rl_corrupt_checkpoint_is_one_error_line_in_both_clis(rl_run, tmp_path):
 HUNG_CLI = """
 import sys
 from absl import app
-import rl.impala as cli
+import rl.train as cli
 import rl.training
 from rl.fake_env import FakeEnv
 factory = lambda i: FakeEnv(2, seed=i, hang_after=1)  # no unroll at all: nothing to compile
 cli.procgen_available = lambda: (True, "")
 cli.train_and_evaluate = lambda c, w, **kw: rl.training.train_and_evaluate(
     c, w, env_factory=factory, use_tensorboard=False, **kw)
-sys.argv = ["rl.impala", "--config", sys.argv[1], "--workdir", sys.argv[2],
+sys.argv = ["rl.train", "--config", sys.argv[1], "--workdir", sys.argv[2],
             "--config.unroll_timeout_seconds=6"]
 app.run(cli.main)
 """

@@ -1,6 +1,6 @@
 """Paper setting: IMPALA multi-task on 6 ProcGen easy games (Irie et al. 2022, Sec. 4.3).
 
-    python -m rl.impala --config configs/rl/default.py --workdir runs/rl_srwm_easy \
+    python -m rl.train --config configs/rl/default.py --workdir runs/rl_srwm_easy \
         --config.agent.core=srwm
 
 Every field is documented where it is set; variants import this file and override fields.
@@ -34,7 +34,7 @@ def get_config():
                                       # an error naming it (hung env); 0 = auto: 180 s + 50 ms
                                       # per env step of one unroll (rl/sebulba.py unroll_timeout)
     c.learner_device_ids = ()         # empty: all devices (data parallel over the batch)
-    # Several processes (python -m rl.impala --num_processes=P ...): device ids above index each
+    # Several processes (python -m rl.train --num_processes=P ...): device ids above index each
     # process's own devices; batch_size is the global batch (each process's actors feed
     # batch_size / P unrolls per update).
     c.params_check_every_updates = 100  # several processes: assert every this many updates that

@@ -1,6 +1,6 @@
 """CPU learning check: FF agent on starpilot (easy), <= 60 minutes on a 2-core machine.
 
-    python -m rl.impala --config configs/rl/ff_cpu.py --workdir runs/rl_ff_cpu
+    python -m rl.train --config configs/rl/ff_cpu.py --workdir runs/rl_ff_cpu
 
 Smaller unrolls and batches than the paper so that a 2-core CPU (~30-40 learner frames/s for
 this network) makes many updates within the hour; the agent and the loss are the paper's.

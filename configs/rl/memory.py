@@ -1,6 +1,6 @@
 """Appendix C.1: 4 ProcGen memory-distribution games, 500 training levels, hard constants.
 
-    python -m rl.impala --config configs/rl/memory.py --workdir runs/rl_srwm_memory
+    python -m rl.train --config configs/rl/memory.py --workdir runs/rl_srwm_memory
 """
 
 from configs.rl import default

@@ -1,6 +1,6 @@
 """CPU learning check: SRWM agent on starpilot (easy), <= 60 minutes on a 2-core machine.
 
-    python -m rl.impala --config configs/rl/srwm_cpu.py --workdir runs/rl_srwm_cpu
+    python -m rl.train --config configs/rl/srwm_cpu.py --workdir runs/rl_srwm_cpu
 """
 
 from configs.rl import ff_cpu

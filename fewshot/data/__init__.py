@@ -9,7 +9,7 @@
 from .core import ClassImages, DatasetError
 from .loading import DATASETS, clear_cache, load_split
 from .sampler import EpisodeSampler
-from .sequential import SequentialStream
+from .sequential_stream import SequentialStream
 
 __all__ = [
     "ClassImages",

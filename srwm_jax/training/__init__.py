@@ -1,4 +1,4 @@
-"""The run layer under both trainers (few-shot `fewshot.trainer`, RL `rl.training`).
+"""The run layer under both trainers (few-shot `fewshot.training`, RL `rl.training`).
 
 One module per job, none of them model-specific:
 

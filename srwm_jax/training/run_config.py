@@ -131,7 +131,7 @@ def load_config(workdir: str, defaults: ml_collections.ConfigDict | None = None,
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: --workdir must be a run directory written by "
-                                "a trainer (fewshot.train, rl.impala).")
+                                "a trainer (fewshot.train, rl.train).")
     with open(path) as f:
         data = json.load(f)
     for old, new in (renames or {}).items():

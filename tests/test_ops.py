@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference_loops import random_reset, rel_err, run_split_at_resets, to64
+from reference_helpers import random_reset, rel_err, run_split_at_resets, to64
 
 import srwm_jax
 from srwm_jax import SRWMWeights

@@ -1,6 +1,6 @@
 """Look inside trained few-shot runs: what the fast weights do over the steps of an episode.
 
-    python -m fewshot.inspect --workdir runs/omniglot_srwm_cpu [--workdir runs/omniglot_deltanet_cpu]
+    python -m fewshot.introspect --workdir runs/omniglot_srwm_cpu [--workdir runs/omniglot_deltanet_cpu]
         [--episodes 200] [--out DIR] [--layer 0] [--head 0] [--checkpoint best]
 
 Repeat --workdir to compare runs on the same episodes. Writes per-run CSVs and figures, a

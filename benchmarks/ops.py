@@ -1,7 +1,7 @@
 """Custom-VJP scan cells vs plain autodiff of the same scan: time per call and saved residuals.
 
-    python benchmarks/cells.py            # paper shapes + T=1024, on the default backend
-    python benchmarks/cells.py --quick    # fewer repeats
+    python benchmarks/ops.py            # paper shapes + T=1024, on the default backend
+    python benchmarks/ops.py --quick    # fewer repeats
 
 Prints one table: for each shape, forward and forward+backward median time of the custom-VJP
 `srwm` / `delta_rule` (impl="scan") and of `lax.scan` autodiffed directly (which saves every

@@ -1,6 +1,6 @@
 """Look inside a trained RL agent: the fast-weight statistics over an episode, step by step.
 
-    python -m rl.inspect --workdir runs/rl_srwm_cpu --game starpilot [--episodes 1] [--out DIR]
+    python -m rl.introspect --workdir runs/rl_srwm_cpu --game starpilot [--episodes 1] [--out DIR]
         [--greedy] [--level 0] [--env procgen|fake]
 
 Plays the game with the run's latest checkpoint, replays the steps with the statistics recorded
@@ -16,7 +16,7 @@ from srwm_jax.training.cli import errors_exit_2, run, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run made by rl.impala (its latest checkpoint is used).")
+flags.DEFINE_string("workdir", None, "Run made by rl.train (its latest checkpoint is used).")
 flags.DEFINE_string("game", None, "Game to play (e.g. starpilot).")
 flags.DEFINE_integer("episodes", 1, "Episodes to play (boundaries are marked in the outputs).",
                      lower_bound=1)

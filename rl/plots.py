@@ -1,4 +1,6 @@
-"""Learning-curve PNG per game from a workdir's train_returns.csv (+ eval.csv, random baseline)."""
+"""Learning-curve PNG per game from a workdir's train_returns.csv (+ eval.csv, random baseline).
+
+Command line: rl.plot."""
 
 import csv
 import json
@@ -6,10 +8,6 @@ import math
 import os
 from collections import defaultdict
 
-from absl import app, flags
-
-_COMPARE = flags.DEFINE_string("compare", None, "Write one PNG overlaying the training curves of all "
-                               "WORKDIRs to this path.")
 
 
 def _read_csv(path):
@@ -113,20 +111,3 @@ def plot_comparison(workdirs, out_path: str) -> str:
 
     return _plot_panels(games, draw, out_path,
                         title=lambda game: f"{game}: training return (running mean, sampled actions)")
-
-
-def main(argv):
-    """`python -m rl.plotting WORKDIR`: writes WORKDIR/learning_curves.png.
-    `python -m rl.plotting WORKDIR WORKDIR... --compare OUT.png`: the runs' training curves together."""
-    if _COMPARE.value:
-        if len(argv) < 2:
-            raise app.UsageError("usage: python -m rl.plotting WORKDIR [WORKDIR ...] --compare OUT.png")
-        print(plot_comparison(argv[1:], _COMPARE.value))
-        return
-    if len(argv) != 2:
-        raise app.UsageError("usage: python -m rl.plotting WORKDIR  (several: add --compare OUT.png)")
-    print(plot_learning_curves(argv[1]))
-
-
-if __name__ == "__main__":
-    app.run(main)
