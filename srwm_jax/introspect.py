@@ -284,7 +284,8 @@ def collect_layers(collection):
             parts = [named_series(s) for s in node]
             first = next(iter(parts[0].values())).shape
             if all(next(iter(p.values())).shape[::2] == first[::2] for p in parts):
-                out["/".join(path)] = {k: jnp.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+                out["/".join(path)] = {k: jnp.concatenate([p[k] for p in parts], axis=1)
+                                       for k in parts[0]}
             else:
                 out.update({"/".join(path + [f"call{i}"]): p for i, p in enumerate(parts)})
             return

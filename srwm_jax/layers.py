@@ -57,7 +57,8 @@ DENSE_INITS = ("flax", "torch")
 
 
 def torch_uniform(fan_in: int):
-    """torch.nn.Linear / Conv2d default init of weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    """torch.nn.Linear / Conv2d default init of weight and bias:
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1.0 / fan_in ** 0.5
 
     def init(key, shape, dtype=jnp.float32):
@@ -86,7 +87,8 @@ def dense(features, fan_in, dense_init, *, use_bias=True, name=None):
 
 def _check_state_gradient(owner, state_gradient):
     if state_gradient not in STATE_GRADIENTS:
-        raise ValueError(f"{owner}: state_gradient={state_gradient!r}; choose one of {STATE_GRADIENTS}.")
+        raise ValueError(f"{owner}: state_gradient={state_gradient!r}; "
+                         f"choose one of {STATE_GRADIENTS}.")
 
 
 def _per_step(run_one, state, xs, reset):
@@ -176,7 +178,8 @@ def _run_srwm(slow, x, state, reset, input_softmax, impl):
 
 
 def _run_srwm_mode(slow, x, state, reset, input_softmax, impl, state_gradient):
-    """`_run_srwm` through the whole unroll ("unroll") or with the gradient cut per step ("step")."""
+    """`_run_srwm` through the whole unroll ("unroll") or with the gradient cut per step
+    ("step")."""
     if state_gradient == "unroll":
         return _run_srwm(slow, x, state, reset, input_softmax, impl)
     ys, new_state = _per_step(
@@ -186,7 +189,8 @@ def _run_srwm_mode(slow, x, state, reset, input_softmax, impl, state_gradient):
 
 
 def _run_delta_rule_mode(q, k, v, beta, S, reset, impl, state_gradient):
-    """`delta_rule` through the whole unroll ("unroll") or with the gradient cut per step ("step")."""
+    """`delta_rule` through the whole unroll ("unroll") or with the gradient cut per step
+    ("step")."""
     if state_gradient == "unroll":
         return delta_rule(q, k, v, beta, S, reset=reset, impl=impl)
     return _per_step(lambda s, qkvb, r_t: delta_rule(*qkvb, s, reset=r_t, impl=impl)[::-1],
@@ -298,7 +302,8 @@ class DeltaNetLayer(nn.Module):
         y, new_state = _run_delta_rule_mode(q, k, v, beta, state, reset, self.impl,
                                             self.state_gradient)
         sow_delta_rule(self, q, k, v, beta, state, reset)
-        out = dense(D, H * d, self.dense_init, use_bias=False, name="out_proj")(y.reshape(B, T, H * d))
+        out = dense(D, H * d, self.dense_init, use_bias=False,
+                    name="out_proj")(y.reshape(B, T, H * d))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return x + out, new_state
 
@@ -349,7 +354,8 @@ class SRDeltaNetLayer(nn.Module):
             q, k, v, beta = _split_qkvb(qkvb, d)
             return jax.nn.softmax(q, -1), jax.nn.softmax(k, -1), v, jax.nn.sigmoid(beta)
 
-        sow_srdelta(self, h.reshape(B, T, H, d), slow, *state, reset, self.input_softmax, delta_inputs)
+        sow_srdelta(self, h.reshape(B, T, H, d), slow, *state, reset, self.input_softmax,
+                    delta_inputs)
         out = dense(D, D, self.dense_init, use_bias=False, name="out_proj")(y.reshape(B, T, D))
         out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
         return h + out, new_state
@@ -472,9 +478,11 @@ class MemoryStack(nn.Module):
     def _layers(self, **kw):
         """The memory layers; kw=dict(parent=None) builds detached copies (for initial_state)."""
         if self.kind not in MEMORY_KINDS:
-            raise ValueError(f"MemoryStack: unknown kind {self.kind!r}; choose one of {MEMORY_KINDS}.")
+            raise ValueError(f"MemoryStack: unknown kind {self.kind!r}; "
+                             f"choose one of {MEMORY_KINDS}.")
         if self.kind != "lstm" and self.hidden % self.num_heads:
-            raise ValueError(f"MemoryStack: hidden={self.hidden} is not divisible by num_heads={self.num_heads}.")
+            raise ValueError(f"MemoryStack: hidden={self.hidden} is not divisible by "
+                             f"num_heads={self.num_heads}.")
         if self.kind == "lstm" and self.state_gradient != "unroll":
             raise ValueError(f"MemoryStack: state_gradient={self.state_gradient!r} applies to the "
                              "fast-weight kinds only; use 'unroll' with kind='lstm'.")

@@ -42,14 +42,16 @@ def own_kernels():
         raise KernelsUnavailable(
             f"srwm_jax's Pallas kernels are missing (no {NAME} installed and no {init}): "
             "reinstall srwm-jax (pip install srwm-jax, or pip install . from a clone)")
-    spec = importlib.util.spec_from_file_location(NAME, init, submodule_search_locations=[str(folder)])
+    spec = importlib.util.spec_from_file_location(NAME, init,
+                                                  submodule_search_locations=[str(folder)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[NAME] = module
     try:
         spec.loader.exec_module(module)
     except Exception as e:
         del sys.modules[NAME]
-        raise KernelsUnavailable(f"srwm_jax's Pallas kernels in {folder} fail to import: {e!r}") from e
+        raise KernelsUnavailable(
+            f"srwm_jax's Pallas kernels in {folder} fail to import: {e!r}") from e
     return _checked(module)
 
 

@@ -63,7 +63,8 @@ def srwm_reference(x, W, *, input_softmax=False, reset=None, reset_weights=None)
         q = jax.nn.softmax(_read(a, w[1]), axis=-1)
         k = jax.nn.softmax(_read(a, w[2]), axis=-1)
         b = jax.nn.sigmoid(_read(a, w[3]))
-        w = tuple(m + k[..., :, None] * (b[..., i, None] * (_read(q, m) - _read(k, m)))[..., None, :]
+        w = tuple(m + k[..., :, None]
+                  * (b[..., i, None] * (_read(q, m) - _read(k, m)))[..., None, :]
                   for i, m in enumerate(w))
         return w, y
 

@@ -183,7 +183,8 @@ def srwm_pallas(x, W, *, input_softmax: bool, reset=None, reset_weights=None,
     if reset is not None:
         fresh = weights_to_kernel(W if reset_weights is None else reset_weights)
         # One mask row per (batch, head) sequence: [T, N_pad] int32 (Triton loads no bools).
-        per_head = jnp.broadcast_to(reset.astype(jnp.int32)[:, :, None], (batch, reset.shape[1], heads))
+        per_head = jnp.broadcast_to(reset.astype(jnp.int32)[:, :, None],
+                                    (batch, reset.shape[1], heads))
         mask = _common.pad_rows(_common.to_sequence_major(per_head[..., None])[..., 0], 1, n_pad)
     op = _srwm_core(bool(input_softmax), config, bool(interpret))
     y, wy, wq, wk, wb = op((xs, weights_to_kernel(W), fresh), mask)

@@ -154,7 +154,8 @@ _delta_time_major.defvjp(_fwd, _bwd)
 
 
 def delta_rule_scan(q, k, v, beta, S0, *, reset=None, reset_state=None):
-    """Scan reference with a memory-efficient custom VJP; same arguments and results as `delta_rule`."""
+    """Scan reference with a memory-efficient custom VJP; same arguments and results as
+    `delta_rule`."""
     tm = lambda a: jnp.swapaxes(a, 0, 1).astype(jnp.float32)  # noqa: E731
     S0 = S0.astype(jnp.float32)
     resets = None

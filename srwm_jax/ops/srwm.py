@@ -44,7 +44,8 @@ def _read(x, w):
 
 
 def srwm_step(W, x_t, input_softmax):
-    """One SRWM step. W: SRWMWeights (float32, [B,H,d,*]); x_t: [B, H, d] -> (W_t, y_t [B, H, dy])."""
+    """One SRWM step. W: SRWMWeights (float32, [B,H,d,*]); x_t: [B, H, d]
+    -> (W_t, y_t [B, H, dy])."""
     xs = jax.nn.softmax(x_t, axis=-1) if input_softmax else x_t
     y = _read(xs, W.y)
     q = jax.nn.softmax(_read(xs, W.q), axis=-1)
@@ -219,7 +220,8 @@ def _validate(x, W, reset, reset_weights):
         if reset is None:
             raise ValueError("reset_weights given without reset: pass reset [B, T] bool too.")
         if not isinstance(reset_weights, tuple) or len(reset_weights) != 4:
-            raise ValueError("reset_weights must be srwm_jax.SRWMWeights(y=..., q=..., k=..., b=...).")
+            raise ValueError("reset_weights must be "
+                             "srwm_jax.SRWMWeights(y=..., q=..., k=..., b=...).")
         reset_weights = SRWMWeights(*reset_weights)
         for name, w, w0 in zip(W._fields, reset_weights, W):
             check_shape(f"reset_weights.{name}", w, w0.shape, "the shape of W." + name)

@@ -121,7 +121,8 @@ class Checkpoints:
         def manager(sub, max_to_keep):
             # (Not orbax's own read_only option: it logs three warnings at every start.)
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=not read_only, cleanup_tmp_directories=not read_only)
+                max_to_keep=max_to_keep, create=not read_only,
+                cleanup_tmp_directories=not read_only)
             with _orbax_quiet():  # it logs each step whose metadata it cannot parse
                 return ocp.CheckpointManager(os.path.join(workdir, sub), options=options,
                                              item_handlers=ocp.StandardCheckpointHandler())
@@ -220,7 +221,8 @@ class Checkpoints:
         stored = (manager.metadata(step).custom_metadata or {}).get(FINGERPRINT_KEY)
         if stored is None:
             log.warning("checkpoint %s has no config fingerprint (written before they were "
-                        "stored): cannot check that it belongs to the config.json beside it.", where)
+                        "stored): cannot check that it belongs to the config.json beside it.",
+                        where)
         elif stored != self.fingerprint:
             raise CheckpointError(
                 f"checkpoint {where} was made under another config (fingerprint {stored}) than "

@@ -67,7 +67,8 @@ class Float:
     def __call__(self, v):
         if not _is_number(v) or v != v or not _in_range(v, self.lo, self.hi, self.lo_open,
                                                          self.hi_open):
-            return f"must be a {_range_text('number', self.lo, self.hi, self.lo_open, self.hi_open)}"
+            return ("must be a "
+                    f"{_range_text('number', self.lo, self.hi, self.lo_open, self.hi_open)}")
         return None
 
 
@@ -142,7 +143,8 @@ class ConfigError(ValueError):
     and what is allowed."""
 
 
-def config_problems(config, rules: Mapping[str, Rule], between, allow_extra: bool = False) -> list[str]:
+def config_problems(config, rules: Mapping[str, Rule], between,
+                    allow_extra: bool = False) -> list[str]:
     """`field_problems`, then, only when every field is well typed (the rules between fields
     assume it), `between(config)`: the list of problems between fields."""
     return field_problems(config, rules, allow_extra) or between(config)

@@ -19,8 +19,8 @@ from .config_schema import closest
 
 CONFIG_FILE = "config.json"
 # The checkout's configs/ folder (the package is installed editable or run from the checkout).
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                           "configs")
+CONFIGS_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 
 
 class RunConfigError(ValueError):
@@ -106,7 +106,8 @@ def merge(defaults: ml_collections.ConfigDict, data: Mapping) -> ml_collections.
             config[key] = merge(current, value)
         else:
             value = _like(current, value)
-            if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            if (isinstance(current, float) and isinstance(value, int)
+                    and not isinstance(value, bool)):
                 value = float(value)  # JSON writes 2.0 as 2.0, but hand-edited files may not
             if current is not None and value is not None and type(current) is not type(value):
                 # ConfigDict fields are typed; e.g. an int stored where the default is a float.
@@ -199,7 +200,8 @@ def define_defaults_flag(area: str):
 
     path = os.path.join(CONFIGS_DIR, area, "default.py")
     return flags.DEFINE_string("defaults", path if os.path.exists(path) else None,
-                               "Config file whose fields fill those an older run's config.json lacks.")
+                               "Config file whose fields fill those an older run's config.json "
+                               "lacks.")
 
 
 def config_flag_problem(argv: Sequence[str]) -> str | None:

@@ -98,7 +98,8 @@ def _open(workdir: str, config: ml_collections.ConfigDict, *, resume: bool, over
     fingerprint = config_fingerprint(new, resumable)
     if holds_run(workdir) and overwrite:
         nested = [d for d in sorted(os.listdir(workdir))
-                  if os.path.isdir(os.path.join(workdir, d)) and holds_run(os.path.join(workdir, d))]
+                  if os.path.isdir(os.path.join(workdir, d))
+                  and holds_run(os.path.join(workdir, d))]
         if nested:  # e.g. a mistyped --workdir naming the parent folder of several runs
             raise RunConfigError(f"--overwrite would delete {workdir}, which also holds other runs "
                                  f"({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''}); "
