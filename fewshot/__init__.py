@@ -1,10 +1,13 @@
 """Few-shot sequence learning (paper Sec. 4.1-4.2) with SRWM / DeltaNet / LSTM learners.
 
 Modules:
-    train                command line: python -m fewshot.train --config configs/fewshot/<name>.py --workdir DIR
+    train                command line: python -m fewshot.train --config configs/fewshot/<name>.py
+                         --workdir DIR
     training             train_and_evaluate(config, workdir), build, validate_config (the library)
-    config_checks        a rule per config field; checks against the data and devices (validate_config)
-    tasks                the task registry: sync, sequential, bootstrap (samplers, losses, eval steps)
+    config_checks        a rule per config field; checks against the data and devices
+                         (validate_config)
+    tasks                the task registry: sync, sequential, bootstrap (samplers, losses,
+                         eval steps)
     steps                TrainState, optimiser, train step, the sync task's loss and eval step
     sequential           delayed-label sequential task: loss, stream batches, Table 2/7 statistics
     bootstrap            bootstrapped K-shot / (K+F)-shot loss

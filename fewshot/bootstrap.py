@@ -28,8 +28,8 @@ import optax
 from .models import first_queries, query_label_inputs, repeat_per_query
 
 
-def bootstrap_objective(student_logits, teacher_logits, target, main_weight=1.0, bootstrap_weight=10.0,
-                        future_weight=1.0):
+def bootstrap_objective(student_logits, teacher_logits, target, main_weight=1.0,
+                        bootstrap_weight=10.0, future_weight=1.0):
     """student_logits, teacher_logits [B, N] (K-shot and (K+F)-shot query predictions), target int
     [B] -> (loss, terms dict)."""
     student_logits = student_logits.astype(jnp.float32)
@@ -45,7 +45,8 @@ def bootstrap_objective(student_logits, teacher_logits, target, main_weight=1.0,
 
 
 def bootstrap_passes(model, config, params, batch_stats, batch, key, train, num_queries=1):
-    """The four chained passes -> (K-shot logits [B, Q, N], (K+F)-shot logits [B, Q, N], batch_stats).
+    """The four chained passes
+    -> (K-shot logits [B, Q, N], (K+F)-shot logits [B, Q, N], batch_stats).
 
     batch: support_images [B, NK, ...], support_labels [B, NK], future_images [B, NF, ...],
     future_labels [B, NF], query_images [B, Q', ...]. The first Q = num_queries queries are
@@ -74,7 +75,8 @@ def bootstrap_passes(model, config, params, batch_stats, batch, key, train, num_
     student, _, batch_stats = call(batch_stats, query_images, query_inputs,
                                    repeat_per_query(support_state, Q), keys[1])
     _, future_state, batch_stats = call(batch_stats, batch["future_images"],
-                                        jax.nn.one_hot(batch["future_labels"], n), support_state, keys[2])
+                                        jax.nn.one_hot(batch["future_labels"], n), support_state,
+                                        keys[2])
     teacher, _, batch_stats = call(batch_stats, query_images, query_inputs,
                                    repeat_per_query(future_state, Q), keys[3])
     return student.reshape(B, Q, n), teacher.reshape(B, Q, n), batch_stats
@@ -84,7 +86,8 @@ def bootstrap_loss(model, config, params, batch_stats, batch, key, train):
     """Loss of one batch of bootstrapping episodes, every term averaged over the B x Q queries
     (Q = config.train_queries in training, 1 otherwise). Returns (loss, (metrics, batch_stats))."""
     Q = config.train_queries if train else 1
-    student, teacher, batch_stats = bootstrap_passes(model, config, params, batch_stats, batch, key, train, Q)
+    student, teacher, batch_stats = bootstrap_passes(model, config, params, batch_stats, batch, key,
+                                                     train, Q)
     n = student.shape[-1]
     student, teacher = student.reshape(-1, n), teacher.reshape(-1, n)
     target = batch["query_labels"][:, :Q].reshape(-1)

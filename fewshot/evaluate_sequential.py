@@ -18,8 +18,10 @@ from srwm_jax.training.cli import errors_exit_2, run, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("workdir", None, "Run directory made by fewshot.train (repeat to compare).")
-flags.DEFINE_multi_string("label", None, "Legend label per --workdir (default: the config's model).")
+flags.DEFINE_multi_string("workdir", None,
+                          "Run directory made by fewshot.train (repeat to compare).")
+flags.DEFINE_multi_string("label", None,
+                          "Legend label per --workdir (default: the config's model).")
 flags.DEFINE_string("out", None, "Folder for table.md, curves.csv, accuracy_curve.png "
                                  "(default: the first workdir's eval_sequential/).")
 flags.DEFINE_enum("split", "test", SPLITS, "Split whose classes the sequences draw from.")
@@ -47,7 +49,8 @@ def main(argv):
                                        FLAGS.seed, FLAGS.batch_size, FLAGS.data_dir, defaults)
                    for w in FLAGS.workdir]
     labels = labels + [r["model"] for r in results[len(labels):]]
-    out = write_outputs(results, labels, FLAGS.out or os.path.join(FLAGS.workdir[0], "eval_sequential"))
+    out = write_outputs(results, labels,
+                        FLAGS.out or os.path.join(FLAGS.workdir[0], "eval_sequential"))
     for r, label in zip(results, labels):
         print(f"{label}: {r['split']} total accuracy {100 * r['total']:.2f}% over "
               f"{r['num_sequences']} sequences ({r['checkpoint']} checkpoint, step {r['step']})")

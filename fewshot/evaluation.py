@@ -161,7 +161,8 @@ def _percent(x):
 def markdown_tables(results, labels):
     """Table 2/7 layout: one table per order (and pooled), a row per model."""
     names = results[0]["datasets"]
-    head = "| model | " + " | ".join(f"{n} total | " + " | ".join(f"{n} {c}" for c in COLUMNS) for n in names) + " |"
+    head = "| model | " + " | ".join(f"{n} total | " + " | ".join(f"{n} {c}" for c in COLUMNS)
+                                     for n in names) + " |"
     rule = "|---" * (1 + 2 * (1 + len(COLUMNS))) + "|"
     blocks = []
     sections = [(order, lambda r, o=order: r["orders"][o]) for order in results[0]["orders"]]
@@ -196,9 +197,12 @@ def write_outputs(results, labels, out):
                 for t, a in enumerate(r["curves"][o]):
                     w.writerow([label, order, t + 1, first if t < seg_len else second,
                                 "" if a is None or np.isnan(a) else f"{a:.4f}"])
-    plot_accuracy_curves({label: np.asarray(r["curves"], float) for r, label in zip(results, labels)},
-                         orders, results[0]["segment_length"], os.path.join(out, "accuracy_curve.png"),
-                         title=f"Delayed-label sequential task ({results[0]['split']} split; dotted: chance)",
+    plot_accuracy_curves({label: np.asarray(r["curves"], float)
+                          for r, label in zip(results, labels)},
+                         orders, results[0]["segment_length"],
+                         os.path.join(out, "accuracy_curve.png"),
+                         title=f"Delayed-label sequential task ({results[0]['split']} split; "
+                               "dotted: chance)",
                          chance=1 / results[0].get("n_way", 5))
     return out
 

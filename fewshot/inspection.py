@@ -100,7 +100,8 @@ def fixed_episodes(config, num_episodes, batch_size=100, seed=None):
     seed = config.eval_seed + 1000 if seed is None else seed
     if is_sequential(config):
         sequences = SequentialEpisodeSampler(config, "test", seed)
-        return list(sequences.fixed_batches(num_episodes, min(batch_size, max(1, -(-num_episodes // 2)))))
+        return list(sequences.fixed_batches(num_episodes,
+                                            min(batch_size, max(1, -(-num_episodes // 2)))))
     sampler = get_task(config).make_sampler(config, "test", config.seed)
     return list(sampler.iterate_fixed(num_episodes, seed, batch_size))
 
@@ -140,7 +141,8 @@ def record(config, model, variables, batches, layer=0, head=0):
             images, labels_in, target = sync_episode_inputs(batch, config.n_way, config.query_label)
         (logits, state), stats = model.apply(variables, images, labels_in, train=False,
                                              mutable=[STATS_COLLECTION])
-        correct = jnp.argmax(logits, -1) == target if sequential else jnp.argmax(logits[:, -1], -1) == target
+        correct = (jnp.argmax(logits, -1) == target if sequential
+                   else jnp.argmax(logits[:, -1], -1) == target)
         return (collect_layers(stats[STATS_COLLECTION]), correct, target,
                 _fast_weight_change(config, state, layer, head))
 
@@ -291,14 +293,17 @@ def summarize(config, rec):
         out["accuracy_segments"] = [float(rec["correct"][:, :half].mean()),
                                     float(rec["correct"][:, half:].mean())]
         for path, s in rec["layers"].items():
-            out["layers"][path] = {n: {"segment_means": [float(a[:, :half].mean()), float(a[:, half:].mean())],
-                                       "per_head_mean": [round(float(v), 4) for v in a.mean(axis=(0, 1))]}
+            out["layers"][path] = {n: {"segment_means": [float(a[:, :half].mean()),
+                                                         float(a[:, half:].mean())],
+                                       "per_head_mean": [round(float(v), 4)
+                                                         for v in a.mean(axis=(0, 1))]}
                                    for n, a in s.items()}
         return out
     for path, s in rec["layers"].items():
         layer = {}
         for n, a in s.items():
-            layer[n] = {"support_mean": float(a[:, :-1].mean()), "query_mean": float(a[:, -1].mean()),
+            layer[n] = {"support_mean": float(a[:, :-1].mean()),
+                        "query_mean": float(a[:, -1].mean()),
                         "per_head_mean": [round(float(v), 4) for v in a.mean(axis=(0, 1))]}
             if rec["correct"].any() and (~rec["correct"]).any():
                 layer[n]["query_correct"] = float(a[rec["correct"], -1].mean())
@@ -353,11 +358,13 @@ def inspect(workdirs, out=None, num_episodes=200, layer=0, head=0, checkpoint="b
         x, _, marks, _ = _step_axis(config)
         episodes = np.arange(len(rec["correct"]))
         if is_sequential(config):
-            rows = layer_rows(rec["layers"], {"episode": episodes, "first_segment": rec["first_segment"]},
+            rows = layer_rows(rec["layers"],
+                              {"episode": episodes, "first_segment": rec["first_segment"]},
                               {"step": x, "segment": (x > marks[0]).astype(int) + 1},
                               {"label": rec["labels"], "correct": rec["correct"].astype(int)})
         else:
-            rows = layer_rows(rec["layers"], {"episode": episodes, "correct": rec["correct"].astype(int)},
+            rows = layer_rows(rec["layers"],
+                              {"episode": episodes, "correct": rec["correct"].astype(int)},
                               {"step": x, "phase": ["support"] * (len(x) - 1) + ["query"]},
                               {"label_shown": rec["labels"]})
         summary["files"].append(write_csv(os.path.join(out, f"stats_{name}.csv"), rows))

@@ -1,6 +1,7 @@
 """Look inside trained few-shot runs: what the fast weights do over the steps of an episode.
 
-    python -m fewshot.introspect --workdir runs/omniglot_srwm_cpu [--workdir runs/omniglot_deltanet_cpu]
+    python -m fewshot.introspect --workdir runs/omniglot_srwm_cpu
+        [--workdir runs/omniglot_deltanet_cpu]
         [--episodes 200] [--out DIR] [--layer 0] [--head 0] [--checkpoint best]
 
 Repeat --workdir to compare runs on the same episodes. Writes per-run CSVs and figures, a
@@ -16,7 +17,8 @@ from srwm_jax.training.cli import errors_exit_2, run, start_cli
 from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("workdir", None, "Run(s) made by fewshot.train (repeat the flag to compare).")
+flags.DEFINE_multi_string("workdir", None,
+                          "Run(s) made by fewshot.train (repeat the flag to compare).")
 flags.DEFINE_integer("episodes", 200, "Fixed test episodes (sequences) to run.", lower_bound=1)
 flags.DEFINE_string("out", None, "Output folder (default: <first workdir>/inspect).")
 flags.DEFINE_integer("layer", 0, "Memory layer of the heat map.", lower_bound=0)
@@ -33,11 +35,13 @@ def print_summary(summary):
     for name, s in summary.items():
         if not isinstance(s, dict) or "accuracy" not in s:
             continue
-        print(f"{name} ({s['model']}): accuracy {100 * s['accuracy']:.1f}% on {s['episodes']} episodes")
+        print(f"{name} ({s['model']}): accuracy {100 * s['accuracy']:.1f}% "
+              f"on {s['episodes']} episodes")
         for path, layer in s["layers"].items():
             means = lambda v: v.get("segment_means") or [v["support_mean"], v["query_mean"]]  # noqa: E731
             print(f"  {path}: " + ", ".join(f"{n} " + "->".join(f"{m:.3g}" for m in means(v))
-                                           for n, v in layer.items() if not n.startswith("entropy")))
+                                           for n, v in layer.items()
+                                           if not n.startswith("entropy")))
     print("(sync: support-step mean -> query-step mean; sequential: first -> second segment)\n"
           "wrote:\n  " + "\n  ".join(summary["files"]))
 

@@ -33,9 +33,10 @@ class Conv4(nn.Module):
     """4 x [Conv3x3 (bias) -> BatchNorm -> MaxPool 2 -> Dropout -> ReLU] (pool before ReLU, as the
     original), flattened. Omniglot 28 px, 64 channels -> F = 64.
 
-    init_scheme "flax": Flax's Conv default (kernel lecun normal, zero bias); "torch": torch.nn.Conv2d's
-    default, kernel and bias U(+-1/sqrt(fan_in)) with fan_in = 9 x input channels (the original's
-    ConvSRWMModel / ConvDeltaModel / ConvLSTMModel set no init of their own)."""
+    init_scheme "flax": Flax's Conv default (kernel lecun normal, zero bias); "torch":
+    torch.nn.Conv2d's default, kernel and bias U(+-1/sqrt(fan_in)) with fan_in = 9 x input
+    channels (the original's ConvSRWMModel / ConvDeltaModel / ConvLSTMModel set no init of their
+    own)."""
     channels: int = 64
     dropout: float = 0.0
     init_scheme: str = "flax"
@@ -48,7 +49,8 @@ class Conv4(nn.Module):
         for _ in range(4):
             if self.init_scheme == "torch":
                 uniform = torch_uniform(9 * x.shape[-1])
-                conv = nn.Conv(self.channels, (3, 3), padding=1, kernel_init=uniform, bias_init=uniform)
+                conv = nn.Conv(self.channels, (3, 3), padding=1, kernel_init=uniform,
+                               bias_init=uniform)
             else:
                 conv = nn.Conv(self.channels, (3, 3), padding=1)
             x = conv(x)
@@ -74,10 +76,12 @@ class _ResBlock12(nn.Module):
     @nn.compact
     def __call__(self, x, *, train):
         bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)  # noqa: E731
-        kernel_init = _KAIMING_FAN_OUT if self.init_scheme == "torch" else nn.initializers.lecun_normal()
+        kernel_init = (_KAIMING_FAN_OUT if self.init_scheme == "torch"
+                       else nn.initializers.lecun_normal())
         out = x
         for i in range(3):
-            out = bn()(nn.Conv(self.channels, (3, 3), padding=1, use_bias=False, kernel_init=kernel_init)(out))
+            out = bn()(nn.Conv(self.channels, (3, 3), padding=1, use_bias=False,
+                               kernel_init=kernel_init)(out))
             if i < 2:
                 out = nn.leaky_relu(out, 0.1)
         shortcut = bn()(nn.Conv(self.channels, (1, 1), use_bias=False, kernel_init=kernel_init)(x))
@@ -172,11 +176,13 @@ class SequenceLearner(nn.Module):
             x, state = run(x, state)
             return dense(c.n_way, x.shape[-1], dense_init, name="classifier")(x), state
         if not 0 < Q < L:
-            raise ValueError(f"parallel_queries={Q} must be in [1, {L - 1}] for a sequence of {L} steps.")
+            raise ValueError(f"parallel_queries={Q} must be in [1, {L - 1}] for a sequence "
+                             f"of {L} steps.")
         _, state = run(x[:, : L - Q], state)
         queries = x[:, L - Q:].reshape(B * Q, 1, x.shape[-1])
         y, _ = run(queries, repeat_per_query(state, Q))
-        return dense(c.n_way, y.shape[-1], dense_init, name="classifier")(y.reshape(B, Q, -1)), state
+        return (dense(c.n_way, y.shape[-1], dense_init, name="classifier")(y.reshape(B, Q, -1)),
+                state)
 
 
 def repeat_per_query(state, num_queries):
@@ -189,7 +195,8 @@ def first_queries(batch, num_queries):
     """query_images [B, Q', ...] -> its first Q = num_queries queries [B, Q, ...]."""
     have = batch["query_images"].shape[1]
     if have < num_queries:
-        raise ValueError(f"the batch holds {have} queries per episode, fewer than the {num_queries} requested.")
+        raise ValueError(f"the batch holds {have} queries per episode, fewer than the "
+                         f"{num_queries} requested.")
     return batch["query_images"][:, :num_queries]
 
 

@@ -60,7 +60,8 @@ def init_state(model, optimizer, config, example_batch, key):
                            train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=optimizer.init(params))
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=optimizer.init(params))
 
 
 def make_eval_step(model, config):
@@ -86,7 +87,8 @@ def pad_batch(batch, length):
     `first_segment` into an int32 [B] array so the batch can be split over devices."""
     B, T = batch["labels"].shape
     out = dict(batch)
-    out["first_segment"] = np.full((B,), int(np.asarray(batch["first_segment"]).reshape(-1)[0]), np.int32)
+    out["first_segment"] = np.full((B,), int(np.asarray(batch["first_segment"]).reshape(-1)[0]),
+                                   np.int32)
     if length is None or length == T:
         return out
     if length < T:
@@ -94,7 +96,8 @@ def pad_batch(batch, length):
     wrap = np.arange(length - T) % T
     out["images"] = np.concatenate([batch["images"], batch["images"][:, wrap]], axis=1)
     for name, fill in (("labels", 0), ("segment_ids", -1), ("occurrence", -1)):
-        out[name] = np.concatenate([batch[name], np.full((B, length - T), fill, batch[name].dtype)], axis=1)
+        out[name] = np.concatenate([batch[name], np.full((B, length - T), fill, batch[name].dtype)],
+                                   axis=1)
     out["mask"] = np.concatenate([batch["mask"], np.zeros((B, length - T), bool)], axis=1)
     return out
 
@@ -110,8 +113,8 @@ class SequentialEpisodeSampler:
         second_dir = config.second_data_dir or config.data_dir
         self.ds_a = load_split(config.dataset, config.data_dir, split, image_size=config.image_size,
                                channels=3, rotations=config.rotations, source=config.data_source)
-        self.ds_b = load_split(config.second_dataset, second_dir, split, image_size=config.image_size,
-                               channels=3)
+        self.ds_b = load_split(config.second_dataset, second_dir, split,
+                               image_size=config.image_size, channels=3)
         self.names = (config.dataset, config.second_dataset)
         self.stream = SequentialStream(self.ds_a, self.ds_b, n_way=config.n_way,
                                        shots=config.sequential_shots, max_trim=config.max_trim,
@@ -120,10 +123,12 @@ class SequentialEpisodeSampler:
         self.pad = config.sequential_pad
 
     def sample(self, batch_size, step, train=True, rows=None):
-        """Batch `step` of `batch_size` sequences (padded to the full length if config.sequential_pad).
+        """Batch `step` of `batch_size` sequences (padded to the full length if
+        config.sequential_pad).
 
         rows: keep only these sequences (a process's share; the whole batch is drawn)."""
-        batch = pad_batch(self.stream.sample(batch_size, step, train), self.length if self.pad else None)
+        batch = pad_batch(self.stream.sample(batch_size, step, train),
+                          self.length if self.pad else None)
         return batch if rows is None else {k: v[rows] for k, v in batch.items()}
 
     def iterate(self, batch_size, start_step=0, *, num_steps=None, prefetch=4, num_threads=1,
@@ -137,7 +142,8 @@ class SequentialEpisodeSampler:
         """Evaluation batches (untrimmed; order alternates with the batch index: even = A first).
         The stream's seed fixes them; every model sees the same sequences."""
         for i, lo in enumerate(range(0, num_sequences, batch_size)):
-            yield pad_batch(self.stream.sample(min(batch_size, num_sequences - lo), i, train=False), None)
+            yield pad_batch(self.stream.sample(min(batch_size, num_sequences - lo), i, train=False),
+                            None)
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -189,14 +195,17 @@ class SequentialAccuracy:
             return {"total": ratio(sc, sn),
                     "instance": {f"{j + 1}": ratio(oc[j], on[j]) for j in INSTANCE_OCCURRENCES
                                  if j < self.max_occurrence}}
-        out = {"total": ratio(self.seg_correct.sum(), self.seg_count.sum()), "orders": {}, "pooled": {}}
+        out = {"total": ratio(self.seg_correct.sum(), self.seg_count.sum()), "orders": {},
+               "pooled": {}}
         for o, order in enumerate((f"{names[0]}->{names[1]}", f"{names[1]}->{names[0]}")):
             out["orders"][order] = {names[d]: entry(self.seg_correct[o, d], self.seg_count[o, d],
                                                     self.occ_correct[o, d], self.occ_count[o, d])
                                     for d in (0, 1)}
         for d in (0, 1):
-            out["pooled"][names[d]] = entry(self.seg_correct[:, d].sum(), self.seg_count[:, d].sum(),
-                                            self.occ_correct[:, d].sum(0), self.occ_count[:, d].sum(0))
+            out["pooled"][names[d]] = entry(self.seg_correct[:, d].sum(),
+                                            self.seg_count[:, d].sum(),
+                                            self.occ_correct[:, d].sum(0),
+                                            self.occ_count[:, d].sum(0))
         return out
 
     def curves(self):

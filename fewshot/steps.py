@@ -48,7 +48,8 @@ def make_schedule(config):
 def make_optimizer(config):
     """Adam (config.adam_b1/b2/eps) on make_schedule(config), after global-norm clipping if
     config.clip_grad_norm > 0."""
-    adam = optax.adam(make_schedule(config), b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+    adam = optax.adam(make_schedule(config), b1=config.adam_b1, b2=config.adam_b2,
+                      eps=config.adam_eps)
     if config.clip_grad_norm > 0:
         return optax.chain(optax.clip_by_global_norm(config.clip_grad_norm), adam)
     return adam
@@ -60,7 +61,8 @@ def init_state(model, optimizer, config, example_batch, key):
     variables = model.init({"params": key, "dropout": key}, images, labels_in, train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=optimizer.init(params))
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=optimizer.init(params))
 
 
 def episode_loss(model, config, params, batch_stats, batch, key, train):
@@ -87,7 +89,8 @@ def episode_loss(model, config, params, batch_stats, batch, key, train):
 
 def sync_loss(model, config, params, batch_stats, batch, key, train):
     """`episode_loss` in the Task.loss_fn form: (loss, ({"accuracy": ...}, batch_stats))."""
-    loss, (accuracy, batch_stats) = episode_loss(model, config, params, batch_stats, batch, key, train)
+    loss, (accuracy, batch_stats) = episode_loss(model, config, params, batch_stats, batch, key,
+                                                 train)
     return loss, ({"accuracy": accuracy}, batch_stats)
 
 
@@ -103,7 +106,8 @@ def make_train_step(model, optimizer, config, loss_fn=sync_loss):
             lambda p: loss_fn(model, config, p, state.batch_stats, batch, key, True), has_aux=True)
         (loss, (metrics, batch_stats)), grads = grad_fn(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+        new_state = TrainState(step=state.step + 1,
+                               params=optax.apply_updates(state.params, updates),
                                batch_stats=batch_stats, opt_state=opt_state)
         metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
         return new_state, metrics

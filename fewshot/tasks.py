@@ -88,7 +88,8 @@ def _bootstrap_sampler(config, split, seed):
 
 def _sequential_sampler(config, split, seed):
     # Validation / test sequences are fixed by the eval seed, the same for every model.
-    return sequential.SequentialEpisodeSampler(config, split, seed if split == "train" else config.eval_seed)
+    return sequential.SequentialEpisodeSampler(config, split,
+                                               seed if split == "train" else config.eval_seed)
 
 
 def _query_validation(config, eval_step, mesh, state, val_sampler):

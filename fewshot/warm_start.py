@@ -50,7 +50,8 @@ def read_arrays(step_dir):
 
 
 def _flat(tree):
-    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {jax.tree_util.keystr(path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def transfer(target, source):
@@ -86,8 +87,8 @@ def warm_start(state, workdir, which="best"):
     source = read_arrays(source_step_dir(workdir, which))
     params, copied, kept = transfer(state.params, source["params"])
     if not copied:
-        raise WarmStartError(f"config.init_from={workdir!r}: no parameter matches this model in path "
-                             "and shape; use a source run with the same model sizes.")
+        raise WarmStartError(f"config.init_from={workdir!r}: no parameter matches this model in "
+                             "path and shape; use a source run with the same model sizes.")
     stats, stats_copied, _ = transfer(state.batch_stats, source.get("batch_stats", {}))
     report = (f"Warm start from {workdir} ({which}): {len(copied)} parameter arrays and "
               f"{len(stats_copied)} BatchNorm statistics copied, {len(kept)} kept fresh"

@@ -125,7 +125,8 @@ class MemoryCore(nn.Module):
 
 
 class Agent(nn.Module):
-    """Policy/value network. `__call__(frames, last_rewards, reset, state)`; see module docstring."""
+    """Policy/value network. `__call__(frames, last_rewards, reset, state)`;
+    see module docstring."""
     num_actions: int = NUM_ACTIONS
     core_kind: str = "ff"
     lstm_hidden: int = 256

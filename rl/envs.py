@@ -109,7 +109,8 @@ class MultiGameEnv:
             if backend is None:
                 raise ImportError(procgen_available()[1])
         if backend not in BACKENDS:
-            raise ValueError(f"unknown ProcGen backend {backend!r}; choose auto or one of {BACKENDS}")
+            raise ValueError(f"unknown ProcGen backend {backend!r}; "
+                             f"choose auto or one of {BACKENDS}")
         game_cls = _Gym3Game if backend == "gym3" else _GymnasiumGame
         self.backend = backend
         self.games = tuple(games)

@@ -16,8 +16,8 @@ from srwm_jax.training.run_config import define_defaults_flag, load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory made by rl.train.")
-flags.DEFINE_integer("episodes", None, "Episodes per game and split (default: config.eval_episodes).",
-                     lower_bound=1)
+flags.DEFINE_integer("episodes", None,
+                     "Episodes per game and split (default: config.eval_episodes).", lower_bound=1)
 flags.DEFINE_bool("sampled", False, "Sample actions from the policy instead of the argmax.")
 _DEFAULTS = define_defaults_flag("rl")
 flags.mark_flags_as_required(["workdir"])

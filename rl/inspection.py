@@ -67,7 +67,8 @@ def play(agent, params, env, episodes=1, max_steps=3000, greedy=False, seed=0):
     rec = {k: [] for k in ("frames", "last_reward", "first", "action", "reward", "logits")}
     ended = 0
     for step in range(max_steps):
-        action, logits, state = policy(params, state, obs, reward, first, jax.random.fold_in(key, step))
+        action, logits, state = policy(params, state, obs, reward, first,
+                                       jax.random.fold_in(key, step))
         for k, v in (("frames", obs), ("last_reward", reward), ("first", first),
                      ("action", action), ("logits", logits)):
             rec[k].append(np.asarray(v)[0])
@@ -101,21 +102,23 @@ def _episode_index(first):
 
 
 def plot_episode(path, rec, layers, game):
-    """episode.png (see the module docstring) from play's `rec` and replay's `layers`; returns `path`."""
+    """episode.png (see the module docstring) from play's `rec` and replay's `layers`;
+    returns `path`."""
     T = len(rec["action"])
     x = np.arange(T)
     bounds = [t - 0.5 for t in np.nonzero(rec["first"])[0] if t > 0]
     grid = [[{"title": f"{game}: reward received (line) and action taken (dots)", "legend": True,
               "lines": [("reward", rec["reward"], dict(color="tab:green")),
-                        ("action", rec["action"], dict(color="tab:blue", marker=".", linestyle="none",
-                                                       markersize=3))]}]]
+                        ("action", rec["action"],
+                         dict(color="tab:blue", marker=".", linestyle="none", markersize=3))]}]]
     for p, s in layers.items():
         name = p.split("/")[-2]
         if "lr_y" in s:
             for prefix, what in (("lr", "learning rates sigma(x' w_b)"), ("update", "update norms"),
                                  ("dist", "distance from the slow weights")):
                 grid.append([{"title": f"{name}: {what} (mean over heads)", "legend": True,
-                              "lines": [(m if m != "b" else "b (w_b)", s[f"{prefix}_{m}"].mean(-1), {})
+                              "lines": [(m if m != "b" else "b (w_b)",
+                                         s[f"{prefix}_{m}"].mean(-1), {})
                                         for m in MATRICES]}])
         else:
             for n in ("beta", "error_norm", "state_norm"):
@@ -157,7 +160,8 @@ def inspect(workdir, game, out=None, episodes=1, env_kind="procgen", level=0, gr
     logits, layers = replay(agent, params, rec)
     ep = _episode_index(rec["first"])
     rows = layer_rows({p: {n: a[None] for n, a in s.items()} for p, s in layers.items()},
-                      {}, {"step": np.arange(len(ep)), "episode": ep, "first": rec["first"].astype(int),
+                      {}, {"step": np.arange(len(ep)), "episode": ep,
+                           "first": rec["first"].astype(int),
                            "action": rec["action"], "reward": rec["reward"]})
     files = [write_csv(os.path.join(out, "stats.csv"), rows),
              plot_episode(os.path.join(out, "episode.png"), rec, layers, game)]

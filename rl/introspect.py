@@ -39,9 +39,11 @@ def main(argv):
     # RunConfigError, unreadable JSON).
     with errors_exit_2(InspectError, FileNotFoundError, RuntimeError, ValueError):
         s = inspect(FLAGS.workdir, FLAGS.game, FLAGS.out, FLAGS.episodes, FLAGS.env, FLAGS.level,
-                    FLAGS.greedy, FLAGS.max_steps, FLAGS.seed, defaults=load_config_file(_DEFAULTS.value))
+                    FLAGS.greedy, FLAGS.max_steps, FLAGS.seed,
+                    defaults=load_config_file(_DEFAULTS.value))
     print(f"{s['game']}: {s['steps']} steps, episode returns {s['episode_returns']}, replay logits "
-          f"within {s['replay_max_logit_diff']:.2g} of the acting ones\nwrote:\n  " + "\n  ".join(s["files"]))
+          f"within {s['replay_max_logit_diff']:.2g} of the acting ones\nwrote:\n  "
+          + "\n  ".join(s["files"]))
 
 
 if __name__ == "__main__":

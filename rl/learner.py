@@ -61,7 +61,8 @@ def num_updates_for(config) -> int:
 
 
 def make_optimizer(config, num_updates: int) -> optax.GradientTransformation:
-    """RMSProp as torch.optim.RMSprop (eps outside the sqrt), global-norm clipping, linear LR decay."""
+    """RMSProp as torch.optim.RMSprop (eps outside the sqrt), global-norm clipping,
+    linear LR decay."""
     schedule = optax.linear_schedule(config.learning_rate, 0.0, max(num_updates, 1))
     return optax.chain(
         optax.clip_by_global_norm(config.grad_norm_clip),
@@ -71,7 +72,8 @@ def make_optimizer(config, num_updates: int) -> optax.GradientTransformation:
 
 
 def impala_loss(params, agent, batch: Batch, config):
-    """Sum-over-(T, B) IMPALA loss of torchbeast's polybeast_learner.learn. Returns (loss, metrics)."""
+    """Sum-over-(T, B) IMPALA loss of torchbeast's polybeast_learner.learn.
+    Returns (loss, metrics)."""
     (logits, values), _ = agent.apply(params, batch.frames, batch.rewards, batch.firsts,
                                       batch.initial_state)
     bootstrap_value = values[:, -1]

@@ -10,7 +10,8 @@ from absl import app, flags
 from .plots import plot_comparison, plot_learning_curves
 from srwm_jax.training.cli import run
 
-_COMPARE = flags.DEFINE_string("compare", None, "Write one PNG overlaying the training curves of all "
+_COMPARE = flags.DEFINE_string("compare", None,
+                               "Write one PNG overlaying the training curves of all "
                                "WORKDIRs to this path.")
 
 

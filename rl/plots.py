@@ -77,7 +77,8 @@ def plot_learning_curves(workdir: str, out_path: str | None = None) -> str:
             ax.plot(steps, values, label="train (running mean, sampled actions)")
         for split, points in sorted(evals[game].items()):
             steps, values = zip(*points)
-            name, how = (split[:-len("_sampled")], "sampled") if split.endswith("_sampled") else (split, "argmax")
+            name, how = ((split[:-len("_sampled")], "sampled") if split.endswith("_sampled")
+                         else (split, "argmax"))
             ax.plot(steps, values, "o", label=f"eval {name} ({how})")
         if game in random_returns:
             ax.axhline(random_returns[game], color="gray", ls="--", label="random policy")
@@ -110,4 +111,5 @@ def plot_comparison(workdirs, out_path: str) -> str:
                 ax.plot(steps, values, label=label)
 
     return _plot_panels(games, draw, out_path,
-                        title=lambda game: f"{game}: training return (running mean, sampled actions)")
+                        title=lambda game: f"{game}: training return "
+                                           "(running mean, sampled actions)")

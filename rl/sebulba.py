@@ -95,7 +95,8 @@ class ParamsStore:
 
 
 def make_policy_fn(agent, greedy: bool = False):
-    """jitted (params, state, frame [N,...], reward [N], first [N], key) -> (action, logits, state)."""
+    """jitted (params, state, frame [N,...], reward [N], first [N], key)
+    -> (action, logits, state)."""
 
     def policy(params, state, frame, reward, first, key):
         (logits, _), new_state = agent.apply(params, frame[:, None], reward[:, None],
@@ -241,7 +242,8 @@ class SebulbaRunner:
           ActorFailed: an actor thread raised (the first error, with its traceback)."""
         if self.errors:
             name, error, tb = self.errors[0]
-            raise ActorFailed(f"{name} failed with {type(error).__name__}: {error}\n{tb}") from error
+            raise ActorFailed(
+                f"{name} failed with {type(error).__name__}: {error}\n{tb}") from error
 
     def check_liveness(self):
         """Raises `ActorStalled` if an actor has worked on one unroll longer than the timeout."""

@@ -73,13 +73,15 @@ def _read_pickle(path: Path):
         data = np.asarray(get("data"))
         fine = np.asarray(get("fine_labels"), dtype=np.int64)
         coarse = np.asarray(get("coarse_labels"), dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError,
+            AttributeError) as e:
         raise DatasetError(
             f"malformed CIFAR-100 pickle {path}: {e!r}; expected a dict with b'data' uint8 "
             "[N, 3072], b'fine_labels' and b'coarse_labels'"
         ) from e
     n = data.shape[0] if data.ndim else 0
-    if data.dtype != np.uint8 or data.shape != (n, 3072) or fine.shape != (n,) or coarse.shape != (n,):
+    if (data.dtype != np.uint8 or data.shape != (n, 3072) or fine.shape != (n,)
+            or coarse.shape != (n,)):
         raise DatasetError(
             f"malformed CIFAR-100 pickle {path}: data {data.shape} {data.dtype}, fine_labels "
             f"{fine.shape}, coarse_labels {coarse.shape}; expected uint8 [N, 3072] and [N] labels"
@@ -102,7 +104,8 @@ def load_fc100(data_dir, split, image_size):
         (c_, f_) for f_, c_ in fine_to_coarse.items() if c_ in FC100_SUPERCLASSES[split]
     )
     if not classes:
-        raise DatasetError(f"CIFAR-100 under {root} has no images of the FC100 {split} superclasses")
+        raise DatasetError(f"CIFAR-100 under {root} has no images of the FC100 {split} "
+                           "superclasses")
     rows = [np.flatnonzero(fine == f_) for _, f_ in classes]
     index = np.concatenate(rows)
     images = data[index].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)

@@ -143,7 +143,8 @@ def load_split(
     )
     if images.shape[-1] != channels:
         if images.shape[-1] != 1:
-            raise ValueError(f"{name} has {images.shape[-1]} channels; channels={channels} unsupported")
+            raise ValueError(f"{name} has {images.shape[-1]} channels; "
+                             f"channels={channels} unsupported")
         mean, std = (mean[0],) * channels, (std[0],) * channels
     try:
         return finalize(images, class_start, names, name=name, split=split, rotate=rotate,

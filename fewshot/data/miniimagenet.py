@@ -69,7 +69,8 @@ def _load_pkl(path: Path, image_size: int):
         class_dict = data["class_dict"]
         names = sorted(class_dict)
         rows = [np.asarray(class_dict[n], dtype=np.int64).reshape(-1) for n in names]
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError,
+            AttributeError) as e:
         raise DatasetError(
             f"malformed Mini-ImageNet pickle {path}: {e!r}; expected a dict with 'image_data' "
             "uint8 [N, 84, 84, 3] and 'class_dict' {class_name: [row indices]}"

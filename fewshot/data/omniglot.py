@@ -215,14 +215,16 @@ def _load_tfds(data_dir: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray
             "omniglot", split=["train", "test"], data_dir=str(data_dir), with_info=True
         )
     except Exception as e:  # tfds raises many types (download, missing files)
-        raise DatasetError(f"tfds.load('omniglot', data_dir={str(data_dir)!r}) failed: {e!r}") from e
+        raise DatasetError(
+            f"tfds.load('omniglot', data_dir={str(data_dir)!r}) failed: {e!r}") from e
     alphabet_names = info.features["alphabet"].names
     wanted = {n: i for i, n in enumerate(names)}
     per_class: list[list[np.ndarray]] = [[] for _ in names]
     for ds in datasets:
         for ex in tfds.as_numpy(ds):
             # tfds: alphabet_char_id = int("characterNN"[9:]) - 1 (its builder).
-            name = f"{alphabet_names[int(ex['alphabet'])]}/character{int(ex['alphabet_char_id']) + 1:02d}"
+            name = (f"{alphabet_names[int(ex['alphabet'])]}/"
+                    f"character{int(ex['alphabet_char_id']) + 1:02d}")
             c = wanted.get(name)
             if c is not None:
                 image = np.asarray(ex["image"])
@@ -232,7 +234,8 @@ def _load_tfds(data_dir: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray
         raise DatasetError(
             f"{len(missing)} classes of the split are not in TFDS omniglot (e.g. {missing[:3]})"
         )
-    return np.stack([im for imgs in per_class for im in imgs]), np.array([len(v) for v in per_class])
+    return (np.stack([im for imgs in per_class for im in imgs]),
+            np.array([len(v) for v in per_class]))
 
 
 def load_omniglot_native(data_dir: Path, split: str, source: str, splits_file=None):

@@ -147,7 +147,8 @@ def omniglot_arrays_from_zips(zips) -> dict[str, np.ndarray]:
         try:
             zf = zipfile.ZipFile(path)
         except (OSError, zipfile.BadZipFile) as e:
-            raise DatasetError(f"{path} is not a readable zip ({e!r}); delete it and run again") from e
+            raise DatasetError(
+                f"{path} is not a readable zip ({e!r}); delete it and run again") from e
         for member in zf.namelist():
             m = _PNG_NAME.match(member)
             if m:
@@ -164,7 +165,8 @@ def omniglot_arrays_from_zips(zips) -> dict[str, np.ndarray]:
             with Image.open(io.BytesIO(zf.read(member))) as im:
                 ink = np.asarray(im.convert("L")) < 128
             if ink.shape != (105, 105):
-                raise DatasetError(f"Omniglot image {member} is {ink.shape[::-1]}, expected 105 x 105")
+                raise DatasetError(f"Omniglot image {member} is {ink.shape[::-1]}, "
+                                   "expected 105 x 105")
             images.append(np.packbits(ink, axis=-1))
             labels.append(c)
             drawer.append(d)

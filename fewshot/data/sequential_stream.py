@@ -75,7 +75,8 @@ class SequentialStream:
         if not 0 <= max_trim < n_way * shots:
             raise ValueError(f"max_trim must be in [0, n_way * shots) = [0, {n_way * shots})")
         self.samplers = tuple(
-            EpisodeSampler(ds, n_way, shots, num_queries=0, normalize=normalize, image_dtype=image_dtype)
+            EpisodeSampler(ds, n_way, shots, num_queries=0, normalize=normalize,
+                           image_dtype=image_dtype)
             for ds in (ds_a, ds_b)
         )
         self.n_way, self.shots, self.max_trim, self.seed = n_way, shots, max_trim, int(seed)
@@ -135,5 +136,6 @@ class SequentialStream:
         """Yields ``(step, sample(batch_size, step, train))`` made ahead in
         background threads (see :meth:`EpisodeSampler.iterate`)."""
         return prefetch_steps(
-            lambda step: self.sample(batch_size, step, train), start_step, num_steps, prefetch, num_threads
+            lambda step: self.sample(batch_size, step, train), start_step, num_steps, prefetch,
+            num_threads
         )
