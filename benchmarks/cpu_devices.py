@@ -1,6 +1,7 @@
 """Few-shot train-step time on a CPU host split into 1 vs N JAX devices (config.cpu_devices).
 
-    python benchmarks/cpu_devices.py [--config configs/fewshot/omniglot_srwm_cpu.py] [--devices 1,2] [--steps 10]
+    python benchmarks/cpu_devices.py [--config configs/fewshot/omniglot_srwm_cpu.py] [--devices 1,2]
+        [--steps 10]
 
 XLA's CPU convolutions use little more than one core within one device; data parallelism over
 per-core devices is what uses the others. Each device count runs in its own subprocess (the
@@ -31,7 +32,8 @@ def worker(config_path, devices, steps):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "configs/fewshot/omniglot_srwm_cpu.py"))
     parser.add_argument("--devices", default="1,2")
     parser.add_argument("--steps", type=int, default=10)
@@ -41,11 +43,13 @@ def main():
         return worker(args.config, args.worker, args.steps)
     rows = []
     for n in (int(d) for d in args.devices.split(",")):
-        out = subprocess.run([sys.executable, __file__, "--config", args.config, "--steps", str(args.steps),
-                              "--worker", str(n)], cwd=REPO, capture_output=True, text=True, check=True,
+        out = subprocess.run([sys.executable, __file__, "--config", args.config,
+                              "--steps", str(args.steps), "--worker", str(n)],
+                             cwd=REPO, capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONPATH": str(REPO)})
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"config {Path(args.config).name}\n| CPU devices | ms/step | images/s | speed-up |\n|---|---|---|---|")
+    print(f"config {Path(args.config).name}\n"
+          "| CPU devices | ms/step | images/s | speed-up |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['devices']} | {1e3 * r['seconds']:.0f} | {r['images'] / r['seconds']:,.0f} | "
               f"{rows[0]['seconds'] / r['seconds']:.2f} |")

@@ -1,6 +1,7 @@
 """How fast a memory learns delayed-label binding, without images (seconds per variant, CPU).
 
-    python benchmarks/delayed_binding_synthetic.py [--variants srwm:0:0,srwm:2:0,srwm:2:1] [--steps 2000]
+    python benchmarks/delayed_binding_synthetic.py [--variants srwm:0:0,srwm:2:0,srwm:2:1]
+        [--steps 2000]
 
 Each variant is model:K:std (memory kind, ShortConv kernel size, std of its initial past taps;
 K = 0: no short convolution). The task is the delayed-label stream of fewshot/sequential.py
@@ -80,8 +81,8 @@ def run(kind, short_conv, init_std, steps, log_every=250):
         if (i + 1) % log_every == 0:
             first, second = np.mean(window[-log_every:], 0)
             history.append((i + 1, float(first), float(second)))
-            print(f"{kind} K={short_conv} std={init_std}: step {i + 1}: 1st {first:.3f} 2nd {second:.3f} "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+            print(f"{kind} K={short_conv} std={init_std}: step {i + 1}: 1st {first:.3f} "
+                  f"2nd {second:.3f} ({time.time() - t0:.0f} s)", flush=True)
     return history
 
 

@@ -60,14 +60,16 @@ def main():
     parser.add_argument("--data_dir", default=str(DEFAULT_DATA))
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--sequential", action="store_true", help="also time the delayed-label stream")
+    parser.add_argument("--sequential", action="store_true",
+                        help="also time the delayed-label stream")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
     ds = load_split("omniglot", args.data_dir, "train")
     print(f"load omniglot train (28 px, rotations): {time.perf_counter() - t0:.2f} s, {ds}")
     B = args.batch_size
-    header = f"{'config':<24}{'mode':<22}{'ms/batch':>10}{'episodes/s':>12}{'images/s':>12}{'wait ms':>9}"
+    header = (f"{'config':<24}{'mode':<22}{'ms/batch':>10}{'episodes/s':>12}{'images/s':>12}"
+              f"{'wait ms':>9}")
     print(header)
     print("-" * len(header))
     for n_way, k_shot in ((5, 1), (5, 5)):
@@ -85,7 +87,8 @@ def main():
         )
         rows.append(("prefetch, 10 ms step", t, w))
         for mode, t, w in rows:
-            print(f"{name:<24}{mode:<22}{t * 1e3:>10.2f}{B / t:>12,.0f}{imgs / t:>12,.0f}{w * 1e3:>9.3f}")
+            print(f"{name:<24}{mode:<22}{t * 1e3:>10.2f}{B / t:>12,.0f}{imgs / t:>12,.0f}"
+                  f"{w * 1e3:>9.3f}")
 
     if args.sequential:
         t0 = time.perf_counter()
@@ -95,10 +98,12 @@ def main():
         stream = SequentialStream(a, b, n_way=5, shots=15, max_trim=60, normalize=True)
         Bs = 16
         t = _time_sample(lambda s: stream.sample(Bs, s), max(args.steps // 10, 5))
-        print(f"{'sequential 5w15s B=16':<24}{'sample':<22}{t * 1e3:>10.2f}{Bs / t:>12,.0f}{Bs * 120 / t:>12,.0f}")
-        t, w = _time_prefetch(lambda **kw: stream.iterate(Bs, **kw), max(args.steps // 10, 5), num_threads=2)
-        print(f"{'sequential 5w15s B=16':<24}{'prefetch 2 thread':<22}{t * 1e3:>10.2f}{Bs / t:>12,.0f}"
-              f"{Bs * 120 / t:>12,.0f}{w * 1e3:>9.3f}")  # fmt: skip
+        print(f"{'sequential 5w15s B=16':<24}{'sample':<22}{t * 1e3:>10.2f}{Bs / t:>12,.0f}"
+              f"{Bs * 120 / t:>12,.0f}")
+        t, w = _time_prefetch(lambda **kw: stream.iterate(Bs, **kw), max(args.steps // 10, 5),
+                              num_threads=2)
+        print(f"{'sequential 5w15s B=16':<24}{'prefetch 2 thread':<22}{t * 1e3:>10.2f}"
+              f"{Bs / t:>12,.0f}{Bs * 120 / t:>12,.0f}{w * 1e3:>9.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Images/s of a few-shot training step at the paper's Omniglot setting.
 
-    python benchmarks/fewshot_throughput.py [--steps 20] [--batch_size 128] [--models srwm,deltanet,lstm]
+    python benchmarks/fewshot_throughput.py [--steps 20] [--batch_size 128]
+        [--models srwm,deltanet,lstm]
 
 Paper setting: 5-way 1-shot Omniglot, batch 128 episodes, Conv-4 (64 channels), 2 x 256 SRWM
 with 16 heads and feed-forward 1024. Images/s counts B * (N*K + 1) images per step, as the
@@ -41,7 +42,8 @@ def seconds_per_step(config, steps):
     for _ in range(steps):
         state, metrics = train_step(state, batch, key)
     jax.block_until_ready(metrics)
-    return (time.perf_counter() - t) / steps, config.batch_size * get_task(config).images_per_episode(config)
+    return ((time.perf_counter() - t) / steps,
+            config.batch_size * get_task(config).images_per_episode(config))
 
 
 def images_per_second(model_name, batch_size, steps):
@@ -55,7 +57,8 @@ def images_per_second(model_name, batch_size, steps):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--models", default="srwm,deltanet,lstm")

@@ -4,8 +4,9 @@
 
 Deviceless AOT compile (``benchmarks/h100.py``) of the library's own programs with the
 Pallas kernels inside:
-  fewshot_omniglot      few-shot train step, configs/fewshot/table1.py:omniglot,srwm,1 (5-way 1-shot,
-                        batch 128, Conv-4 64 channels, 2 x 256 SRWM, 16 heads), impl="pallas"
+  fewshot_omniglot      few-shot train step, configs/fewshot/table1.py:omniglot,srwm,1
+                        (5-way 1-shot, batch 128, Conv-4 64 channels, 2 x 256 SRWM, 16 heads),
+                        impl="pallas"
   fewshot_miniimagenet  the same for configs/fewshot/table1.py:miniimagenet,srwm,5 (84 px,
                         5-shot, batch 16, Conv-4 32 channels, 3 x 256 SRWM, 16 heads)
   rl_learner            the IMPALA learner update of rl.learner.Learner (configs/rl/default.py:

@@ -310,7 +310,8 @@ def main(argv=None):
                 speedup = (scan.ms / pallas.ms) if (scan.ms and pallas.ms) else None
                 other = []
                 if op == "srwm" and original is not None:
-                    other.append(describe("orig", bench_original_srwm(original, case, mode, repeats),
+                    other.append(describe("orig",
+                                          bench_original_srwm(original, case, mode, repeats),
                                           pallas))
                 if op == "delta_rule" and fla_fn is not None:
                     other.append(describe("fla", bench_fla(fla_fn, case, mode, dtype, repeats),

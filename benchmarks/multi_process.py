@@ -30,7 +30,8 @@ sys.path.insert(0, REPO)  # run as a script from a checkout: import this checkou
 # jax and the training modules are imported inside the functions: a worker process must start
 # jax.distributed before anything touches a device.
 # name in the table -> the row of configs/fewshot/table1.py
-FEWSHOT_CONFIGS = {"omniglot_srwm": "omniglot,srwm,1", "miniimagenet_srwm_1shot": "miniimagenet,srwm,1",
+FEWSHOT_CONFIGS = {"omniglot_srwm": "omniglot,srwm,1",
+                   "miniimagenet_srwm_1shot": "miniimagenet,srwm,1",
                    "miniimagenet_srwm_5shot": "miniimagenet,srwm,5"}
 
 

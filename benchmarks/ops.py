@@ -32,7 +32,8 @@ def plain_srwm(x, W):
 
 def plain_delta(q, k, v, beta, S0):
     tm = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
-    S, ys = jax.lax.scan(lambda s, i: srwm_jax.delta_rule_step(s, *i), S0, (tm(q), tm(k), tm(v), tm(beta)))
+    S, ys = jax.lax.scan(lambda s, i: srwm_jax.delta_rule_step(s, *i), S0,
+                         (tm(q), tm(k), tm(v), tm(beta)))
     return tm(ys), S
 
 
@@ -55,7 +56,8 @@ def measure(fn, args, repeats):
     fwd = jax.jit(fn)
     loss = lambda *a: sum(jnp.sum(o) for o in jax.tree.leaves(fn(*a)))  # noqa: E731
     fwd_bwd = jax.jit(jax.grad(loss, argnums=tuple(range(len(args)))))
-    return median_time(fwd, args, repeats), median_time(fwd_bwd, args, repeats), residual_bytes(fn, args)
+    return (median_time(fwd, args, repeats), median_time(fwd_bwd, args, repeats),
+            residual_bytes(fn, args))
 
 
 def srwm_args(B, T, H, d, key):
@@ -74,26 +76,30 @@ def delta_args(B, T, H, d, key):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 10")
     args = parser.parse_args()
     repeats = 3 if args.quick else 10
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, device {jax.devices()[0].device_kind}")
-    header = ("| op | shape | B,T,H,d | custom fwd ms | plain fwd ms | custom fwd+bwd ms | plain fwd+bwd ms "
-              "| fwd+bwd ratio plain/custom | custom saved MiB | plain saved MiB | saved ratio plain/custom |")
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
+          f"device {jax.devices()[0].device_kind}")
+    header = ("| op | shape | B,T,H,d | custom fwd ms | plain fwd ms | custom fwd+bwd ms "
+              "| plain fwd+bwd ms | fwd+bwd ratio plain/custom | custom saved MiB "
+              "| plain saved MiB | saved ratio plain/custom |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     key = jax.random.key(0)
     for op, make, custom, plain in (
             ("srwm", srwm_args, lambda x, W: srwm_jax.srwm(x, W, impl="scan"), plain_srwm),
-            ("delta_rule", delta_args, lambda *a: srwm_jax.delta_rule(*a, impl="scan"), plain_delta)):
+            ("delta_rule", delta_args, lambda *a: srwm_jax.delta_rule(*a, impl="scan"),
+             plain_delta)):
         for name, B, T, H, d in SHAPES:
             inputs = make(B, T, H, d, key)
             cf, cfb, cb = measure(custom, inputs, repeats)
             pf, pfb, pb = measure(plain, inputs, repeats)
-            print(f"| {op} | {name} | {B},{T},{H},{d} | {1e3 * cf:.2f} | {1e3 * pf:.2f} | {1e3 * cfb:.2f} "
-                  f"| {1e3 * pfb:.2f} | {pfb / cfb:.2f} | {cb / 2**20:.2f} | {pb / 2**20:.2f} | {pb / cb:.1f} |",
-                  flush=True)
+            print(f"| {op} | {name} | {B},{T},{H},{d} | {1e3 * cf:.2f} | {1e3 * pf:.2f} "
+                  f"| {1e3 * cfb:.2f} | {1e3 * pfb:.2f} | {pfb / cfb:.2f} | {cb / 2**20:.2f} "
+                  f"| {pb / 2**20:.2f} | {pb / cb:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

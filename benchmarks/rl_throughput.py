@@ -1,6 +1,7 @@
 """Env steps/s of the full Sebulba actor-learner loop (ProcGen starpilot) for FF and SRWM agents.
 
-    python benchmarks/rl_throughput.py [--seconds 120] [--agents ff,srwm] [--config configs/rl/ff_cpu.py]
+    python benchmarks/rl_throughput.py [--seconds 120] [--agents ff,srwm]
+        [--config configs/rl/ff_cpu.py]
 
 Each agent runs `train_and_evaluate` for --seconds of wall time (compilation included); the
 reported steps/s (learner-consumed env steps) averages the 10-second progress intervals after the

@@ -1,6 +1,8 @@
-"""Cost of the RL memory core's gradient: state_gradient "unroll" vs "step" (the original's per-step cut).
+"""Cost of the RL memory core's gradient: state_gradient "unroll" vs "step" (the original's
+per-step cut).
 
-    python benchmarks/state_gradient_cost.py [--kinds srwm,deltanet,srdelta] [--sizes 8x20,32x50] [--repeats 5]
+    python benchmarks/state_gradient_cost.py [--kinds srwm,deltanet,srdelta] [--sizes 8x20,32x50]
+        [--repeats 5]
 
 Times the jitted gradient (forward + backward) of `rl.agent.MemoryCore` (Linear 257 -> 128,
 2 x [memory layer, 8 heads x 16, + FF 512]) on a random [B, T, 257] input with resets, for
@@ -41,7 +43,8 @@ def gradient_ms(kind, mode, B, T, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", default="srwm,deltanet,srdelta")
     parser.add_argument("--sizes", default="8x20,32x50")
     parser.add_argument("--repeats", type=int, default=5)
@@ -53,7 +56,8 @@ def main():
             B, T = (int(n) for n in size.split("x"))
             unroll = gradient_ms(kind, "unroll", B, T, args.repeats)
             step = gradient_ms(kind, "step", B, T, args.repeats)
-            print(f"| {kind} | {B} x {T} | {unroll:.1f} | {step:.1f} | {step / unroll:.2f} |", flush=True)
+            print(f"| {kind} | {B} x {T} | {unroll:.1f} | {step:.1f} | {step / unroll:.2f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,16 @@ def get_config():
     c.data_dir = ""  # folder of the dataset; "" = found or downloaded (fewshot/data/prepare.py)
     c.data_source = "auto"          # omniglot: npz | png | tfds; miniimagenet: pkl | folder
     c.image_size = 28
-    c.rotations = "all"             # Omniglot 90/180/270 rotations as classes: all | train_only | none
+    c.rotations = "all"             # Omniglot 90/180/270 rotations as classes: all | train_only |
+                                    # none
     c.n_way = 5
     c.k_shot = 1
     c.query_label = "class0"        # label input of the query: class0 (original) | zeros
     c.train_queries = 1             # queries scored per training episode, each read from the
                                     # support state independently (original: 1); eval uses 1
     # Task
-    c.task = "sync"                 # sync (Fig. 2 episodes) | sequential (delayed labels, Sec. 4.2) | bootstrap
+    c.task = "sync"                 # sync (Fig. 2 episodes) | sequential (delayed labels, Sec. 4.2)
+                                    # | bootstrap
     # Bootstrapping (task = bootstrap; fewshot/bootstrap.py): K = k_shot support, F future shots
     c.future_shots = 0              # F extra labelled examples per class seen by the teacher pass
     c.bootstrap_weight = 10.0       # weight of KL(teacher || student)
@@ -29,12 +31,15 @@ def get_config():
     c.bootstrap_future_weight = 1.0  # weight of the (K+F)-shot cross-entropy
     # Delayed-label sequential task (task = sequential; fewshot/sequential.py): dataset, then
     # second_dataset (or the reverse), n_way classes per segment
-    c.second_dataset = "omniglot_transformed"  # miniimagenet in the paper; omniglot_transformed is a stand-in
+    c.second_dataset = "omniglot_transformed"  # miniimagenet in the paper; omniglot_transformed is
+                                               # a stand-in
     c.second_data_dir = ""          # folder of second_dataset ("" = data_dir)
     c.sequential_shots = 15         # examples per class per segment (segment = n_way * shots steps)
-    c.max_trim = 60                 # training drops randint(0, max_trim) steps from each segment's end
+    c.max_trim = 60                 # training drops randint(0, max_trim) steps from each segment's
+                                    # end
     c.normalize = False             # per-dataset mean/std normalisation of the sequential stream
-    c.sequential_pad = True         # pad trimmed batches to the full length (masked): one compiled shape
+    c.sequential_pad = True         # pad trimmed batches to the full length (masked): one compiled
+                                    # shape
     # Model
     c.model = "srwm"                # srwm | deltanet | lstm | srdelta | fakesr
     c.backbone = "conv4"            # conv4 | res12

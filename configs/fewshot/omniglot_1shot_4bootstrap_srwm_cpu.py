@@ -5,7 +5,8 @@ teacher || 1-shot student) + CE(5-shot) (fewshot/bootstrap.py); evaluated as a 1
 python -m fewshot.train --config configs/fewshot/omniglot_1shot_4bootstrap_srwm_cpu.py \
     --workdir runs/omniglot_1shot_4bootstrap_cpu
 python -m fewshot.evaluate --workdir runs/omniglot_1shot_4bootstrap_cpu
-Plain baseline (same model, data and steps): --config.task=sync --workdir runs/omniglot_1shot_plain_cpu.
+Plain baseline (same model, data and steps):
+--config.task=sync --workdir runs/omniglot_1shot_plain_cpu.
 Both score train_queries = 5 queries per training episode (inherited from omniglot_srwm_cpu).
 """
 from configs.fewshot.omniglot_srwm_cpu import get_config as _cpu

@@ -1,6 +1,7 @@
 """Omniglot 5-way 1-shot, SRWM, sized for a 2-core CPU (<= 30 minutes; acceptance run).
 
-python -m fewshot.train --config configs/fewshot/omniglot_srwm_cpu.py --workdir runs/omniglot_srwm_cpu
+python -m fewshot.train --config configs/fewshot/omniglot_srwm_cpu.py \
+    --workdir runs/omniglot_srwm_cpu
 python -m fewshot.evaluate --workdir runs/omniglot_srwm_cpu
 Same config with --config.model=deltanet or --config.model=lstm --config.num_layers=1.
 """

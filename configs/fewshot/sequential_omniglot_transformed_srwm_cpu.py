@@ -1,5 +1,6 @@
-"""Delayed-label sequential task (paper Sec. 4.2) sized for a 2-core CPU (~30 min on a contended CPU): Omniglot then
-"omniglot_transformed" or the reverse. omniglot_transformed is a STAND-IN second domain
+"""Delayed-label sequential task (paper Sec. 4.2) sized for a 2-core CPU (~30 min on a contended
+CPU): Omniglot then "omniglot_transformed" or the reverse. omniglot_transformed is a STAND-IN
+second domain
 (Omniglot sheared and recoloured), NOT Mini-ImageNet, which is not available here.
 CPU sizing: 28 px images (3 channels), 5 examples per class per segment (50 steps), small model.
 

@@ -9,10 +9,12 @@ budget (measured, benchmarks/RESULTS.md):
 - short_conv=2 with random past taps: each step also sees the previous step's input, so the
   image of step t-1 and the label that arrives at step t meet in one memory write.
 
-python -m fewshot.train --config configs/fewshot/omniglot_srwm_cpu.py --workdir runs/omniglot_srwm_cpu
+python -m fewshot.train --config configs/fewshot/omniglot_srwm_cpu.py \
+    --workdir runs/omniglot_srwm_cpu
 python -m fewshot.train --config configs/fewshot/sequential_omniglot_transformed_srwm_warm_cpu.py \
     --workdir runs/sequential_srwm_warm_cpu
-python -m fewshot.evaluate_sequential --workdir runs/sequential_srwm_warm_cpu --out runs/sequential_warm_eval
+python -m fewshot.evaluate_sequential --workdir runs/sequential_srwm_warm_cpu \
+    --out runs/sequential_warm_eval
 """
 from configs.fewshot.sequential_omniglot_transformed_srwm_cpu import get_config as _sequential
 

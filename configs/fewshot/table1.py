@@ -6,7 +6,8 @@ The argument after the file name is `dataset,model,k_shot` (default `omniglot,sr
   model    srwm | deltanet | lstm
   k_shot   1 | 5 (as the table: Omniglot 1, FC100 5)
 
-python -m fewshot.train --config configs/fewshot/table1.py:omniglot,srwm,1 --workdir runs/omniglot_srwm
+python -m fewshot.train --config configs/fewshot/table1.py:omniglot,srwm,1 \
+    --workdir runs/omniglot_srwm
 python -m fewshot.train --config configs/fewshot/table1.py:miniimagenet,srwm,5 \
     --config.data_dir=/path/to/miniimagenet --workdir runs/mi_srwm_5
 python -m fewshot.train --config configs/fewshot/table1.py:fc100,lstm,5 \

@@ -81,7 +81,8 @@ def get_config():
     c.eval_on_train_levels = True
     c.eval_episodes = 200             # per game and split
     c.eval_every_steps = 25_000_000   # 0 = only at the end
-    c.eval_max_steps = 10_000         # cap on env steps per evaluation (unfinished episodes dropped)
+    c.eval_max_steps = 10_000         # cap on env steps per evaluation (unfinished episodes
+                                      # dropped)
 
     # --- logging / checkpointing ---
     c.log_every_seconds = 30.0
