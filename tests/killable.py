@@ -1,12 +1,14 @@
-"""Runs a trainer in a subprocess that the fault-injection tests kill (tests/test_fault_injection.py).
+"""Runs a trainer in a subprocess that the fault-injection tests kill
+(tests/test_fault_injection.py).
 
-    python tests/killable.py fewshot.train --config ... --workdir DIR ...   # the CLI as it is
-    python tests/killable.py rl DIR TOTAL_STEPS                              # rl.training on FakeEnv
+    python tests/killable.py fewshot.train --config ... --workdir DIR ...  # the CLI as it is
+    python tests/killable.py rl DIR TOTAL_STEPS                             # rl.training on FakeEnv
 
-With SRWM_TEST_STALL_COMMIT=N, the N-th periodic checkpoint commit (orbax's rename of a step's temporary
-folder to its final name, the last act of a save) first touches the file SRWM_TEST_STALL_MARKER,
-then sleeps for a minute: a SIGKILL sent once the marker exists lands in the middle of a save,
-with every file of that step written and the step not yet committed. Nothing else is changed.
+With SRWM_TEST_STALL_COMMIT=N, the N-th periodic checkpoint commit (orbax's rename of a step's
+temporary folder to its final name, the last act of a save) first touches the file
+SRWM_TEST_STALL_MARKER, then sleeps for a minute: a SIGKILL sent once the marker exists lands in
+the middle of a save, with every file of that step written and the step not yet committed.
+Nothing else is changed.
 
 Importable too: `python_env` and `run_bounded` are the subprocess helpers of the tests that
 start trainers and CLIs (every run has a timeout and is killed on failure).

@@ -79,7 +79,8 @@ def wait_until(condition, procs, timeout, what):
     or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"no {what} after {timeout} s:\n" + log_text(procs[0])[-3000:]
+        assert time.monotonic() < deadline, (f"no {what} after {timeout} s:\n"
+                                             + log_text(procs[0])[-3000:])
         for p in procs:
             assert p.poll() is None, f"a process exited before {what}:\n" + log_text(p)[-3000:]
         time.sleep(0.5)

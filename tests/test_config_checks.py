@@ -46,8 +46,10 @@ def test_every_default_field_has_a_rule_that_its_default_passes(stack):
     defaults, checks = STACKS[stack]
     config = defaults()
     fields, rules = set(leaf_names(config)), set(checks.FIELD_RULES)
-    assert not fields - rules, f"fields of configs/{stack}/default.py without a rule in {stack}/config_checks.py"
-    assert not rules - fields, f"rules in {stack}/config_checks.py for no field of configs/{stack}/default.py"
+    assert not fields - rules, (f"fields of configs/{stack}/default.py without a rule in "
+                                f"{stack}/config_checks.py")
+    assert not rules - fields, (f"rules in {stack}/config_checks.py for no field of "
+                                f"configs/{stack}/default.py")
     assert checks.field_problems(config) == []
 
 
@@ -57,7 +59,8 @@ def _config_files(stack):
     configs = [importlib.import_module(f"configs.{stack}.{n}").get_config() for n in names]
     if (folder / "table1.py").exists():  # one config file, a row per argument
         table1 = importlib.import_module(f"configs.{stack}.table1")
-        configs += [table1.get_config(f"{dataset},{model},{k}") for dataset, shots in table1.TABLE1_SHOTS.items()
+        configs += [table1.get_config(f"{dataset},{model},{k}")
+                    for dataset, shots in table1.TABLE1_SHOTS.items()
                     for model in table1.TABLE1_MODELS for k in shots]
     return configs
 
@@ -79,7 +82,8 @@ def test_every_fewshot_config_file_passes_with_its_data():
     checked = 0
     for config in configs:
         fewshot_checks.validate_config(config, num_devices=1, splits=())
-        if config.dataset in here and (config.task != "sequential" or config.second_dataset in here):
+        if config.dataset in here and (config.task != "sequential"
+                                       or config.second_dataset in here):
             config.data_dir, config.second_data_dir = str(OMNIGLOT_DIR), ""
             assert fewshot_checks.data_problems(config, ("train", "val", "test")) == []
             checked += 1
@@ -105,7 +109,8 @@ FEWSHOT_BAD = [  # (field, value, words of the message)
 ]
 
 
-@pytest.mark.parametrize("field, value, words", FEWSHOT_BAD, ids=[f"{f}={v!r}" for f, v, _ in FEWSHOT_BAD])
+@pytest.mark.parametrize("field, value, words", FEWSHOT_BAD,
+                         ids=[f"{f}={v!r}" for f, v, _ in FEWSHOT_BAD])
 def test_fewshot_bad_field_is_named(field, value, words):
     with pytest.raises(fewshot_checks.ConfigError) as info:
         fewshot_checks.validate_config(_untyped(fewshot_default(), **{field: value}), splits=())
@@ -138,7 +143,8 @@ def test_fewshot_episodes_are_checked_against_the_split_data():
         c.update(kw)
         return fewshot_checks.data_problems(c, splits)
     assert problems() == []
-    with pytest.raises(fewshot_checks.ConfigError, match="init_from='/nonexistent/run' is not a run"):
+    with pytest.raises(fewshot_checks.ConfigError,
+                       match="init_from='/nonexistent/run' is not a run"):
         fewshot_checks.validate_config(_untyped(smoke_config(), data_dir=str(OMNIGLOT_DIR),
                                                 init_from="/nonexistent/run"))
     assert problems(n_way=1000) == ["config.n_way=1000 but omniglot val (rotations='all') has 688 "
@@ -177,7 +183,8 @@ RL_BAD = [
     ("agent__dropout", -0.1, "config.agent.dropout=-0.1 must be a number in [0.0, 1.0)"),
     ("eval_splits", ((1000, 200), (5,)), "item 1 ((5,)) must have 2 items"),
     ("frame_shape", (64, 64), "config.frame_shape=(64, 64) must have 3 items"),
-    ("checkpoint_every_minutes", -1.0, "config.checkpoint_every_minutes=-1.0 must be a number >= 0.0"),
+    ("checkpoint_every_minutes", -1.0,
+     "config.checkpoint_every_minutes=-1.0 must be a number >= 0.0"),
     ("eval_on_train_levels", "yes", "config.eval_on_train_levels='yes' must be True or False"),
     ("agent__cor", "ff", "config.agent.cor is not a known field (did you mean 'agent.core'?)"),
 ]
@@ -193,7 +200,8 @@ def test_rl_bad_field_is_named(field, value, words):
 def test_rl_rules_between_fields_and_devices():
     check = lambda **kw: rl_checks.field_problems(_untyped(rl_default(), **kw))  # noqa: E731
     assert "lists a game twice" in check(games=("maze", "maze"))[0]
-    assert "agent.hidden=128 is not divisible by config.agent.num_heads=6" in check(agent__num_heads=6)[0]
+    assert ("agent.hidden=128 is not divisible by config.agent.num_heads=6"
+            in check(agent__num_heads=6)[0])
     assert check(agent__num_heads=6, agent__core="lstm") == []
     assert "needs num_levels >= 1" in check(eval_splits=((1000, 0),))[0]
     c = rl_default()  # batch 32
@@ -232,10 +240,12 @@ def test_unknown_config_key_names_the_closest():
     argv = ["--config=configs/rl/ff_cpu.py", "--config.agent.num_head=4", "--config.seed=1"]
     assert "did you mean --config.agent.num_heads?" in config_flag_problem(argv)
     # an RL field given to a few-shot config: no far-fetched suggestion
-    assert config_flag_problem(["--config", "configs/fewshot/omniglot_smoke.py", "--config.games=3"]) == (
+    assert config_flag_problem(["--config", "configs/fewshot/omniglot_smoke.py",
+                                "--config.games=3"]) == (
         "unknown config key 'games' in configs/fewshot/omniglot_smoke.py: the config has no "
         "field 'games' (see configs/fewshot/omniglot_smoke.py)")
-    assert config_flag_problem(["--config", "configs/rl/nope.py"]) == "--config file configs/rl/nope.py not found"
+    assert (config_flag_problem(["--config", "configs/rl/nope.py"])
+            == "--config file configs/rl/nope.py not found")
     assert config_flag_problem(["--config", "configs/rl/ff_cpu.py", "--config.seed=3"]) is None
 
 
@@ -244,7 +254,8 @@ def test_one_line_keeps_the_exception_of_an_embedded_traceback():
                "call last):\n  File \"x.py\", line 3, in get_config\n    return 1\nTypeError: "
                "get_config() takes 0 positional arguments but 1 was given\n")
     assert one_line(message) == ("flag --config=x.py:a: Error whilst parsing config file: "
-                                 "TypeError: get_config() takes 0 positional arguments but 1 was given")
+                                 "TypeError: get_config() takes 0 positional arguments but 1 "
+                                 "was given")
 
 
 # --- the command-line programs (one subprocess each: ~4 s of imports) ---------------------------
@@ -263,9 +274,11 @@ def _cli(*args, cwd=REPO_ROOT):
         env["PYTHONPATH"] = str(REPO_ROOT)
     r = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=300)
-    lines = [line for line in r.stderr.splitlines() if line.strip() and not any(n in line for n in NOISE)]
+    lines = [line for line in r.stderr.splitlines() if line.strip()
+             and not any(n in line for n in NOISE)]
     assert r.returncode == 2, r.stderr[-3000:]
-    assert "Traceback" not in r.stderr and len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-3000:]
+    assert ("Traceback" not in r.stderr and len(lines) == 1
+            and lines[0].startswith("error: ")), r.stderr[-3000:]
     return lines[0]
 
 
@@ -275,7 +288,8 @@ def test_fewshot_train_refuses_bad_configs_before_the_workdir(tmp_path):
              f"--config.data_dir={OMNIGLOT_DIR}"]
     line = _cli(*smoke, "--workdir", str(tmp_path / "a"), "--config.n_way=1000")
     assert "config.n_way=1000 but omniglot val (rotations='all') has 688 classes" in line
-    line = _cli(*smoke, "--workdir", str(tmp_path / "b"), "--config.k_shot=0", "--config.batch_size=abc")
+    line = _cli(*smoke, "--workdir", str(tmp_path / "b"), "--config.k_shot=0",
+                "--config.batch_size=abc")
     assert "--config.batch_size=abc" in line  # a wrong type is caught while parsing the flags
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -306,7 +320,8 @@ def test_fewshot_evaluators_refuse_a_run_whose_episodes_do_not_fit(tmp_path):
     line = _cli("fewshot.evaluate_sequential", "--workdir", _run_dir(tmp_path / "seq", c),
                 "--split=val")
     assert "episodes take 30 images per class (sequential_shots)" in line
-    assert sorted(os.listdir(tmp_path / "sync")) == sorted(os.listdir(tmp_path / "seq")) == ["config.json"]
+    assert (sorted(os.listdir(tmp_path / "sync")) == sorted(os.listdir(tmp_path / "seq"))
+            == ["config.json"])
 
 
 def test_rl_evaluators_refuse_a_bad_run_config_and_bad_flags(tmp_path):
@@ -320,7 +335,8 @@ def test_rl_evaluators_refuse_a_bad_run_config_and_bad_flags(tmp_path):
         json.dump(data, f)
     assert "agent.hidden=128 is not divisible" in _cli("rl.evaluate", "--workdir", workdir)
     assert "agent.hidden=128 is not divisible" in _cli("rl.introspect", "--workdir", workdir,
-                                                       "--game", "starpilot", "--out", str(tmp_path / "inspect"))
+                                                       "--game", "starpilot", "--out",
+                                                       str(tmp_path / "inspect"))
     line = _cli("rl.random_baseline", "--games=starpilott", "--episodes=2")
     assert line.startswith("error: flag --games=['starpilott']: every game must be one of")
     assert os.listdir(workdir) == ["config.json"]
@@ -336,7 +352,8 @@ def test_trainers_refuse_before_the_workdir_is_made(tmp_path):
         train_fewshot(c, str(tmp_path / "fewshot"))
     c = rl_cpu_config()
     c.rmsprop_eps = 0.0
-    with pytest.raises(rl_checks.ConfigError, match=r"config.rmsprop_eps=0.0 must be a number > 0.0"):
+    with pytest.raises(rl_checks.ConfigError,
+                       match=r"config.rmsprop_eps=0.0 must be a number > 0.0"):
         train_rl(c, str(tmp_path / "rl"))
     assert os.listdir(tmp_path) == []
 
@@ -358,6 +375,7 @@ def test_configs_load_from_any_directory(tmp_path):
         assert "did you mean --config.batch_size?" in line, line
     line = _cli(*train, "--config", str(copy / "fewshot" / "broken.py"), cwd=elsewhere)
     assert "could not be loaded" in line and "no_such_module_here" in line, line
-    line = _cli(*train, "--config", f"{copy / 'fewshot' / 'table1.py'}:omniglot,srwm,5", cwd=elsewhere)
+    line = _cli(*train, "--config", f"{copy / 'fewshot' / 'table1.py'}:omniglot,srwm,5",
+                cwd=elsewhere)
     assert "is not a Table 1 row" in line, line
     assert not (tmp_path / "w").exists()

@@ -80,13 +80,14 @@ def _raw():
         if str(a) in ALPHABETS:
             rows = np.flatnonzero(d["labels"] == c)
             ink = np.unpackbits(d["images"][rows], axis=-1, count=105).astype(bool)
-            out[f"{a}/{ch}"] = (ink, d["drawer"][rows], int(d["omniglot_id"][c]), bool(d["background"][c]))
+            out[f"{a}/{ch}"] = (ink, d["drawer"][rows], int(d["omniglot_id"][c]),
+                                bool(d["background"][c]))
     return out
 
 
 def _omniglot_zips(raw) -> dict[str, bytes]:
-    """images_{background,evaluation}.zip: <folder>/<Alphabet>/<characterNN>/<id>_<NN>.png, mode '1',
-    black ink on white, as the official archives."""
+    """images_{background,evaluation}.zip: <folder>/<Alphabet>/<characterNN>/<id>_<NN>.png,
+    mode '1', black ink on white, as the official archives."""
     bufs = {f: io.BytesIO() for f in ("images_background", "images_evaluation")}
     zips = {f: zipfile.ZipFile(b, "w") for f, b in bufs.items()}
     for name, (ink, drawers, ident, background) in raw.items():
@@ -149,7 +150,8 @@ def test_checksum_mismatch_caches_nothing(server, omniglot_archives, tmp_path):
     _, archives = omniglot_archives
     server.files = {f"/{k}": v for k, v in archives.items()}
     bad = _resources(server, archives, {"images_evaluation.zip": "0" * 32})
-    with pytest.raises(DatasetError, match=r"images_evaluation\.zip has md5 [0-9a-f]{32}, expected 0{32}"):
+    with pytest.raises(DatasetError,
+                       match=r"images_evaluation\.zip has md5 [0-9a-f]{32}, expected 0{32}"):
         prepare.prepare_omniglot(tmp_path, resources=bad)
     # The good first archive may stay (verified, reused next time); nothing else does.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images_background.zip"]

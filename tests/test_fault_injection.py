@@ -84,7 +84,8 @@ def complete_steps(checkpoints):
 
 
 def pending_saves(checkpoints):
-    return [p.name for p in checkpoints.iterdir() if "tmp" in p.name] if checkpoints.exists() else []
+    return ([p.name for p in checkpoints.iterdir() if "tmp" in p.name]
+            if checkpoints.exists() else [])
 
 
 # --- few-shot ---------------------------------------------------------------------------------
@@ -141,9 +142,11 @@ def test_fewshot_killed_anywhere_ends_bit_identical(tmp_path, cache_dir):
     assert _resumed_from(out) == newest
     ref.finish()
     assert not pending_saves(killed / "checkpoints")
-    assert complete_steps(killed / "checkpoints")[-1] == complete_steps(reference / "checkpoints")[-1] == 16
+    assert (complete_steps(killed / "checkpoints")[-1]
+            == complete_steps(reference / "checkpoints")[-1] == 16)
     # The whole saved state (step, params, BatchNorm statistics, Adam moments) bit for bit.
-    for sub in ("checkpoints/16", f"best/{json.loads((reference / 'best/best.json').read_text())['step']}"):
+    for sub in ("checkpoints/16",
+                f"best/{json.loads((reference / 'best/best.json').read_text())['step']}"):
         a, b = (jax.tree_util.tree_leaves_with_path(read_arrays(str(run / sub / "default")))
                 for run in (reference, killed))
         assert [path for path, _ in a] == [path for path, _ in b] and len(a) > 10
@@ -167,7 +170,8 @@ def test_rl_killed_anywhere_resumes_and_finishes(tmp_path, cache_dir):
     args = ["rl", workdir, RL_TOTAL]
     # 1. Killed in the middle of its 3rd periodic save.
     marker = tmp_path / "stalled"
-    run = Trainer(args, python_env(cache_dir, SRWM_TEST_STALL_COMMIT=3, SRWM_TEST_STALL_MARKER=marker),
+    run = Trainer(args,
+                  python_env(cache_dir, SRWM_TEST_STALL_COMMIT=3, SRWM_TEST_STALL_MARKER=marker),
                   tmp_path / "run1")
     run.wait_for(marker.exists, "the stalled 3rd save")
     run.kill()
@@ -186,6 +190,7 @@ def test_rl_killed_anywhere_resumes_and_finishes(tmp_path, cache_dir):
     # 3. Rerun: resumes from the newest complete checkpoint again and finishes.
     out, _ = Trainer(args, python_env(cache_dir), tmp_path / "run3").finish()
     assert _resumed_env_steps(out) == newest
-    assert json.loads(out.strip().splitlines()[-1]) == {"env_steps": RL_TOTAL, "updates": RL_TOTAL // 20}
+    assert json.loads(out.strip().splitlines()[-1]) == {"env_steps": RL_TOTAL,
+                                                        "updates": RL_TOTAL // 20}
     assert complete_steps(workdir / "checkpoints")[-1] == RL_TOTAL
     assert not pending_saves(workdir / "checkpoints")

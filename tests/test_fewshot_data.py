@@ -79,7 +79,9 @@ def test_omniglot_counts_with_rotations(split):
     assert np.all(ds.class_sizes == 20)
     assert ds.class_names[n] == ds.class_names[0] + "/rot90"
     # Class c + n is class c rotated by 90 degrees (counter-clockwise).
-    np.testing.assert_array_equal(ds.class_images(n + 3), np.rot90(ds.class_images(3), 1, axes=(1, 2)))
+    np.testing.assert_array_equal(
+        ds.class_images(n + 3), np.rot90(ds.class_images(3), 1, axes=(1, 2))
+    )
 
 
 @needs_omniglot
@@ -175,7 +177,8 @@ def test_episode_invariants(n_way, k_shot, num_queries):
     assert len(np.unique(first)) == n_way
     # Images are the indexed ones (toy image value = index mod 256).
     np.testing.assert_array_equal(
-        batch["support_images"][:, :, 0, 0, 0], (idx["support_index"] % 256).astype(np.float32) / 255
+        batch["support_images"][:, :, 0, 0, 0],
+        (idx["support_index"] % 256).astype(np.float32) / 255,
     )
 
 
@@ -204,7 +207,9 @@ def test_future_shots_and_uint8_and_normalize():
     idx = s.sample_indices(16, 0)
     assert idx["future_index"].shape == (16, 15)
     for b in range(16):
-        all_idx = np.concatenate([idx["support_index"][b], idx["future_index"][b], idx["query_index"][b]])
+        all_idx = np.concatenate(
+            [idx["support_index"][b], idx["future_index"][b], idx["query_index"][b]]
+        )
         assert len(set(all_idx.tolist())) == all_idx.size
         assert np.all(np.bincount(idx["future_labels"][b], minlength=5) == 3)
     raw = EpisodeSampler(ds, 5, 2, image_dtype=np.uint8).sample(4, 0)["support_images"]
@@ -218,12 +223,15 @@ def test_future_shots_and_uint8_and_normalize():
 def test_broadcast_channels_gather_like_a_real_copy():
     ds1 = _toy_dataset(channels=1)
     view = np.broadcast_to(ds1.images, (*ds1.images.shape[:3], 3))
-    fields = dict(class_start=ds1.class_start, name="toy", split="train", class_names=ds1.class_names)
+    fields = dict(
+        class_start=ds1.class_start, name="toy", split="train", class_names=ds1.class_names
+    )
     ds_view = ClassImages(images=view, mean=(0.5,) * 3, std=(0.25,) * 3, **fields)
     ds_copy = ClassImages(images=view.copy(), mean=(0.5,) * 3, std=(0.25,) * 3, **fields)
     for kw in ({}, {"normalize": True}, {"image_dtype": np.uint8}):
         _assert_batches_equal(
-            EpisodeSampler(ds_view, 5, 2, **kw).sample(8, 3), EpisodeSampler(ds_copy, 5, 2, **kw).sample(8, 3)
+            EpisodeSampler(ds_view, 5, 2, **kw).sample(8, 3),
+            EpisodeSampler(ds_copy, 5, 2, **kw).sample(8, 3),
         )
 
 
@@ -253,9 +261,14 @@ def test_sample_is_a_function_of_seed_and_step():
     np.random.seed(1)
     _assert_batches_equal(x, b.sample(32, 100))
     assert not np.array_equal(x["support_images"], a.sample(32, 101)["support_images"])
-    assert not np.array_equal(x["support_images"], EpisodeSampler(ds, 5, 1, seed=8).sample(32, 100)["support_images"])
+    assert not np.array_equal(
+        x["support_images"], EpisodeSampler(ds, 5, 1, seed=8).sample(32, 100)["support_images"]
+    )
     # step 0 must differ from step 10 etc. (NumPy drops trailing zero seed words).
-    assert not np.array_equal(a.sample(8, 0)["support_images"], EpisodeSampler(ds, 5, 1, seed=0).sample(8, 7)["support_images"])
+    assert not np.array_equal(
+        a.sample(8, 0)["support_images"],
+        EpisodeSampler(ds, 5, 1, seed=0).sample(8, 7)["support_images"],
+    )
 
 
 def test_fixed_episodes_identical_across_calls_instances_and_seeds():
@@ -334,7 +347,8 @@ def _write_png_omniglot(root: Path, classes: list[str], images_per_class=4):
 
 
 FIXTURE_CLASSES = ["Latin/character01", "Greek/character05", "Korean/character10",
-                   "Bengali/character02", "Gurmukhi/character42", "Tengwar/character03"]  # fmt: skip
+                   "Bengali/character02", "Gurmukhi/character42",
+                   "Tengwar/character03"]  # fmt: skip
 
 
 @needs_omniglot
@@ -364,7 +378,9 @@ def test_torchmeta_split_folder_is_accepted():
     if not folder.is_dir():
         pytest.skip(f"{folder} not present")
     ds = load_split("omniglot", OMNIGLOT, "val", splits_file=folder, rotations="none", cache=False)
-    assert sorted(ds.class_names) == sorted(load_split("omniglot", OMNIGLOT, "val", rotations="none").class_names)
+    assert sorted(ds.class_names) == sorted(
+        load_split("omniglot", OMNIGLOT, "val", rotations="none").class_names
+    )
 
 
 @needs_omniglot
@@ -390,7 +406,9 @@ def test_tfds_reader_with_fake_module(tmp_path, monkeypatch):
 
     fake.load, fake.as_numpy = load, lambda ds: ds
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-    splits = {"train": FIXTURE_CLASSES[:4], "val": FIXTURE_CLASSES[4:5], "test": FIXTURE_CLASSES[5:]}
+    splits = {
+        "train": FIXTURE_CLASSES[:4], "val": FIXTURE_CLASSES[4:5], "test": FIXTURE_CLASSES[5:]
+    }
     (tmp_path / "splits.json").write_text(json.dumps(splits))
     ds = load_split("omniglot", tmp_path, "train", rotations="none", cache=False)
     assert calls and calls[0][0] == "omniglot"
@@ -454,7 +472,11 @@ def _write_cifar(root: Path, per_class=(3, 1), seed=0):
     for fname, n in zip(("train", "test"), per_class):
         fine = rng.permutation(np.repeat(np.arange(100), n))
         data = rng.integers(0, 256, size=(fine.size, 3072), dtype=np.uint8)
-        raw = {b"data": data, b"fine_labels": fine.tolist(), b"coarse_labels": fine_to_coarse[fine].tolist()}
+        raw = {
+            b"data": data,
+            b"fine_labels": fine.tolist(),
+            b"coarse_labels": fine_to_coarse[fine].tolist(),
+        }
         with open(d / fname, "wb") as f:
             pickle.dump(raw, f)
         out[fname] = (data, fine)
@@ -475,10 +497,13 @@ def test_fc100_reader(tmp_path):
     data, fine = files["train"]
     c = fines[0]
     first = data[np.flatnonzero(fine == c)[0]]
-    np.testing.assert_array_equal(ds.class_images(0)[0], first.reshape(3, 32, 32).transpose(1, 2, 0))
+    np.testing.assert_array_equal(
+        ds.class_images(0)[0], first.reshape(3, 32, 32).transpose(1, 2, 0)
+    )
     test_data, test_fine = files["test"]
     np.testing.assert_array_equal(
-        ds.class_images(0)[3], test_data[np.flatnonzero(test_fine == c)[0]].reshape(3, 32, 32).transpose(1, 2, 0)
+        ds.class_images(0)[3],
+        test_data[np.flatnonzero(test_fine == c)[0]].reshape(3, 32, 32).transpose(1, 2, 0),
     )
 
 
@@ -506,7 +531,9 @@ def test_malformed_data_raises_dataset_error(tmp_path):
     (tmp_path / "splits.json").write_text(json.dumps({"train": [], "val": [], "test": []}))
     with pytest.raises(DatasetError, match="empty"):
         load_split("omniglot", tmp_path, "train", cache=False)
-    (tmp_path / "splits.json").write_text(json.dumps({"train": ["Latin/character01"], "val": [], "test": []}))
+    (tmp_path / "splits.json").write_text(
+        json.dumps({"train": ["Latin/character01"], "val": [], "test": []})
+    )
     with pytest.raises(DatasetError, match="malformed Omniglot npz"):
         load_split("omniglot", tmp_path, "train", cache=False)
     (tmp_path / "splits.json").write_text("{broken")
@@ -520,7 +547,9 @@ def test_malformed_data_raises_dataset_error(tmp_path):
     with pytest.raises(DatasetError, match="malformed Mini-ImageNet pickle"):
         load_split("miniimagenet", mini, "train", cache=False)
     with open(mini / "mini-imagenet-cache-val.pkl", "wb") as f:
-        pickle.dump({"image_data": np.zeros((2, 84, 84, 3), np.uint8), "class_dict": {"a": [0, 5]}}, f)
+        pickle.dump(
+            {"image_data": np.zeros((2, 84, 84, 3), np.uint8), "class_dict": {"a": [0, 5]}}, f
+        )
     with pytest.raises(DatasetError, match="outside image_data"):
         load_split("miniimagenet", mini, "val", cache=False)
 
@@ -579,7 +608,11 @@ def test_sequential_stream():
         assert np.all(np.bincount(x["labels"][0, :15], minlength=5) == 3)
     _assert_batches_equal(
         {k: v for k, v in stream.sample(4, 9).items() if k != "first_segment"},
-        {k: v for k, v in SequentialStream(ds_a, ds_b, 5, 3, 10, seed=1).sample(4, 9).items() if k != "first_segment"},
+        {
+            k: v
+            for k, v in SequentialStream(ds_a, ds_b, 5, 3, 10, seed=1).sample(4, 9).items()
+            if k != "first_segment"
+        },
     )
     raw = SequentialStream(ds_a, ds_b, 5, 3, 10, seed=1, image_dtype=np.uint8).sample(4, 9)
     np.testing.assert_array_equal(raw["images"] / np.float32(255), stream.sample(4, 9)["images"])

@@ -19,7 +19,8 @@ def small_model(model, short_conv=0):
     return c, SequenceLearner(ml_collections.FrozenConfigDict(c))
 
 
-@pytest.mark.parametrize("model,short_conv", [("srwm", 0), ("deltanet", 0), ("lstm", 0), ("srwm", 3)])
+@pytest.mark.parametrize("model,short_conv",
+                         [("srwm", 0), ("deltanet", 0), ("lstm", 0), ("srwm", 3)])
 def test_parallel_queries_equal_one_sequence_per_query(model, short_conv):
     """With a short convolution, each query also sees the support's last steps through it."""
     c, m = small_model(model, short_conv)
@@ -29,7 +30,8 @@ def test_parallel_queries_equal_one_sequence_per_query(model, short_conv):
     variables = m.init(jax.random.key(2), images, labels, train=False)
     if short_conv:  # away from its identity initialisation, so the past steps matter
         kernel = variables["params"]["short_conv"]["kernel"]
-        variables["params"]["short_conv"]["kernel"] = jax.random.normal(jax.random.key(3), kernel.shape)
+        variables["params"]["short_conv"]["kernel"] = jax.random.normal(jax.random.key(3),
+                                                                        kernel.shape)
     parallel, _ = jax.jit(lambda v, x, y: m.apply(v, x, y, train=False, parallel_queries=Q))(
         variables, images, labels)
     assert parallel.shape == (B, Q, 5)
@@ -64,7 +66,8 @@ def test_multi_query_loss_is_mean_over_queries():
 
     # Training path (batch statistics over all 5 + Q images of each episode).
     c.train_queries = Q
-    loss, _ = jax.jit(lambda p, s: episode_loss(m, c, p, s, batch, jax.random.key(0), True))(params, stats)
+    loss, _ = jax.jit(lambda p, s: episode_loss(m, c, p, s, batch, jax.random.key(0), True))(
+        params, stats)
     (logits, _), _ = m.apply(variables, images, labels_in, train=True, parallel_queries=Q,
                              mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
     np.testing.assert_allclose(loss, cross_entropy(logits).mean(), rtol=1e-5)
@@ -73,8 +76,9 @@ def test_multi_query_loss_is_mean_over_queries():
     logits, _ = jax.jit(lambda v, x, y: m.apply(v, x, y, train=False, parallel_queries=Q))(
         variables, images, labels_in)
     single_loss = jax.jit(lambda p, s, b: episode_loss(m, c, p, s, b, jax.random.key(0), False)[0])
-    expected = [float(single_loss(params, stats, dict(batch, query_images=batch["query_images"][:, q:q + 1],
-                                                      query_labels=batch["query_labels"][:, q:q + 1])))
+    expected = [float(single_loss(params, stats,
+                                  dict(batch, query_images=batch["query_images"][:, q:q + 1],
+                                       query_labels=batch["query_labels"][:, q:q + 1])))
                 for q in range(Q)]
     np.testing.assert_allclose(cross_entropy(logits).mean(0), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="fewer than"):
@@ -100,7 +104,8 @@ def test_learning_rate_schedules_match_their_formulas():
     warmup = make_schedule(c)
     for s in (0, 50, 99, 100, 400):  # peak at step index warmup - 1 (s counted from 1)
         n = s + 1
-        assert math.isclose(float(warmup(s)), 256 ** -0.5 * min(n ** -0.5, n * 100 ** -1.5), rel_tol=1e-5)
+        assert math.isclose(float(warmup(s)), 256 ** -0.5 * min(n ** -0.5, n * 100 ** -1.5),
+                            rel_tol=1e-5)
     c.schedule = "linear"
     with pytest.raises(ValueError, match="schedule='linear'"):
         make_schedule(c)

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.omniglot
 def run(args, **kw):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.update(kw.pop("env", {}))
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=kw.pop("timeout", 900), **kw)
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=kw.pop("timeout", 900), **kw)
 
 
 def config(**overrides):
@@ -54,8 +54,8 @@ def test_smoke_training_learns_and_evaluates(tmp_path):
 def test_resume_gives_identical_results(tmp_path):
     """Stopping after a checkpoint and resuming reproduces the uninterrupted run exactly."""
     from fewshot.training import train_and_evaluate
-    kw = dict(total_steps=20, log_every_steps=5, eval_every_steps=10, checkpoint_every_steps=10, val_episodes=50,
-              conv_channels=8, hidden_size=16)
+    kw = dict(total_steps=20, log_every_steps=5, eval_every_steps=10, checkpoint_every_steps=10,
+              val_episodes=50, conv_channels=8, hidden_size=16)
     full = train_and_evaluate(config(**kw), str(tmp_path / "full"))
     train_and_evaluate(config(**dict(kw, total_steps=10)), str(tmp_path / "split"))
     resumed = train_and_evaluate(config(**kw), str(tmp_path / "split"))
@@ -72,7 +72,8 @@ def test_data_parallel_matches_single_device(tmp_path):
 import json, sys, jax, numpy as np
 from configs.fewshot.omniglot_smoke import get_config
 from fewshot.training import build, initial_state, make_sampler
-c = get_config(); c.data_dir = sys.argv[1]; c.batch_size = 8; c.conv_channels = 8; c.hidden_size = 16
+c = get_config(); c.data_dir = sys.argv[1]; c.batch_size = 8
+c.conv_channels = 8; c.hidden_size = 16
 sampler = make_sampler(c, "train", c.seed)
 model, opt, mesh, train_step, _ = build(c)
 state = initial_state(c, model, opt, mesh, sampler.sample(1, 0))
@@ -82,7 +83,8 @@ print(json.dumps({"devices": jax.device_count(), "loss": float(m["loss"]), "leaf
 """
     outs = []
     for n in (1, 4):
-        r = run(["-c", script, str(DATA)], env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"})
+        r = run(["-c", script, str(DATA)],
+                env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"})
         assert r.returncode == 0, r.stderr[-3000:]
         outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
     assert [o["devices"] for o in outs] == [1, 4]
@@ -101,7 +103,8 @@ def test_bad_inputs_give_one_clear_error(tmp_path):
              "--workdir", str(tmp_path / "c"), f"--config.data_dir={DATA}", "--config.model=gru"])
     assert r.returncode == 2 and "config.model='gru'" in r.stderr
     r = run(["-m", "fewshot.train", "--config", "configs/fewshot/omniglot_smoke.py",
-             "--workdir", str(tmp_path / "d"), f"--config.data_dir={DATA}", "--config.train_queries=0"])
+             "--workdir", str(tmp_path / "d"), f"--config.data_dir={DATA}",
+             "--config.train_queries=0"])
     assert r.returncode == 2 and "config.train_queries=0" in r.stderr
     r = run(["-m", "fewshot.evaluate", "--workdir", str(tmp_path / "missing")])
     assert r.returncode == 2 and "config.json" in r.stderr
@@ -109,10 +112,11 @@ def test_bad_inputs_give_one_clear_error(tmp_path):
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
     from fewshot.training import train_and_evaluate
-    kw = dict(total_steps=4, log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=2, val_episodes=20,
-              conv_channels=8, hidden_size=16)
+    kw = dict(total_steps=4, log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=2,
+              val_episodes=20, conv_channels=8, hidden_size=16)
     train_and_evaluate(config(**kw), str(tmp_path))
-    latest = max((tmp_path / "checkpoints").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
+    latest = max((tmp_path / "checkpoints").iterdir(),
+                 key=lambda p: int(p.name) if p.name.isdigit() else -1)
     for f in latest.rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"garbage")

@@ -59,7 +59,8 @@ def _srwm_step_detached(slow, change, x_t, r_t):
 
 
 def _delta_step_detached(S, q, k, v, beta, r_t):
-    """One step of the original's delta-rule function: no gradient into S; y read after the update."""
+    """One step of the original's delta-rule function: no gradient into S; y read after the
+    update."""
     S = jnp.where(r_t[:, None, None, None], 0.0, sg(S))
     S = _delta_update(S, k, beta, v)
     return S, _mv(q, S)
@@ -81,7 +82,8 @@ def ref_srwm_layer(p, h, reset):
 
 
 def ref_deltanet_layer(p, x, reset, eps=1e-5):
-    """RL FastFFlayer: LN -> projection -> (elu+1) sum-norm (eps) q, k, sigmoid beta -> delta rule."""
+    """RL FastFFlayer: LN -> projection -> (elu+1) sum-norm (eps) q, k, sigmoid beta
+    -> delta rule."""
     mu = x.mean(-1, keepdims=True)
     ln = (x - mu) / jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
     ln = ln * p["LayerNorm_0"]["scale"] + p["LayerNorm_0"]["bias"]
@@ -98,7 +100,8 @@ def ref_deltanet_layer(p, x, reset, eps=1e-5):
 
 
 def ref_srdelta_layer(p, h, reset):
-    """SMFWPlayer (as the paper describes it): SRWM -> q, k softmax, v, beta sigmoid -> delta rule."""
+    """SMFWPlayer (as the paper describes it): SRWM -> q, k softmax, v, beta sigmoid
+    -> delta rule."""
     slow, x = _slow(p), h.reshape(B, T, H, d)
     change = tuple(jnp.zeros((B,) + s.shape) for s in slow)
     S, ys = jnp.zeros((B, H, d, d)), []
@@ -195,7 +198,8 @@ def test_bad_state_gradient_raises():
 
 def _original_param_count(kind, in_dim=257, hidden=128, heads=8, ff=512, layers=2):
     """Parameters of the original RL cores (torchbeast/layer.py): input_proj Linear(257, 128);
-    per layer the memory layer + TransformerFFlayers (LayerNorm, Linear(128, 512), Linear(512, 128)).
+    per layer the memory layer + TransformerFFlayers
+    (LayerNorm, Linear(128, 512), Linear(512, 128)).
     SRlayer, PseudoSRlayer and SMFWPlayer also register a LayerNorm their forward never uses
     (2 * hidden parameters each, returned separately)."""
     dh = hidden // heads
@@ -328,10 +332,12 @@ def test_fewshot_torch_backbone_init(backbone):
 
     def params(init):
         c = get_config()
-        c.backbone, c.conv_channels, c.res12_channels, c.backbone_init = backbone, 32, (16, 32, 32, 64), init
+        c.backbone, c.conv_channels, c.res12_channels, c.backbone_init = (
+            backbone, 32, (16, 32, 32, 64), init)
         side, channels = (28, 1) if backbone == "conv4" else (32, 3)
         model = build_backbone(ml_collections.FrozenConfigDict(c))
-        return model.init(jax.random.key(0), jnp.zeros((1, side, side, channels)), train=False)["params"]
+        return model.init(jax.random.key(0), jnp.zeros((1, side, side, channels)),
+                          train=False)["params"]
 
     torch_p, flax_p = params("torch"), params("flax")
     assert jax.tree.map(np.shape, torch_p) == jax.tree.map(np.shape, flax_p)
@@ -368,7 +374,8 @@ def test_rl_original_code_config_is_the_paper_setting_with_the_per_step_cut():
     from configs.rl import original_code
     from srwm_jax.training.run_config import flatten
 
-    default, original = flatten(rl_config().to_dict()), flatten(original_code.get_config().to_dict())
+    default, original = (flatten(rl_config().to_dict()),
+                         flatten(original_code.get_config().to_dict()))
     assert {k for k in default if default[k] != original[k]} == {"agent.state_gradient"}
     assert original["agent.state_gradient"] == "step"
     assert make_agent(original_code.get_config()).memory["state_gradient"] == "step"

@@ -68,7 +68,8 @@ def delta_stats_loop(k, v, beta, S0, reset, S_reset):
             S = np.asarray(S0, np.float64)[b, h].copy()
             for t in range(T):
                 if reset is not None and reset[b, t]:
-                    S = np.zeros_like(S) if S_reset is None else np.asarray(S_reset, np.float64)[b, h].copy()
+                    S = (np.zeros_like(S) if S_reset is None
+                         else np.asarray(S_reset, np.float64)[b, h].copy())
                 e = v[b, t, h] - k[b, t, h] @ S
                 S = S + np.outer(k[b, t, h], beta[b, t, h] * e)
                 err[b, t, h], norm[b, t, h] = np.linalg.norm(e), np.linalg.norm(S)
@@ -138,7 +139,8 @@ def test_recorder_follows_the_ops():
     np.testing.assert_allclose(np.asarray(y_rec), np.asarray(y), rtol=1e-5, atol=1e-6)
     for a, b, w0, dist in zip(W_rec, W_T, W, jnp.moveaxis(stats.distance[:, -1], -1, 0)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(np.asarray(dist), np.linalg.norm(np.asarray(b - w0), axis=(-2, -1)),
+        np.testing.assert_allclose(np.asarray(dist),
+                                   np.linalg.norm(np.asarray(b - w0), axis=(-2, -1)),
                                    rtol=1e-5, atol=1e-6)
     q, k, v, beta, S0, _ = _delta_inputs(jax.random.key(4))
     _, S_T = delta_rule(q, k, v, beta, S0, impl="scan")
@@ -234,7 +236,8 @@ def test_memory_stack_stats_on_off_and_nothing_computed_when_off(kind, monkeypat
     x = jax.random.normal(jax.random.key(14), (2, 5, 8))
     variables = stack.init(jax.random.key(15), x)
     reset = jnp.zeros((2, 5), bool).at[1, 2].set(True)
-    (y1, _), stats = jax.jit(lambda v: stack.apply(v, x, None, reset, mutable=[STATS_COLLECTION]))(variables)
+    (y1, _), stats = jax.jit(
+        lambda v: stack.apply(v, x, None, reset, mutable=[STATS_COLLECTION]))(variables)
     leaves = {"srwm": ["srwm"], "deltanet": ["delta_rule"], "srdelta": ["srwm", "delta_rule"]}[kind]
     for i in range(2):
         assert sorted(stats[STATS_COLLECTION][f"{kind}_{i}"]) == sorted(leaves)
@@ -301,7 +304,8 @@ def _initial_fewshot_run(config, workdir):
     from srwm_jax.training.run_config import save_config
     save_config(workdir, config)
     model, optimizer, mesh, _, _ = build(config)
-    state = initial_state(config, model, optimizer, mesh, make_sampler(config, "train", config.seed).sample(1, 0))
+    state = initial_state(config, model, optimizer, mesh,
+                          make_sampler(config, "train", config.seed).sample(1, 0))
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
     try:
         checkpoints.save_best(0, state, 0.0)
@@ -329,8 +333,8 @@ def test_fewshot_inspect_end_to_end(sync_runs, tmp_path):
     """The two runs inspected together by the CLI on the same episodes."""
     from fewshot.evaluation import evaluate
     out = tmp_path / "inspect"
-    r = _run_cli(["fewshot.introspect", "--workdir", sync_runs["srwm"], "--workdir", sync_runs["deltanet"],
-                  "--episodes", "12", "--out", str(out)])
+    r = _run_cli(["fewshot.introspect", "--workdir", sync_runs["srwm"], "--workdir",
+                  sync_runs["deltanet"], "--episodes", "12", "--out", str(out)])
     assert "accuracy" in r.stdout
     summary = json.loads((out / "summary.json").read_text())
     for name in ("srwm", "deltanet"):
@@ -363,7 +367,8 @@ def test_fewshot_inspect_end_to_end(sync_runs, tmp_path):
 def test_fewshot_inspect_bad_input_is_one_clear_error(sync_runs, tmp_path):
     """Checked from the configs, before any checkpoint is read."""
     from fewshot.inspection import InspectError, inspect
-    with pytest.raises(InspectError, match=r"--layer 1 / --head 0 out of range for srwm \(1 layers"):
+    with pytest.raises(InspectError,
+                       match=r"--layer 1 / --head 0 out of range for srwm \(1 layers"):
         inspect([sync_runs["srwm"]], str(tmp_path), num_episodes=2, layer=1)
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         inspect([str(tmp_path)], str(tmp_path), num_episodes=2)
@@ -453,9 +458,10 @@ def test_rl_inspect_end_to_end(tmp_path):
     c.agent.core = "lstm"
     save_config(str(tmp_path / "lstm"), c)
     r = subprocess.run([sys.executable, "-m", "rl.introspect", "--workdir", str(tmp_path / "lstm"),
-                        "--game", "starpilot", "--env", "fake"], cwd=REPO, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
-    assert r.returncode == 2 and "error: " in r.stderr and "'lstm' core" in r.stderr, r.stderr[-2000:]
+                        "--game", "starpilot", "--env", "fake"], cwd=REPO, capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
+    assert (r.returncode == 2 and "error: " in r.stderr
+            and "'lstm' core" in r.stderr), r.stderr[-2000:]
 
 
 def test_collect_layers_names_and_joins_calls():
@@ -467,7 +473,9 @@ def test_collect_layers_names_and_joins_calls():
     joined = collect_layers({"memory": {"srwm_0": {"srwm": (stats(2, 3), stats(2, 1))}},
                              "d": {"delta_rule": (DeltaRuleStats(*[jnp.ones((2, 3, 2))] * 3),)}})
     assert joined["memory/srwm_0/srwm"]["lr_k"].shape == (2, 4, 2)
-    np.testing.assert_array_equal(joined["memory/srwm_0/srwm"]["lr_k"][:, :3], stats(2, 3).learning_rate[..., 2])
+    np.testing.assert_array_equal(joined["memory/srwm_0/srwm"]["lr_k"][:, :3],
+                                  stats(2, 3).learning_rate[..., 2])
     assert sorted(joined["d/delta_rule"]) == ["beta", "error_norm", "state_norm"]
     split = collect_layers({"srwm": (stats(2, 3), stats(6, 1))})  # support, then B * Q queries
-    assert split["srwm/call0"]["dist_b"].shape == (2, 3, 2) and split["srwm/call1"]["dist_b"].shape == (6, 1, 2)
+    assert (split["srwm/call0"]["dist_b"].shape == (2, 3, 2)
+            and split["srwm/call1"]["dist_b"].shape == (6, 1, 2))

@@ -103,7 +103,8 @@ def test_unknown_kind_and_bad_width_raise():
     with pytest.raises(ValueError, match="unknown kind 'transformer'"):
         MemoryStack(kind="transformer").init(jax.random.key(0), jnp.zeros((1, 2, 8)))
     with pytest.raises(ValueError, match="not divisible by num_heads"):
-        MemoryStack(kind="srwm", hidden=10, num_heads=4).init(jax.random.key(0), jnp.zeros((1, 2, 10)))
+        MemoryStack(kind="srwm", hidden=10, num_heads=4).init(jax.random.key(0),
+                                                              jnp.zeros((1, 2, 10)))
 
 
 def test_short_conv_matches_a_loop_starts_as_identity_and_carries_state(inputs):
@@ -168,7 +169,8 @@ def test_reset_in_one_call_equals_old_per_step_path(kind, inputs):
     def loss(fn):
         def f(params, x, state):
             y, s = fn(params, x, state)
-            return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(s)), (y, s)
+            return (jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(s)),
+                    (y, s))
         return jax.jit(jax.grad(f, argnums=(0, 1, 2), has_aux=True))
 
     one = loss(lambda p, x, s: stack.apply(p, x, s, reset))

@@ -19,7 +19,8 @@ def make_srwm_inputs(B, T, H, d, seed=0, dy=None, dtype=jnp.float32):
     ks = jax.random.split(jax.random.key(seed), 5)
     x = jax.random.normal(ks[0], (B, T, H, d)).astype(dtype)
     dims = (dy or d, d, d, 4)
-    W = SRWMWeights(*(jax.random.normal(k, (B, H, d, n)) / np.sqrt(d) for k, n in zip(ks[1:], dims)))
+    W = SRWMWeights(*(jax.random.normal(k, (B, H, d, n)) / np.sqrt(d)
+                      for k, n in zip(ks[1:], dims)))
     return x, W
 
 
@@ -129,7 +130,8 @@ def test_srwm_gradients_exact_at_T4096():
     x, W = make_srwm_inputs(B, T, H, d, seed=7)
     proj = jax.random.normal(jax.random.key(8), (B, T, H, d))
     loss = lambda fn: (lambda a, b: srwm_loss(fn, a, b, proj))  # noqa: E731
-    ours = jax.jit(jax.grad(loss(lambda a, b: srwm_jax.srwm(a, b, input_softmax=False)), argnums=(0, 1)))
+    ours = jax.jit(jax.grad(loss(lambda a, b: srwm_jax.srwm(a, b, input_softmax=False)),
+                            argnums=(0, 1)))
     g = ours(x, W)
     with jax.enable_x64(True):
         p64 = to64(proj)
@@ -207,7 +209,8 @@ def test_srwm_saved_residuals_scale_as_T_times_d():
 
     # ... while plain autodiff of the same scan keeps every W_t: O(T*d^2).
     def plain(x, W):
-        W, ys = jax.lax.scan(lambda w, xt: srwm_jax.srwm_step(w, xt, False), W, jnp.swapaxes(x, 0, 1))
+        W, ys = jax.lax.scan(lambda w, xt: srwm_jax.srwm_step(w, xt, False), W,
+                             jnp.swapaxes(x, 0, 1))
         return ys, W
 
     x, W = make_srwm_inputs(1, 128, 1, 32)
@@ -242,7 +245,8 @@ def test_composes_with_jit_vmap_checkpoint():
     np.testing.assert_allclose(g_vmap[0], g, rtol=1e-6, atol=1e-6)
     q, k, v, beta, S0 = make_delta_inputs(2, 5, 2, 4, 4)
     y_d = jax.jit(jax.vmap(lambda v: srwm_jax.delta_rule(q, k, v, beta, S0)[0]))(jnp.stack([v, v]))
-    np.testing.assert_allclose(y_d[0], srwm_jax.delta_rule(q, k, v, beta, S0)[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(y_d[0], srwm_jax.delta_rule(q, k, v, beta, S0)[0], rtol=1e-6,
+                               atol=1e-6)
 
 
 def test_bf16_inputs_keep_float32_state():
@@ -251,7 +255,7 @@ def test_bf16_inputs_keep_float32_state():
     assert y.dtype == jnp.bfloat16 and all(w.dtype == jnp.float32 for w in W_T)
     y32, W32 = srwm_jax.srwm(x.astype(jnp.float32), W)
     np.testing.assert_allclose(W_T.q, W32.q, rtol=1e-6, atol=1e-6)  # same float32 computation
-    assert rel_err(y.astype(jnp.float32), y32) < 1e-2                # bf16 rounding of the output only
+    assert rel_err(y.astype(jnp.float32), y32) < 1e-2  # bf16 rounding of the output only
     g = jax.grad(lambda x: jnp.sum(srwm_jax.srwm(x, W)[0].astype(jnp.float32)))(x)
     assert g.dtype == jnp.bfloat16
     q, k, v, beta, S0 = make_delta_inputs(1, 4, 2, 8, 8)
@@ -278,7 +282,8 @@ def test_bad_shapes_and_impl_raise_clear_errors():
 
 def test_auto_uses_scan_on_cpu():
     x, W = make_srwm_inputs(1, 3, 1, 8)
-    np.testing.assert_array_equal(srwm_jax.srwm(x, W, impl="auto")[0], srwm_jax.srwm(x, W, impl="scan")[0])
+    np.testing.assert_array_equal(srwm_jax.srwm(x, W, impl="auto")[0],
+                                  srwm_jax.srwm(x, W, impl="scan")[0])
 
 
 # --- resets inside the ops --------------------------------------------------------------------
@@ -415,7 +420,8 @@ def residual_bytes_with_and_without_mask(T, d=16, B=1, H=1):
 def test_residuals_with_reset_mask_stay_O_T_times_d():
     """A mask adds T bools and one reset state (O(d^2), independent of T) to the residuals:
     no weights per step. Measured (d=16, B=H=1) in the closing note of issue 13."""
-    small, large = residual_bytes_with_and_without_mask(64), residual_bytes_with_and_without_mask(256)
+    small, large = (residual_bytes_with_and_without_mask(64),
+                    residual_bytes_with_and_without_mask(256))
     d = 16
     for op in ("srwm", "delta_rule"):
         (plain64, mask64), (plain256, mask256) = small[op], large[op]

@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from process_group import HEARTBEAT, assert_survivor_fails, kill_all, launch, log_text, wait_all, wait_until
+from process_group import (HEARTBEAT, assert_survivor_fails, kill_all, launch, log_text, wait_all,
+                           wait_until)
 
 _PRELUDE = f"""
 import json, sys
@@ -92,7 +93,8 @@ config = tiny_config(total_steps=int(sys.argv[2]))
 summary = train_and_evaluate(config, sys.argv[1], env_factory=lambda i: FakeEnv(2, seed=i),
                              use_tensorboard=False)
 print("RESULT " + json.dumps({"updates": summary["updates"], "env_steps": summary["env_steps"],
-                              "checksum": distributed.params_checksum(summary["train_state"].params),
+                              "checksum":
+                                  distributed.params_checksum(summary["train_state"].params),
                               "process": jax.process_index()}), flush=True)
 """
 

@@ -30,9 +30,11 @@ def test_installed_backend_replays_recorded_trace():
     np.testing.assert_array_equal(trace["actions"], recorded["actions"])
     assert recorded["first"][1:].sum() > 0  # the trace covers episode ends
     for key in ("first", "reward", "obs_md5"):
-        mismatch = np.flatnonzero(~(trace[key] == recorded[key]).reshape(len(trace[key]), -1).all(1))
+        mismatch = np.flatnonzero(
+            ~(trace[key] == recorded[key]).reshape(len(trace[key]), -1).all(1))
         assert mismatch.size == 0, (f"{backend} differs from the trace recorded with "
-                                    f"{recorded['recorded_with']} in {key} from step {mismatch[:1]}")
+                                    f"{recorded['recorded_with']} in {key} "
+                                    f"from step {mismatch[:1]}")
 
 
 def test_backend_errors(monkeypatch):

@@ -40,7 +40,8 @@ def _runner(agent_params, env_factory, **overrides):
     n, put = 2, lambda x: jax.device_put(x, runner.actor_devices[0])  # as the actors call it
     jax.block_until_ready(runner._policy(
         put(params), put(agent.initial_state(n)), put(np.zeros((n, 16, 16, 3), np.uint8)),
-        put(np.zeros(n, np.float32)), put(np.ones(n, bool)), jax.random.fold_in(jax.random.key(0), 0)))
+        put(np.zeros(n, np.float32)), put(np.ones(n, bool)),
+        jax.random.fold_in(jax.random.key(0), 0)))
     return runner
 
 

@@ -106,7 +106,8 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     rng = np.random.default_rng(0)
     B, T = n, 3
     batch = Batch(rng.integers(0, 256, (B, T + 1, 16, 16, 3), dtype=np.uint8),
-                  rng.normal(size=(B, T + 1)).astype(np.float32), rng.uniform(size=(B, T + 1)) < 0.2,
+                  rng.normal(size=(B, T + 1)).astype(np.float32),
+                  rng.uniform(size=(B, T + 1)) < 0.2,
                   rng.integers(0, 15, (B, T)).astype(np.int32),
                   rng.normal(size=(B, T, 15)).astype(np.float32), ())
     results = []

@@ -10,7 +10,8 @@ from rl import vtrace
 def _vtrace_by_definition(log_rhos, discounts, rewards, values, bootstrap, rho_bar=1.0, c_bar=1.0):
     """IMPALA Eq. (1), written as the explicit sum (float64, no recursion):
 
-    v_s = V(x_s) + Σ_{t=s}^{T-1} (Π_{i=s}^{t-1} γ_i) (Π_{i=s}^{t-1} c_i) ρ_t (r_t + γ_t V(x_{t+1}) - V(x_t))
+    v_s = V(x_s) + Σ_{t=s}^{T-1} (Π_{i=s}^{t-1} γ_i) (Π_{i=s}^{t-1} c_i) ρ_t
+                   (r_t + γ_t V(x_{t+1}) - V(x_t))
     """
     log_rhos, discounts, rewards, values, bootstrap = (
         np.asarray(a, np.float64) for a in (log_rhos, discounts, rewards, values, bootstrap))
@@ -47,7 +48,8 @@ def test_hand_computed_on_policy():
 def test_hand_computed_off_policy_clipping():
     # ρ_0 = 0.5 (not clipped), ρ_1 = e ≈ 2.72 (clipped to 1), γ = 0.9, V = 0, bootstrap 10:
     #   δ_1 = 1 * (1 + 0.9*10 - 0) = 10       → v_1 = 10
-    #   δ_0 = 0.5 * (1 + 0.9*0 - 0) = 0.5     → v_0 = 0.5 + 0.9 * c_0 * (v_1 - V_1) = 0.5 + 0.9*0.5*10 = 5
+    #   δ_0 = 0.5 * (1 + 0.9*0 - 0) = 0.5     → v_0 = 0.5 + 0.9 * c_0 * (v_1 - V_1)
+    #                                               = 0.5 + 0.9*0.5*10 = 5
     #   pg_0 = ρ_0 (r_0 + γ v_1 - V_0) = 0.5 * (1 + 9) = 5 ; pg_1 = 1 * (1 + 9) = 10
     out = vtrace.vtrace_from_importance_weights(
         log_rhos=np.log(np.array([[0.5], [np.e]])), discounts=np.full((2, 1), 0.9),
@@ -78,8 +80,10 @@ def test_from_logits_and_no_gradient():
     behaviour = np.float32(rng.normal(size=(T, B, A)))
     target = np.float32(rng.normal(size=(T, B, A)))
     actions = rng.integers(0, A, (T, B))
-    args = dict(discounts=np.full((T, B), 0.9, np.float32), rewards=np.float32(rng.normal(size=(T, B))),
-                values=np.float32(rng.normal(size=(T, B))), bootstrap_value=np.float32(rng.normal(size=B)))
+    args = dict(discounts=np.full((T, B), 0.9, np.float32),
+                rewards=np.float32(rng.normal(size=(T, B))),
+                values=np.float32(rng.normal(size=(T, B))),
+                bootstrap_value=np.float32(rng.normal(size=B)))
     out = vtrace.vtrace_from_logits(behaviour, target, actions, **args)
     log_softmax = lambda x: x - np.log(np.exp(x).sum(-1, keepdims=True))  # noqa: E731
     pick = lambda lp: np.take_along_axis(lp, actions[..., None], -1)[..., 0]  # noqa: E731

@@ -63,7 +63,8 @@ def test_checkpoints_periodic_best_and_extra_scalars(tmp_path):
     ckpt.close()  # waits for the asynchronous saves
     ckpt = Checkpoints(tmp_path, keep=2)
     assert ckpt.latest_step() == 30 and ckpt.best_accuracy() == 0.75
-    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [20, 30]
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
+                  if p.name.isdigit()) == [20, 30]
     latest, best = ckpt.restore(tree(0)), ckpt.restore(tree(0), which="best")
     assert int(latest["env_steps"]) == 30 and float(best["w"][0]) == 20.0
     np.testing.assert_array_equal(latest["rng"], jax.random.key_data(jax.random.key(30)))
@@ -82,7 +83,8 @@ def test_metric_writer_jsonl_tensorboard_and_csv(tmp_path):
     writer.write(5, {"loss": 1.5}, "train")
     writer.write(5, {"starpilot": 3.0}, "episode_return", jsonl=False)
     writer.close()
-    assert [(m["step"], m["split"], m["loss"]) for m in read_metrics(tmp_path)] == [(5, "train", 1.5)]
+    assert ([(m["step"], m["split"], m["loss"]) for m in read_metrics(tmp_path)]
+            == [(5, "train", 1.5)])
     assert any(p.name.startswith("events") for p in (tmp_path / TENSORBOARD_DIR).iterdir())
     append_csv(tmp_path / "t.csv", ["step", "x"], [{"step": 1, "x": 2, "extra": 3}])
     append_csv(tmp_path / "t.csv", ["step", "x"], [{"step": 2, "x": 4}])

@@ -32,7 +32,8 @@ def test_interval_matches_a_float64_loop():
     assert r.sem == pytest.approx(std / math.sqrt(n), rel=1e-12) == sem(values)
     assert r.half_width == pytest.approx(2.776445 * std / math.sqrt(n), rel=1e-5)
     # 99%: t_{0.995, 4} = 4.604 (tables).
-    assert t_interval(values, 0.99).half_width == pytest.approx(4.604 * std / math.sqrt(n), rel=2e-4)
+    assert t_interval(values, 0.99).half_width == pytest.approx(4.604 * std / math.sqrt(n),
+                                                                rel=2e-4)
 
 
 def test_single_value_and_bad_input():

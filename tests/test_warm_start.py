@@ -37,7 +37,8 @@ def test_grayscale_kernel_on_replicated_channels_gives_the_same_convolution():
 def _sync_config(**kw):
     from configs.fewshot.omniglot_smoke import get_config
     c = get_config()
-    c.update(dict(data_dir=str(DATA), total_steps=4, log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=4,
+    c.update(dict(data_dir=str(DATA), total_steps=4, log_every_steps=2, eval_every_steps=4,
+                  checkpoint_every_steps=4,
                   val_episodes=10, eval_batch_size=10, batch_size=4, **SIZES))
     c.update(kw)
     return c
@@ -46,7 +47,8 @@ def _sync_config(**kw):
 def _sequential_config(**kw):
     from configs.fewshot.sequential_omniglot_transformed_srwm_cpu import get_config
     c = get_config()
-    c.update(dict(data_dir=str(DATA), total_steps=2, log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2,
+    c.update(dict(data_dir=str(DATA), total_steps=2, log_every_steps=1, eval_every_steps=2,
+                  checkpoint_every_steps=2,
                   val_episodes=4, eval_batch_size=4, batch_size=2, sequential_shots=2, max_trim=2,
                   **SIZES))
     c.update(kw)
@@ -76,7 +78,8 @@ def test_sequential_run_starts_from_a_sync_run(tmp_path, capsys):
             np.testing.assert_array_equal(np.asarray(got[path]), value)
         else:  # the first conv: [3, 3, 1, O] -> [3, 3, 3, O], each channel a third
             assert value.shape[2] == 1 and got[path].shape[2] == 3
-            np.testing.assert_allclose(np.asarray(got[path]), np.repeat(value, 3, axis=2) / 3, rtol=1e-6)
+            np.testing.assert_allclose(np.asarray(got[path]), np.repeat(value, 3, axis=2) / 3,
+                                       rtol=1e-6)
     np.testing.assert_array_equal(
         np.asarray(started.batch_stats["Conv4_0"]["BatchNorm_0"]["mean"]),
         source["batch_stats"]["Conv4_0"]["BatchNorm_0"]["mean"])

@@ -83,7 +83,8 @@ def test_restore_refuses_another_configs_checkpoint_and_warns_without_one(tmp_pa
     ckpt.save(1, tree(1))
     ckpt.close()
     reader = Checkpoints(tmp_path / "a", fingerprint="bbbb", read_only=True)
-    with pytest.raises(CheckpointError, match=r"made under another config \(fingerprint aaaa\).*\(bbbb\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"made under another config \(fingerprint aaaa\).*\(bbbb\)"):
         reader.restore(tree(0))
     reader.close()
     old = Checkpoints(tmp_path / "old")  # no fingerprint: as checkpoints written before them
@@ -174,10 +175,12 @@ def test_used_workdir_is_refused_resumed_only_with_its_config_or_overwritten(tmp
 
 @pytest.mark.parametrize("schedule, may_extend", [("constant", True), ("warmup", True),
                                                   ("cosine", False), ("decay_end", False)])
-def test_fewshot_total_steps_may_change_only_without_a_schedule_over_it(tmp_path, schedule, may_extend):
+def test_fewshot_total_steps_may_change_only_without_a_schedule_over_it(tmp_path, schedule,
+                                                                        may_extend):
     config = fewshot_defaults()
     config.schedule = schedule
-    kw = dict(resumable=fewshot_trainer.RESUMABLE_FIELDS, locked=fewshot_trainer.locked_fields(config))
+    kw = dict(resumable=fewshot_trainer.RESUMABLE_FIELDS,
+              locked=fewshot_trainer.locked_fields(config))
     open_run_dir(tmp_path, config, resume=True, overwrite=False, **kw)
     longer = fewshot_defaults()
     longer.schedule, longer.total_steps = schedule, config.total_steps + 1000
@@ -259,7 +262,8 @@ def test_rl_corrupt_checkpoint_is_one_error_line_in_both_clis(rl_run, tmp_path):
     config_file.write_text(f"import sys\nsys.path.insert(0, {str(REPO_ROOT / 'tests')!r})\n"
                            "from test_rl_sebulba import _tiny_config\n\n\n"
                            "def get_config():\n"
-                           "    return _tiny_config(total_steps=100, checkpoint_every_minutes=0.0)\n")
+                           "    return _tiny_config(total_steps=100, "
+                           "checkpoint_every_minutes=0.0)\n")
     env = python_env()
     r = run_bounded(["-m", "rl.train", "--config", config_file, "--workdir", workdir], env)
     assert r.returncode == 2
@@ -303,7 +307,8 @@ def test_actor_failure_lines_name_the_cause_and_its_last_frames():
         try:
             act()
         except RuntimeError as e:
-            raise ActorFailed("actor-1 failed with RuntimeError: fake env exploded\nTraceback ...") from e
+            raise ActorFailed(
+                "actor-1 failed with RuntimeError: fake env exploded\nTraceback ...") from e
     except ActorFailed as e:
         lines = error_lines(e)
     assert lines[0] == "error: actor-1 failed with RuntimeError: fake env exploded"
@@ -323,8 +328,10 @@ def _fewshot_config(**overrides):
     return c
 
 
-FEWSHOT_FLAGS = ["--config", "configs/fewshot/omniglot_smoke.py", f"--config.data_dir={OMNIGLOT_DIR}",
-                 "--config.total_steps=8", "--config.log_every_steps=2", "--config.eval_every_steps=4",
+FEWSHOT_FLAGS = ["--config", "configs/fewshot/omniglot_smoke.py",
+                 f"--config.data_dir={OMNIGLOT_DIR}",
+                 "--config.total_steps=8", "--config.log_every_steps=2",
+                 "--config.eval_every_steps=4",
                  "--config.checkpoint_every_steps=4", "--config.val_episodes=20",
                  "--config.conv_channels=8", "--config.hidden_size=16", "--config.batch_size=8",
                  "--config.model=lstm"]
