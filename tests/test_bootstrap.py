@@ -133,8 +133,8 @@ def test_parallel_queries_equal_separate_single_query_passes():
     model, params, stats = init(config, dict(batch, query_images=batch["query_images"][:, :1],
                                              query_labels=batch["query_labels"][:, :1]))
     passes = jax.jit(lambda b, q: bootstrap_passes(model, config, params, stats, b,
-                                                   jax.random.key(0),
-                                                   False, q)[:2], static_argnums=1)
+                                                   jax.random.key(0), False, q)[:2],
+                     static_argnums=1)
     student, teacher = passes(batch, 3)
     assert student.shape == teacher.shape == (3, 3, config.n_way)
     for q in range(3):
