@@ -20,7 +20,7 @@ from killable import python_env, run_bounded
 from configs.fewshot.default import get_config as fewshot_defaults
 from configs.fewshot.omniglot_smoke import get_config as smoke_config
 from configs.rl.default import get_config as rl_defaults
-from fewshot import trainer as fewshot_trainer
+from fewshot import training as fewshot_training
 from rl.evaluation import RESUMABLE_FIELDS as RL_RESUMABLE
 from rl.evaluation import load_for_eval
 from rl.fake_env import FakeEnv
@@ -179,8 +179,8 @@ def test_fewshot_total_steps_may_change_only_without_a_schedule_over_it(tmp_path
                                                                         may_extend):
     config = fewshot_defaults()
     config.schedule = schedule
-    kw = dict(resumable=fewshot_trainer.RESUMABLE_FIELDS,
-              locked=fewshot_trainer.locked_fields(config))
+    kw = dict(resumable=fewshot_training.RESUMABLE_FIELDS,
+              locked=fewshot_training.locked_fields(config))
     open_run_dir(tmp_path, config, resume=True, overwrite=False, **kw)
     longer = fewshot_defaults()
     longer.schedule, longer.total_steps = schedule, config.total_steps + 1000
@@ -349,15 +349,15 @@ def test_fewshot_ctrl_c_after_a_checkpoint_then_corrupt_checkpoints(tmp_path, mo
                 raise KeyboardInterrupt
             return saved
 
-    monkeypatch.setattr(fewshot_trainer, "Checkpoints", InterruptAfterStep4)
-    state = fewshot_trainer.train_and_evaluate(_fewshot_config(), str(tmp_path))
+    monkeypatch.setattr(fewshot_training, "Checkpoints", InterruptAfterStep4)
+    state = fewshot_training.train_and_evaluate(_fewshot_config(), str(tmp_path))
     assert interrupts == [4] and int(state.step) == 4  # the Ctrl-C save found step 4 held
     assert step_dirs(tmp_path / "checkpoints") == [4]
-    monkeypatch.setattr(fewshot_trainer, "Checkpoints", Checkpoints)
+    monkeypatch.setattr(fewshot_training, "Checkpoints", Checkpoints)
     with pytest.raises(RunConfigError, match="already holds a run"):
-        fewshot_trainer.train_and_evaluate(_fewshot_config(), str(tmp_path), resume=False)
+        fewshot_training.train_and_evaluate(_fewshot_config(), str(tmp_path), resume=False)
     with pytest.raises(RunConfigError, match="hidden_size: run 16, now 32"):
-        fewshot_trainer.train_and_evaluate(_fewshot_config(hidden_size=32), str(tmp_path))
+        fewshot_training.train_and_evaluate(_fewshot_config(hidden_size=32), str(tmp_path))
     # (Resuming runs on is tests/test_fault_injection.py's.)
 
     corrupt = tmp_path / "corrupt"
