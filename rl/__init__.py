@@ -2,7 +2,7 @@
 
 Modules:
     train           command line: python -m rl.train --config configs/rl/<name>.py --workdir DIR
-    impala          the same command under the design's name (python -m rl.train)
+    impala          the same command under the design's name (python -m rl.impala)
     training        train_and_evaluate(config, workdir): the run (logging, checkpoints, evals)
                     on the shared run layer srwm_jax.training
     config_checks   a rule per config field; device checks (validate_config)

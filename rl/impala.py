@@ -1,4 +1,4 @@
-"""`python -m rl.train` = `python -m rl.train` (the design's name for the RL command; kept so
+"""`python -m rl.impala` = `python -m rl.train` (the design's name for the RL command; kept so
 existing scripts and the paper-reproduction commands keep working)."""
 from srwm_jax.training.cli import run
 
