@@ -572,6 +572,31 @@ def case_programs(case: KernelCase) -> dict:
     return {"forward": (forward, args + masks), "grad": (grad, args + masks)}
 
 
+def spilling_program(rows: int = 256, cols: int = 64):
+    """(fn, args): a Pallas (Triton) kernel made to spill registers, to prove the gate fails.
+
+    One warp holds a [rows, cols] float32 block live across a column sum (rows*cols/32 = 512
+    values per thread at the default, twice the 255 registers a thread may have), then scales
+    the block by it, so ptxas must spill.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+
+    from kernels import _common
+
+    def kernel(x_ref, o_ref):
+        x = x_ref[...]
+        o_ref[...] = x * jnp.sum(x, axis=0, keepdims=True) + jnp.sum(x * x, axis=1, keepdims=True)
+
+    def fn(x):
+        return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),
+                              name="spill_probe",
+                              compiler_params=_common.triton_params(num_warps=1))(x)
+
+    return fn, (on_h100((rows, cols), jnp.float32),)
+
+
 def format_table(rows: list[dict]) -> str:
     """Markdown table of per-kernel resources (rows from :func:`compile_cases`)."""
     head = ("| case | program | kernel | grid | threads | registers | spill st/ld (B) | shared (B) "
@@ -616,6 +641,24 @@ def compile_cases(cases, ptxas: str | None = None, log=None) -> list[dict]:
     return rows
 
 
+def spill_probe(json_out: str | None = None) -> int:
+    """Compiles :func:`spilling_program` with the gate (must fail) and without (must spill)."""
+    import json
+    fn, fn_args = spilling_program()
+    result = {"gate_error": None}
+    try:
+        compile_for(fn, *fn_args)
+    except Exception as e:  # the expected outcome: XLA discards the spilling program
+        result["gate_error"] = f"{type(e).__name__}: {e}"[:2000]
+    kernel = compile_for(fn, *fn_args, fail_on_spills=False).pallas_kernels()[0]
+    result["kernel"] = dataclasses.asdict(kernel)
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    caught = SPILL_ERROR in (result["gate_error"] or "") and kernel.spills
+    return 0 if caught else 1
+
+
 def main(argv=None):
     import argparse
     import json
@@ -623,11 +666,16 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="write the rows as JSON to this file")
     parser.add_argument("--only", default="", help="comma-separated substrings of case names")
+    parser.add_argument("--spill-probe", action="store_true",
+                        help="compile only spilling_program(), with and without the spill gate; "
+                             "exit 0 when the gate rejects it and ptxas reports its spills")
     args = parser.parse_args(argv)
     use_cpu_platform()
     if not cuda_plugin_installed():
         sys.exit("benchmarks.h100: jax's CUDA plugin is not installed; run "
                  "benchmarks/install_cuda_plugin.sh")
+    if args.spill_probe:
+        return spill_probe(args.json)
     cases = kernel_cases()
     if args.only:
         keys = args.only.split(",")
