@@ -481,35 +481,35 @@ def delta_code_paths():
 def kernel_cases(masked: bool | None = None) -> list[KernelCase]:
     """Every kernel code path worth compiling (see the README's occupancy section).
 
-    SRWM: d x input_softmax x dtype at T=76 (two checkpoint chunks at d=16), plus T in
-    {1, 50, 4096} at d=16 and T=4096 at d=64 (one step; one partial chunk; many chunks).
-    Delta rule: the (dk, dv) pairs of :func:`delta_code_paths` in float32, bf16 at the
-    smallest and largest, T in {1, 4096} at (16, 16).
-    masked (default: :func:`kernels_take_reset`): also compile with a reset mask every SRWM
-    head size (float32, softmax), SRWM d=16 in bf16 and at T=50 (RL) and 4096, every delta pair and
-    the delta rule at T=4096: the mask adds the same load-and-select to every kernel, so the
-    dtype and T variants need not all be repeated.
+    Each of forward and gradient programs (see :func:`case_programs`), at T=76, over every
+    combination that changes the generated code:
+      SRWM        d in {16, 32, 64} x input_softmax x dtype (float32, bfloat16) x reset mask;
+      delta rule  the (dk, dv) pairs of :func:`delta_code_paths` x dtype x reset mask.
+    T changes only loop bounds and the checkpoint chunking, so its variants are compiled in
+    float32: SRWM d=16 at T in {1, 50, 4096} (one step; one partial chunk; many chunks), d=64 at
+    T=4096, the delta rule (16, 16) at T in {1, 4096}, and masked SRWM d=16 at T in {50, 4096} (RL)
+    and delta (16, 16) at T=4096.
+    masked (default: :func:`kernels_take_reset`): include the reset-mask cases.
     """
     if masked is None:
         masked = kernels_take_reset()
+    resets = (False, True) if masked else (False,)
     cases = []
-    for d in (16, 32, 64):
-        for softmax in (True, False):
+    for reset in resets:
+        for d in (16, 32, 64):
+            for softmax in (True, False):
+                for dtype in ("float32", "bfloat16"):
+                    cases.append(KernelCase("srwm", d, dtype=dtype, input_softmax=softmax,
+                                            reset=reset))
+        for dk, dv in delta_code_paths():
             for dtype in ("float32", "bfloat16"):
-                cases.append(KernelCase("srwm", d, dtype=dtype, input_softmax=softmax))
+                cases.append(KernelCase("delta", dk, dv, dtype=dtype, reset=reset))
     cases += [KernelCase("srwm", 16, seq_len=t) for t in (1, 50, 4096)]
     cases.append(KernelCase("srwm", 64, seq_len=4096))
-    pairs = delta_code_paths()
-    cases += [KernelCase("delta", dk, dv) for dk, dv in pairs]
-    cases += [KernelCase("delta", dk, dv, dtype="bfloat16") for dk, dv in (pairs[0], pairs[-1])]
     cases += [KernelCase("delta", 16, 16, seq_len=t) for t in (1, 4096)]
     if masked:
-        with_mask = ([KernelCase("srwm", d) for d in (16, 32, 64)]
-                     + [KernelCase("srwm", 16, dtype="bfloat16", input_softmax=False),
-                        KernelCase("srwm", 16, seq_len=50), KernelCase("srwm", 16, seq_len=4096)]
-                     + [KernelCase("delta", dk, dv) for dk, dv in pairs]
-                     + [KernelCase("delta", 16, 16, seq_len=4096)])
-        cases += [dataclasses.replace(c, reset=True) for c in with_mask]
+        cases += [KernelCase("srwm", 16, seq_len=t, reset=True) for t in (50, 4096)]
+        cases.append(KernelCase("delta", 16, 16, seq_len=4096, reset=True))
     return cases
 
 

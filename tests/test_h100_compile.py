@@ -114,6 +114,19 @@ def test_gate_fails_on_a_spilling_kernel(gate, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:]
 
 
+def test_case_list_covers_every_code_changing_combination():
+    """dtype x reset mask x head sizes (x input_softmax for SRWM) all appear at T=76; each case
+    is compiled as a forward and a gradient program."""
+    import itertools
+    have = {(c.op, c.d, c.dv, c.dtype, c.input_softmax, c.reset)
+            for c in h100.kernel_cases(masked=True) if c.seq_len == 76}
+    dtypes, resets = ("float32", "bfloat16"), (False, True)
+    for d, softmax, dtype, reset in itertools.product((16, 32, 64), (True, False), dtypes, resets):
+        assert ("srwm", d, 0, dtype, softmax, reset) in have, (d, softmax, dtype, reset)
+    for (dk, dv), dtype, reset in itertools.product(h100.delta_code_paths(), dtypes, resets):
+        assert ("delta", dk, dv, dtype, True, reset) in have, (dk, dv, dtype, reset)
+
+
 def test_ptxas_parser_reads_spills():
     """The spill check itself can fail: parse a ptxas report that has spills."""
     text = ("ptxas info    : Compiling entry function 'k' for 'sm_90a'\n"
