@@ -36,10 +36,10 @@ class DeltaRuleBlockConfig:
     chunk: int
 
 
-def _warps_for(elements: int) -> int:
-    """Warps so that each thread holds at most ~16 state floats (1 to 8 warps)."""
+def _warps_for(elements: int, per_thread: int = 8) -> int:
+    """Warps so that each thread holds at most ~``per_thread`` state floats (1 to 8 warps)."""
     warps = 1
-    while warps < 8 and elements > warps * 32 * 16:
+    while warps < 8 and elements > warps * 32 * per_thread:
         warps *= 2
     return warps
 
@@ -47,9 +47,12 @@ def _warps_for(elements: int) -> int:
 def default_delta_rule_config(dk: int, dv: int, num_sequences: int) -> DeltaRuleBlockConfig:
     """Untuned defaults (no GPU was available when they were set; see kernels/README.md).
 
-    Forward: ~1024 state floats per program ([BB, dk, BV]) on 1-2 warps, so many small
-    programs are in flight per SM. Backward: the program also carries dL/dS, and uses
-    BV = min(dv, 32) so that at most 4 partial sums of dq/dk are written (dv = 128).
+    Forward: ~1024 state floats per program ([BB, dk, BV]), ~8 per thread (4 warps): at ~16
+    per thread (2 warps) jax 0.12's Triton spills (dk=dv=16 and 32; kernels/README.md,
+    occupancy per version); resident warps per SM stay about the same. Backward: the program
+    also carries dL/dS, ~8 floats per thread too (the bfloat16 16x16 backward spills at 16 on
+    jax 0.12), and uses BV = min(dv, 32) so that at most 4 partial sums of dq/dk are written
+    (dv = 128).
     chunk = max(64, 2 max(dk, dv)) keeps the checkpoints (dk*dv floats per chunk) at
     most about the per-step residuals (dv floats per step).
     """
