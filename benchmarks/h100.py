@@ -666,6 +666,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="write the rows as JSON to this file")
     parser.add_argument("--only", default="", help="comma-separated substrings of case names")
+    parser.add_argument("--shard", default="0/1",
+                        help="K/N: compile only every N-th case from the K-th (parallel runs)")
     parser.add_argument("--spill-probe", action="store_true",
                         help="compile only spilling_program(), with and without the spill gate; "
                              "exit 0 when the gate rejects it and ptxas reports its spills")
@@ -680,6 +682,8 @@ def main(argv=None):
     if args.only:
         keys = args.only.split(",")
         cases = [c for c in cases if any(k in c.name for k in keys)]
+    shard, shards = (int(n) for n in args.shard.split("/"))
+    cases = cases[shard::shards]
     rows = compile_cases(cases, log=lambda s: print(s, file=sys.stderr, flush=True))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

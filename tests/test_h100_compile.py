@@ -62,14 +62,25 @@ def _role(kernel_name):
 
 @pytest.fixture(scope="module")
 def compiled_rows(gate, tmp_path_factory, request):
-    """Compiles every case once (one subprocess); returns {(case, program): [rows]}."""
-    out = tmp_path_factory.mktemp("h100") / "rows.json"
-    env = _compile_env()
-    result = subprocess.run([sys.executable, "-m", "benchmarks.h100", "--json", str(out)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-    if not out.exists():
-        pytest.fail(f"benchmarks.h100 crashed (exit {result.returncode}):\n{result.stderr[-4000:]}")
-    rows = json.loads(out.read_text())
+    """Compiles every case once (two subprocesses, one per core, each half of the cases);
+    returns {(case, program): [rows]}."""
+    shards, folder = 2, tmp_path_factory.mktemp("h100")
+    outs = [folder / f"rows{k}.json" for k in range(shards)]
+    logs = [folder / f"log{k}.txt" for k in range(shards)]
+    runs = []
+    for k in range(shards):
+        with open(logs[k], "w") as log:
+            runs.append(subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.h100", "--json", str(outs[k]),
+                 "--shard", f"{k}/{shards}"], cwd=REPO, env=_compile_env(),
+                stdout=subprocess.DEVNULL, stderr=log))
+    rows = []
+    for run, out, log in zip(runs, outs, logs):
+        run.wait(timeout=1800)
+        if not out.exists():
+            pytest.fail(f"benchmarks.h100 crashed (exit {run.returncode}):\n"
+                        f"{log.read_text()[-4000:]}")
+        rows += json.loads(out.read_text())
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         print("\nH100 (sm_90a) compile of every kernel case:")
