@@ -22,7 +22,7 @@ printf 'jax==%s\njaxlib==%s\njax-cuda13-plugin==%s\njax-cuda13-pjrt==%s\n' $JAX 
 "$py" -m pip install -q -c "$pins" "jax==$JAX" "jaxlib==$JAX" "jax-cuda13-plugin==$JAX" \
   "jax-cuda13-pjrt==$JAX" flax optax chex orbax-checkpoint absl-py tensorboard matplotlib tqdm scipy
 for absent in ml_collections tensorboardX pytest srwm_jax; do
-  if "$py" -c "import $absent" 2>/dev/null; then echo "FAIL: the node venv already has $absent"; exit 1; fi
+  if (cd / && "$py" -c "import $absent" 2>/dev/null); then echo "FAIL: the node venv already has $absent"; exit 1; fi
 done
 house=$(mktemp -d)
 PYTHON=$py bash "$ROOT/benchmarks/wheelhouse.sh" build "$house"
