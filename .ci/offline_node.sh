@@ -37,9 +37,17 @@ import pkgutil
 
 import srwm_jax
 
+import subprocess
+import sys
+
+from absl.flags import DuplicateFlagError
+
 names = [m.name for m in pkgutil.walk_packages(srwm_jax.__path__, "srwm_jax.")]
 for name in names:
-    importlib.import_module(name)
+    try:
+        importlib.import_module(name)
+    except DuplicateFlagError:  # two CLIs define the same absl flag: each gets its own process
+        subprocess.run([sys.executable, "-c", f"import {name}"], check=True)
 assert "site-packages" in srwm_jax.__file__, srwm_jax.__file__
 print(f"offline node: imported {len(names)} srwm_jax modules")
 EOF
