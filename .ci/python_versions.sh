@@ -30,7 +30,8 @@ export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 DATA=$ROOT/../shared/data
 TESTS="tests/test_cells.py tests/test_feature_maps.py tests/test_sequential.py tests/test_kernels.py
  tests/test_layers.py tests/test_layer_validation.py tests/test_dispatch.py tests/test_h100_compile.py
- tests/test_rl_envs.py tests/test_download.py tests/test_rl_sebulba.py::test_procgen_two_actor_threads_end_to_end"
+ tests/test_jax_compat.py tests/test_rl_envs.py tests/test_download.py
+ tests/test_rl_sebulba.py::test_procgen_two_actor_threads_end_to_end"
 start=$(date +%s)
 first=1
 summary=""
