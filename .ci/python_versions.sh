@@ -21,17 +21,17 @@
 #     runs its own kernels (impl="pallas_interpret") from another directory;
 #   - site-packages gets no top-level name from srwm-jax but srwm_jax.
 # pip's cache (~/.cache/pip) is reused between runs. Usage: bash .ci/python_versions.sh
-# Environment: LEGS, CI_VENVS (default /tmp/srwm_jax_ci_venvs).
+# Environment: LEGS, TESTS (the pytest arguments), CI_VENVS (default /tmp/srwm_jax_ci_venvs).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENVS=${CI_VENVS:-/tmp/srwm_jax_ci_venvs}
 LEGS=${LEGS:-"3.12.1:0.11.2 3.13.0:0.12.1"}
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 DATA=$ROOT/../shared/data
-TESTS="tests/test_cells.py tests/test_feature_maps.py tests/test_sequential.py tests/test_kernels.py
+TESTS=${TESTS:-"tests/test_cells.py tests/test_feature_maps.py tests/test_sequential.py tests/test_kernels.py
  tests/test_layers.py tests/test_layer_validation.py tests/test_dispatch.py tests/test_h100_compile.py
  tests/test_jax_compat.py tests/test_rl_envs.py tests/test_download.py
- tests/test_rl_sebulba.py::test_procgen_two_actor_threads_end_to_end"
+ tests/test_rl_sebulba.py::test_procgen_two_actor_threads_end_to_end"}
 start=$(date +%s)
 first=1
 summary=""
