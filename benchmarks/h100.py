@@ -1,6 +1,7 @@
 """Deviceless ahead-of-time compilation for an NVIDIA H100 on a machine without a GPU.
 
-    python -m benchmarks.h100 [--json OUT] [--only NAME,...]   # compile every kernel case
+    python -m benchmarks.h100 [--json OUT] [--only NAME,...] [--shard K/N]  # every kernel case
+    python -m benchmarks.h100 --spill-probe    # a kernel made to spill must fail the gate
 
 jax compiles for a *described* GPU: ``jax.experimental.topologies.get_topology_desc`` with
 ``platform="cuda"`` and an XLA ``GpuTargetConfigProto`` (text below) gives a one-device mesh;
@@ -8,10 +9,10 @@ inputs are ``jax.ShapeDtypeStruct``s on it, and ``jax.jit(f).trace(*args).lower(
 runs the whole GPU pipeline (XLA, Triton for the Pallas kernels, ptxas for sm_90a). Public
 threads on the technique: jax-ml/jax #23971 and #28376, openxla/xla #16913 and #25919.
 
-Needs the ``jax-cuda12-plugin`` / ``jax-cuda12-pjrt`` (or ``jax-cuda13-*``) wheels of the installed
-jax version (``benchmarks/install_cuda_plugin.sh``), ``JAX_PLATFORMS=cpu`` (else the plugin tries to load
-CUDA at start-up and the topology call fails; :func:`use_cpu_platform` sets it) and a ``ptxas``
-(on the PATH, or from the ``nvidia-cuda-nvcc-cu12`` wheel).
+Needs the ``jax-cuda12-plugin`` / ``jax-cuda12-pjrt`` (or ``jax-cuda13-*``) wheels of the
+installed jax version (``benchmarks/install_cuda_plugin.sh``), ``JAX_PLATFORMS=cpu`` (else the
+plugin tries to load CUDA at start-up and the topology call fails; :func:`use_cpu_platform` sets
+it) and a ``ptxas`` (on the PATH, or from the ``nvidia-cuda-nvcc-cu12`` wheel).
 
 Spills fail the compile: ``xla_gpu_fail_ptx_compilation_on_register_spilling`` (an XLA option
 on every supported jax) makes XLA discard a program whose ptxas run reports a spill ("Compilation
