@@ -191,7 +191,8 @@ _THUNK = re.compile(r"\]\s+(\S+)\s+grid:\s*\[(\d+),\s*(\d+),\s*(\d+)\]"
                     r"\s+threads:\s*\[(\d+),\s*(\d+),\s*(\d+)\]\s+shared_memory:\s*(\d+)")
 # jax 0.12: "kernel=NAME, ... launch dimensions=blocks: {X, Y, Z}, threads/block: {X, Y, Z}, ...
 #   shmem_bytes=N" (fields in this order on one line; other fields between them are skipped).
-_THUNK_012 = re.compile(r"kernel=([^\s,]+),.*?launch dimensions=blocks:\s*\{(\d+),\s*(\d+),\s*(\d+)\}"
+_THUNK_012 = re.compile(r"kernel=([^\s,]+),.*?launch dimensions="
+                        r"blocks:\s*\{(\d+),\s*(\d+),\s*(\d+)\}"
                         r",\s*threads/block:\s*\{(\d+),\s*(\d+),\s*(\d+)\}.*?shmem_bytes=(\d+)")
 _PTXAS_ENTRY = re.compile(r"Compiling entry function '([^']+)'")
 _PTXAS_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
@@ -206,7 +207,7 @@ SPILL_ERROR = "register spilling"
 
 
 def parse_thunks(text: str) -> dict[str, tuple]:
-    """XLA thunk-sequence dump (either format) -> {kernel: (grid, threads per block, shared bytes)}."""
+    """XLA thunk-sequence dump (either format) -> {kernel: (grid, threads/block, shared bytes)}."""
     launches = {}
     for pattern in (_THUNK, _THUNK_012):
         for m in pattern.finditer(text):
