@@ -1,6 +1,7 @@
 """Deviceless ahead-of-time compilation for an NVIDIA H100 on a machine without a GPU.
 
-    python -m benchmarks.h100 [--json OUT] [--only NAME,...]   # compile every kernel case
+    python -m benchmarks.h100 [--json OUT] [--only NAME,...] [--shard K/N]  # every kernel case
+    python -m benchmarks.h100 --spill-probe    # a kernel made to spill must fail the gate
 
 jax compiles for a *described* GPU: ``jax.experimental.topologies.get_topology_desc`` with
 ``platform="cuda"`` and an XLA ``GpuTargetConfigProto`` (text below) gives a one-device mesh;
@@ -8,18 +9,22 @@ inputs are ``jax.ShapeDtypeStruct``s on it, and ``jax.jit(f).trace(*args).lower(
 runs the whole GPU pipeline (XLA, Triton for the Pallas kernels, ptxas for sm_90a). Public
 threads on the technique: jax-ml/jax #23971 and #28376, openxla/xla #16913 and #25919.
 
-Needs the ``jax-cuda12-plugin`` / ``jax-cuda12-pjrt`` wheels of the installed jax version
-(``benchmarks/install_cuda_plugin.sh``), ``JAX_PLATFORMS=cpu`` (else the plugin tries to load
-CUDA at start-up and the topology call fails; :func:`use_cpu_platform` sets it) and a ``ptxas``
-(on the PATH, or from the ``nvidia-cuda-nvcc-cu12`` wheel).
+Needs the ``jax-cuda12-plugin`` / ``jax-cuda12-pjrt`` (or ``jax-cuda13-*``) wheels of the
+installed jax version (``benchmarks/install_cuda_plugin.sh``), ``JAX_PLATFORMS=cpu`` (else the
+plugin tries to load CUDA at start-up and the topology call fails; :func:`use_cpu_platform` sets
+it) and a ``ptxas`` (on the PATH, or from the ``nvidia-cuda-nvcc-cu12`` wheel).
 
-A compile fails on a shared-memory overflow, but **not on register spills**: those are read
-here from ``ptxas -v`` on the PTX that XLA dumps (``xla_dump_to`` as a per-compile option), and
-the launch shape (grid, threads, dynamic shared memory) from XLA's thunk sequence dump.
+Spills fail the compile: ``xla_gpu_fail_ptx_compilation_on_register_spilling`` (an XLA option
+on every supported jax) makes XLA discard a program whose ptxas run reports a spill ("Compilation
+result discarded due to register spilling"). Resources per kernel do not depend on XLA's dump
+format: a ``ptxas`` wrapper put first on the PATH for the compile (:func:`capture_ptx`) keeps a
+copy of every PTX file XLA assembles, and ``ptxas -v`` on that copy gives registers, spills and
+stack; ``.maxntid`` in the PTX gives threads per block. The grid and dynamic shared memory come
+from XLA's thunk sequence dump, whose two formats (jax <= 0.11, jax 0.12) are both parsed and
+tested, and threads are cross-checked between dump and PTX.
 
-jax 0.11 changed how Pallas picks the GPU model: from the abstract mesh in context
-(``jax.sharding.use_abstract_mesh``) instead of assuming compute capability 9.0. :func:`compile_for`
-enters it when that jax has it, so the same code runs on 0.10 and 0.11.
+Version differences (abstract mesh for Pallas from jax 0.11; the cuda12 or cuda13 plugin) are in
+``srwm_jax/jax_compat.py``.
 """
 from __future__ import annotations
 
@@ -96,15 +101,16 @@ def use_cpu_platform() -> None:
 
 
 def cuda_plugin_installed() -> bool:
-    """Whether jax's CUDA PJRT plugin (jax-cuda12-plugin) is importable."""
-    try:
-        return importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
-    except ModuleNotFoundError:
-        return False
+    """Whether a jax CUDA PJRT plugin (jax-cuda12-plugin or jax-cuda13-plugin) is importable."""
+    from srwm_jax import jax_compat
+    return bool(jax_compat.installed_cuda_plugins())
 
 
+@functools.lru_cache(maxsize=None)
 def find_ptxas() -> str | None:
-    """ptxas on the PATH, else the one in the nvidia-cuda-nvcc-cu12 wheel; None when absent."""
+    """ptxas on the PATH, else the one in the nvidia-cuda-nvcc-cu12 wheel; None when absent.
+
+    Looked up once per process, before :func:`capture_ptx` puts its wrapper on the PATH."""
     found = shutil.which("ptxas")
     if found:
         return found
@@ -141,12 +147,10 @@ def abstract_like(tree):
 
 def _mesh_context():
     """jax >= 0.11: Pallas reads the GPU model from the abstract mesh in context."""
-    import jax
-    use_abstract_mesh = getattr(jax.sharding, "use_abstract_mesh", None)
-    major_minor = tuple(int(p) for p in jax.__version__.split(".")[:2])
-    if major_minor >= (0, 11) and use_abstract_mesh is not None:
-        return use_abstract_mesh(h100_mesh().abstract_mesh)
-    return contextlib.nullcontext()
+    from srwm_jax import jax_compat
+    if not jax_compat.needs_abstract_gpu_mesh():
+        return contextlib.nullcontext()
+    return jax_compat.gpu_lowering_context(h100_mesh().abstract_mesh)
 
 
 @dataclasses.dataclass
@@ -181,23 +185,35 @@ class CompiledProgram:
         return [k for k in self.kernels if k.pallas]
 
 
+# XLA's thunk sequence dump, jax <= 0.11:
+#   "001: kCustomKernel [...] NAME grid: [X, Y, Z] threads: [X, Y, Z]  shared_memory: N bytes"
 _THUNK = re.compile(r"\]\s+(\S+)\s+grid:\s*\[(\d+),\s*(\d+),\s*(\d+)\]"
                     r"\s+threads:\s*\[(\d+),\s*(\d+),\s*(\d+)\]\s+shared_memory:\s*(\d+)")
+# jax 0.12: "kernel=NAME, ... launch dimensions=blocks: {X, Y, Z}, threads/block: {X, Y, Z}, ...
+#   shmem_bytes=N" (fields in this order on one line; other fields between them are skipped).
+_THUNK_012 = re.compile(r"kernel=([^\s,]+),.*?launch dimensions="
+                        r"blocks:\s*\{(\d+),\s*(\d+),\s*(\d+)\}"
+                        r",\s*threads/block:\s*\{(\d+),\s*(\d+),\s*(\d+)\}.*?shmem_bytes=(\d+)")
 _PTXAS_ENTRY = re.compile(r"Compiling entry function '([^']+)'")
 _PTXAS_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
                           r"(\d+) bytes spill loads")
 _PTXAS_REGS = re.compile(r"Used (\d+) registers")
 # A Pallas GPU (Triton) call lowers to this custom call; its backend config holds the kernel's name.
 _PALLAS_NAME = re.compile(r'xla\.gpu\.triton.*?[{ ,]name = "([^"]+)"')
+_PTX_ENTRY = re.compile(r"\.entry\s+(\S+?)\s*\(")
+_PTX_MAXNTID = re.compile(r"\.(?:maxntid|reqntid)\s+(\d+)(?:\s*,\s*(\d+))?(?:\s*,\s*(\d+))?")
+# XLA's message when xla_gpu_fail_ptx_compilation_on_register_spilling discards a program.
+SPILL_ERROR = "register spilling"
 
 
 def parse_thunks(text: str) -> dict[str, tuple]:
-    """XLA thunk-sequence dump -> {kernel: (grid, threads per block, shared bytes)}."""
+    """XLA thunk-sequence dump (either format) -> {kernel: (grid, threads/block, shared bytes)}."""
     launches = {}
-    for m in _THUNK.finditer(text):
-        name, *nums = m.groups()
-        nums = [int(n) for n in nums]
-        launches[name] = (tuple(nums[:3]), nums[3] * nums[4] * nums[5], nums[6])
+    for pattern in (_THUNK, _THUNK_012):
+        for m in pattern.finditer(text):
+            name, *nums = m.groups()
+            nums = [int(n) for n in nums]
+            launches[name] = (tuple(nums[:3]), nums[3] * nums[4] * nums[5], nums[6])
     return launches
 
 
@@ -214,6 +230,18 @@ def parse_ptxas(text: str) -> dict[str, dict]:
         elif current is not None and (m := _PTXAS_REGS.search(line)):
             current["registers"] = int(m.group(1))
     return info
+
+
+def parse_ptx_threads(ptx_text: str) -> dict[str, int]:
+    """PTX -> {entry: threads per block} from each entry's ``.maxntid`` / ``.reqntid``."""
+    out = {}
+    entries = list(_PTX_ENTRY.finditer(ptx_text))
+    for i, m in enumerate(entries):
+        body = ptx_text[m.end(): entries[i + 1].start() if i + 1 < len(entries) else len(ptx_text)]
+        body = body[: body.find("{")] if "{" in body else body
+        if t := _PTX_MAXNTID.search(body):
+            out[m.group(1)] = functools.reduce(lambda a, b: a * int(b or 1), t.groups(), 1)
+    return out
 
 
 def run_ptxas(ptx_path: Path, ptxas: str) -> dict[str, dict]:
@@ -235,11 +263,59 @@ def pallas_kernel_names(lowered_text: str) -> set[str]:
     return set(_PALLAS_NAME.findall(lowered_text))
 
 
-def kernel_resources(dump_dir: Path, ptxas: str, pallas_names=None) -> list[KernelResources]:
-    """Reads one compile's XLA dump: launch shapes from the thunk sequence, resources from ptxas.
+_PTXAS_WRAPPER = """#!/bin/sh
+# Written by benchmarks/h100.py: keeps a copy of each PTX file XLA assembles, then runs ptxas.
+for a in "$@"; do
+  case "$a" in -*) ;; *) if [ -f "$a" ] && grep -q '^\\.target' "$a" 2>/dev/null; then
+    cp "$a" "$(mktemp "{capture}/ptx.XXXXXXXX")"; fi ;; esac
+done
+exec "{ptxas}" "$@"
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _ptxas_wrapper(ptxas: str) -> tuple[Path, Path]:
+    """(wrapper bin folder, capture folder), made once per process: XLA remembers the ptxas
+    path it first found, so the wrapper must outlive every compile."""
+    import atexit
+    root = tempfile.mkdtemp(prefix="ptxas_capture_")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    bin_dir, capture = Path(root, "bin"), Path(root, "ptx")
+    bin_dir.mkdir()
+    capture.mkdir()
+    wrapper = bin_dir / "ptxas"
+    wrapper.write_text(_PTXAS_WRAPPER.replace("{capture}", str(capture))
+                       .replace("{ptxas}", str(Path(ptxas).resolve())))
+    wrapper.chmod(0o755)
+    return bin_dir, capture
+
+
+@contextlib.contextmanager
+def capture_ptx(ptxas: str):
+    """Yields a folder that receives a copy of each PTX file XLA assembles inside the block.
+
+    A ``ptxas`` wrapper goes first on the PATH (for the rest of the process: XLA keeps the path
+    it found): XLA runs the ``ptxas`` it finds there (with ``--warn-on-spills`` when spills fail
+    the compile) on jax 0.10-0.12, and the PTX it passes is exactly what runs on the GPU.
+    Not thread-safe (one compile at a time per process).
+    """
+    bin_dir, capture = _ptxas_wrapper(ptxas)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != str(bin_dir):
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{path}"
+    for f in capture.iterdir():
+        f.unlink()
+    yield capture
+
+
+def kernel_resources(dump_dir: Path, ptx_dir: Path, ptxas: str,
+                     pallas_names=None) -> list[KernelResources]:
+    """Launch shapes from XLA's thunk dump in ``dump_dir``; resources from ptxas on the PTX
+    files in ``ptx_dir`` (:func:`capture_ptx`).
 
     pallas_names: the Pallas kernel names (XLA may suffix them, ``srwm_fwd__1``); when given,
-    only those kernels are read (ptxas on every XLA fusion of a big program takes a while).
+    only those kernels are read (ptxas on every XLA fusion of a big program takes a while), and
+    a Pallas kernel that has no launch or no PTX is an error, never a silent omission.
     """
     thunk_files = sorted(dump_dir.glob("*.thunk_sequence.txt"))
     if not thunk_files:
@@ -247,44 +323,60 @@ def kernel_resources(dump_dir: Path, ptxas: str, pallas_names=None) -> list[Kern
     launches = {}
     for f in thunk_files:
         launches.update(parse_thunks(f.read_text()))
-    out = []
-    for ptx in sorted(dump_dir.glob("*.ptx")):
+    out, seen = [], set()
+    for ptx in sorted(ptx_dir.glob("ptx.*")):
         text = ptx.read_text()
-        entries = [e for e in re.findall(r"\.entry\s+(\S+?)\s*\(", text) if e in launches]
+        entries = [e for e in _PTX_ENTRY.findall(text) if e in launches and e not in seen]
         if pallas_names is not None:
             entries = [e for e in entries if e.split("__")[0] in pallas_names]
         if not entries:
             continue
         resources = run_ptxas(ptx, ptxas)
+        ptx_threads = parse_ptx_threads(text)
         for name in entries:
             grid, threads, shared = launches[name]
+            if name in ptx_threads and ptx_threads[name] != threads:
+                raise RuntimeError(f"{name}: the thunk dump launches {threads} threads per block, "
+                                   f"the PTX declares {ptx_threads[name]}")
+            seen.add(name)
             out.append(KernelResources(name=name, grid=grid, threads=threads, shared_bytes=shared,
                                        pallas=pallas_names is not None, **resources[name]))
+    if pallas_names is not None:
+        launched = {n for n in launches if n.split("__")[0] in pallas_names}
+        if not launched:
+            raise RuntimeError(f"no launch of the Pallas kernels {sorted(pallas_names)} found in "
+                               f"{[f.name for f in thunk_files]}: has XLA's dump format changed?")
+        if missing := sorted(launched - seen):
+            raise RuntimeError(f"no PTX captured for {missing}: did XLA run ptxas from the PATH?")
     return out
 
 
 def compile_for(fn, *args, pallas_only: bool = True, ptxas: str | None = None,
-                keep_dump: str | None = None) -> CompiledProgram:
+                keep_dump: str | None = None, fail_on_spills: bool = True) -> CompiledProgram:
     """Compiles ``jax.jit(fn)`` for the described H100; args are :func:`on_h100` structs.
 
-    Raises whatever the compiler raises (e.g. RESOURCE_EXHAUSTED on a shared-memory overflow)
-    and RuntimeError when ptxas is missing or fails. ``pallas_only``: read only the Pallas
-    kernels' resources (XLA's own fusions are not ours to tune). ``keep_dump`` keeps XLA's dump.
+    Raises whatever the compiler raises (e.g. RESOURCE_EXHAUSTED on a shared-memory overflow;
+    with ``fail_on_spills``, an error naming :data:`SPILL_ERROR` on any register spill) and
+    RuntimeError when ptxas is missing or fails, or a Pallas kernel's launch or PTX is not found.
+    ``pallas_only``: read only the Pallas kernels' resources (XLA's own fusions are not ours to
+    tune). ``keep_dump`` keeps XLA's dump.
     """
     import jax
     ptxas = ptxas or find_ptxas()
     if ptxas is None:
         raise RuntimeError("no ptxas found: put a CUDA toolkit's bin on PATH or "
                            "pip install nvidia-cuda-nvcc-cu12")
+    options = {"xla_gpu_fail_ptx_compilation_on_register_spilling": fail_on_spills}
     with contextlib.ExitStack() as stack:
         dump = keep_dump or stack.enter_context(tempfile.TemporaryDirectory(prefix="xla_h100_"))
+        ptx_dir = stack.enter_context(capture_ptx(ptxas))
         start = time.perf_counter()
         with _mesh_context():
             lowered = jax.jit(fn).trace(*args).lower()
         names = pallas_kernel_names(lowered.as_text()) if pallas_only else None
-        compiled = lowered.compile(compiler_options={"xla_dump_to": dump})
+        compiled = lowered.compile(compiler_options={"xla_dump_to": dump, **options})
         seconds = time.perf_counter() - start
-        kernels = kernel_resources(Path(dump), ptxas, pallas_names=names)
+        kernels = kernel_resources(Path(dump), ptx_dir, ptxas, pallas_names=names)
     return CompiledProgram(compiled=compiled, seconds=seconds, kernels=kernels)
 
 
@@ -391,35 +483,35 @@ def delta_code_paths():
 def kernel_cases(masked: bool | None = None) -> list[KernelCase]:
     """Every kernel code path worth compiling (see the README's occupancy section).
 
-    SRWM: d x input_softmax x dtype at T=76 (two checkpoint chunks at d=16), plus T in
-    {1, 50, 4096} at d=16 and T=4096 at d=64 (one step; one partial chunk; many chunks).
-    Delta rule: the (dk, dv) pairs of :func:`delta_code_paths` in float32, bf16 at the
-    smallest and largest, T in {1, 4096} at (16, 16).
-    masked (default: :func:`kernels_take_reset`): also compile with a reset mask every SRWM
-    head size (float32, softmax), SRWM d=16 in bf16 and at T=50 (RL) and 4096, every delta pair and
-    the delta rule at T=4096: the mask adds the same load-and-select to every kernel, so the
-    dtype and T variants need not all be repeated.
+    Each of forward and gradient programs (see :func:`case_programs`), at T=76, over every
+    combination that changes the generated code:
+      SRWM        d in {16, 32, 64} x input_softmax x dtype (float32, bfloat16) x reset mask;
+      delta rule  the (dk, dv) pairs of :func:`delta_code_paths` x dtype x reset mask.
+    T changes only loop bounds and the checkpoint chunking, so its variants are compiled in
+    float32: SRWM d=16 at T in {1, 50, 4096} (one step; one partial chunk; many chunks), d=64 at
+    T=4096, the delta rule (16, 16) at T in {1, 4096}, and masked SRWM d=16 at T in {50, 4096} (RL)
+    and delta (16, 16) at T=4096.
+    masked (default: :func:`kernels_take_reset`): include the reset-mask cases.
     """
     if masked is None:
         masked = kernels_take_reset()
+    resets = (False, True) if masked else (False,)
     cases = []
-    for d in (16, 32, 64):
-        for softmax in (True, False):
+    for reset in resets:
+        for d in (16, 32, 64):
+            for softmax in (True, False):
+                for dtype in ("float32", "bfloat16"):
+                    cases.append(KernelCase("srwm", d, dtype=dtype, input_softmax=softmax,
+                                            reset=reset))
+        for dk, dv in delta_code_paths():
             for dtype in ("float32", "bfloat16"):
-                cases.append(KernelCase("srwm", d, dtype=dtype, input_softmax=softmax))
+                cases.append(KernelCase("delta", dk, dv, dtype=dtype, reset=reset))
     cases += [KernelCase("srwm", 16, seq_len=t) for t in (1, 50, 4096)]
     cases.append(KernelCase("srwm", 64, seq_len=4096))
-    pairs = delta_code_paths()
-    cases += [KernelCase("delta", dk, dv) for dk, dv in pairs]
-    cases += [KernelCase("delta", dk, dv, dtype="bfloat16") for dk, dv in (pairs[0], pairs[-1])]
     cases += [KernelCase("delta", 16, 16, seq_len=t) for t in (1, 4096)]
     if masked:
-        with_mask = ([KernelCase("srwm", d) for d in (16, 32, 64)]
-                     + [KernelCase("srwm", 16, dtype="bfloat16", input_softmax=False),
-                        KernelCase("srwm", 16, seq_len=50), KernelCase("srwm", 16, seq_len=4096)]
-                     + [KernelCase("delta", dk, dv) for dk, dv in pairs]
-                     + [KernelCase("delta", 16, 16, seq_len=4096)])
-        cases += [dataclasses.replace(c, reset=True) for c in with_mask]
+        cases += [KernelCase("srwm", 16, seq_len=t, reset=True) for t in (50, 4096)]
+        cases.append(KernelCase("delta", 16, 16, seq_len=4096, reset=True))
     return cases
 
 
@@ -482,6 +574,31 @@ def case_programs(case: KernelCase) -> dict:
     return {"forward": (forward, args + masks), "grad": (grad, args + masks)}
 
 
+def spilling_program(rows: int = 256, cols: int = 64):
+    """(fn, args): a Pallas (Triton) kernel made to spill registers, to prove the gate fails.
+
+    One warp holds a [rows, cols] float32 block live across a column sum (rows*cols/32 = 512
+    values per thread at the default, twice the 255 registers a thread may have), then scales
+    the block by it, so ptxas must spill.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+
+    from kernels import _common
+
+    def kernel(x_ref, o_ref):
+        x = x_ref[...]
+        o_ref[...] = x * jnp.sum(x, axis=0, keepdims=True) + jnp.sum(x * x, axis=1, keepdims=True)
+
+    def fn(x):
+        return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),
+                              name="spill_probe",
+                              compiler_params=_common.triton_params(num_warps=1))(x)
+
+    return fn, (on_h100((rows, cols), jnp.float32),)
+
+
 def format_table(rows: list[dict]) -> str:
     """Markdown table of per-kernel resources (rows from :func:`compile_cases`)."""
     head = ("| case | program | kernel | grid | threads | registers | spill st/ld (B) | shared (B) "
@@ -526,6 +643,24 @@ def compile_cases(cases, ptxas: str | None = None, log=None) -> list[dict]:
     return rows
 
 
+def spill_probe(json_out: str | None = None) -> int:
+    """Compiles :func:`spilling_program` with the gate (must fail) and without (must spill)."""
+    import json
+    fn, fn_args = spilling_program()
+    result = {"gate_error": None}
+    try:
+        compile_for(fn, *fn_args)
+    except Exception as e:  # the expected outcome: XLA discards the spilling program
+        result["gate_error"] = f"{type(e).__name__}: {e}"[:2000]
+    kernel = compile_for(fn, *fn_args, fail_on_spills=False).pallas_kernels()[0]
+    result["kernel"] = dataclasses.asdict(kernel)
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    caught = SPILL_ERROR in (result["gate_error"] or "") and kernel.spills
+    return 0 if caught else 1
+
+
 def main(argv=None):
     import argparse
     import json
@@ -533,15 +668,24 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="write the rows as JSON to this file")
     parser.add_argument("--only", default="", help="comma-separated substrings of case names")
+    parser.add_argument("--shard", default="0/1",
+                        help="K/N: compile only every N-th case from the K-th (parallel runs)")
+    parser.add_argument("--spill-probe", action="store_true",
+                        help="compile only spilling_program(), with and without the spill gate; "
+                             "exit 0 when the gate rejects it and ptxas reports its spills")
     args = parser.parse_args(argv)
     use_cpu_platform()
     if not cuda_plugin_installed():
         sys.exit("benchmarks.h100: jax's CUDA plugin is not installed; run "
                  "benchmarks/install_cuda_plugin.sh")
+    if args.spill_probe:
+        return spill_probe(args.json)
     cases = kernel_cases()
     if args.only:
         keys = args.only.split(",")
         cases = [c for c in cases if any(k in c.name for k in keys)]
+    shard, shards = (int(n) for n in args.shard.split("/"))
+    cases = cases[shard::shards]
     rows = compile_cases(cases, log=lambda s: print(s, file=sys.stderr, flush=True))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -143,7 +143,9 @@ def compile_program(name: str) -> dict:
     fn, args, label, context = BUILDERS[name]()
     start = time.perf_counter()
     with context:
-        program = h100.compile_for(fn, *args)
+        # Our kernels' spills are the kernel-case gate's (benchmarks.h100); a whole program also
+        # holds XLA's own fusions, which are not ours to tune, so spills do not fail it here.
+        program = h100.compile_for(fn, *args, fail_on_spills=False)
     seconds = time.perf_counter() - start
     mem = program.compiled.memory_analysis()
     peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes

@@ -2,6 +2,8 @@
 
     python -m benchmarks.occupancy                 # ~2 min of compiles on 2 CPU cores
     python -m benchmarks.occupancy --alternatives  # + SRWM block configs other than the defaults
+    python -m benchmarks.occupancy --json OUT      # also write our rows (with the jax version)
+    python -m benchmarks.occupancy --compare A.json B.json ...   # per-version table, no compile
 
 Compiles every kernel for an H100 without a GPU (``benchmarks/h100.py``: XLA + Triton + ptxas
 for sm_90a), reads registers per thread, threads per block and shared memory per block, and
@@ -206,11 +208,41 @@ def table(rows_ours, rows_original) -> str:
     return "\n".join(lines)
 
 
+def compare_table(runs: list[dict]) -> str:
+    """Side-by-side registers / blocks per SM / warps per SM of our kernels, one column group per
+    jax version (runs: the ``--json`` files of :func:`main`)."""
+    versions = [r["jax"] for r in runs]
+    keyed = []
+    for run in runs:
+        keyed.append({(r["shape"], r["label"], r["launch"]): r for r in run["rows"]})
+    keys = list(dict.fromkeys(k for run in keyed for k in run))
+    head = ("| shape | kernel | launch | "
+            + " | ".join(f"jax {v}: regs, blocks/SM, warps/SM, spills" for v in versions) + " |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for key in keys:
+        cells = []
+        for run in keyed:
+            r = run.get(key)
+            cells.append("-" if r is None else
+                         f"{r['registers']}, {r['blocks_per_sm']}, {r['warps_per_sm']}, "
+                         f"{r['spill_stores'] + r['spill_loads']}")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
+    import json
+    from pathlib import Path
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--alternatives", action="store_true",
                         help="also compile the SRWM block configs of alternative_configs()")
+    parser.add_argument("--json", help="write our kernels' rows and the jax version here")
+    parser.add_argument("--compare", nargs="+", metavar="JSON",
+                        help="print the per-version table of these --json files and exit")
     args = parser.parse_args(argv)
+    if args.compare:
+        print(compare_table([json.loads(Path(f).read_text()) for f in args.compare]))
+        return 0
     h100.use_cpu_platform()
     if not h100.cuda_plugin_installed():
         sys.exit("benchmarks.occupancy: jax's CUDA plugin is not installed; run "
@@ -225,6 +257,13 @@ def main(argv=None):
                 rows_ours.append((shape, case, r))
     print(f"H100 SXM (described; sm_90a via deviceless compile), jax {jax.__version__}")
     print(table(rows_ours, original_rows()))
+    if args.json:
+        rows = []
+        for shape, case, r in rows_ours:
+            part = "fwd" if r["kernel"].split("__")[0].endswith("fwd") else "bwd"
+            rows.append(dict(r, shape=shape, label=_case_label(case),
+                             launch=PROGRAM_LABEL[(r["program"], part)]))
+        Path(args.json).write_text(json.dumps({"jax": jax.__version__, "rows": rows}, indent=1))
     if args.alternatives:
         print()
         print(alternatives_table(alternative_rows(

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from srwm_jax import jax_compat
+
 
 class WarmStartError(ValueError):
     """The source run cannot be read; the message says which path and what to do."""
@@ -38,7 +40,7 @@ def read_arrays(step_dir):
         meta = checkpointer.metadata(step_dir)
         tree = getattr(meta, "item_metadata", meta)
         tree = getattr(tree, "tree", tree)
-        cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+        cpu = jax_compat.single_device_sharding(jax.local_devices(backend="cpu")[0])
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), tree)
         restored = checkpointer.restore(step_dir, target)
     except Exception as e:  # orbax raises many types for missing / truncated files

@@ -51,7 +51,8 @@ def load_params(workdir, step):
     checkpointer = ocp.StandardCheckpointer()
     meta = checkpointer.metadata(path)
     meta = getattr(meta, "item_metadata", meta)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    from srwm_jax import jax_compat
+    device = jax_compat.single_device_sharding(jax.devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
     tree = checkpointer.restore(path, target)
     return {jax.tree_util.keystr(k): np.asarray(v)

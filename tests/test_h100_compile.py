@@ -7,9 +7,12 @@ d x input_softmax x dtype, the delta-rule (dk, dv) pairs with distinct block con
 the kernels take ``reset``, see ``benchmarks.h100.kernels_take_reset``). All are compiled once,
 in one subprocess with JAX_PLATFORMS=cpu (the CUDA plugin must not try to load CUDA in the test
 process), and the per-kernel table is printed. A compile error fails the case; so does any
-spill that ``ptxas -v`` reports.
+spill: XLA discards a spilling program (``xla_gpu_fail_ptx_compilation_on_register_spilling``)
+and ``ptxas -v`` on the PTX XLA assembled must report none. ``test_gate_fails_on_a_spilling_kernel``
+proves the gate can fail, on the installed jax.
 
-Skipped only when jax's CUDA plugin is not installed (``benchmarks/install_cuda_plugin.sh``).
+Skipped when jax's CUDA plugin (cuda12 or cuda13; ``benchmarks/install_cuda_plugin.sh``) or
+ptxas is missing, except under ``CI=true``, where a gate that cannot run is a failure.
 """
 import contextlib
 import json
@@ -24,9 +27,27 @@ from benchmarks import h100
 
 REPO = Path(__file__).resolve().parents[1]
 
-needs_cuda_plugin = pytest.mark.skipif(
-    not h100.cuda_plugin_installed(),
-    reason="jax's CUDA plugin is not installed (run benchmarks/install_cuda_plugin.sh)")
+
+
+def _gate_missing() -> str | None:
+    if not h100.cuda_plugin_installed():
+        return "jax's CUDA plugin is not installed (run benchmarks/install_cuda_plugin.sh)"
+    if h100.find_ptxas() is None:
+        return "no ptxas (run benchmarks/install_cuda_plugin.sh)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def gate():
+    """Skips when the gate cannot run; under CI=true fails instead (the gate must not go blind)."""
+    if reason := _gate_missing():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and the H100 gate cannot run: {reason}")
+        pytest.skip(reason)
+
+
+def _compile_env():
+    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
 
 CASES = h100.kernel_cases()
 # Kernel roles each program must contain, by name prefix (the masked kernels may carry a suffix,
@@ -40,15 +61,26 @@ def _role(kernel_name):
 
 
 @pytest.fixture(scope="module")
-def compiled_rows(tmp_path_factory, request):
-    """Compiles every case once (one subprocess); returns {(case, program): [rows]}."""
-    out = tmp_path_factory.mktemp("h100") / "rows.json"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, "-m", "benchmarks.h100", "--json", str(out)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-    if not out.exists():
-        pytest.fail(f"benchmarks.h100 crashed (exit {result.returncode}):\n{result.stderr[-4000:]}")
-    rows = json.loads(out.read_text())
+def compiled_rows(gate, tmp_path_factory, request):
+    """Compiles every case once (two subprocesses, one per core, each half of the cases);
+    returns {(case, program): [rows]}."""
+    shards, folder = 2, tmp_path_factory.mktemp("h100")
+    outs = [folder / f"rows{k}.json" for k in range(shards)]
+    logs = [folder / f"log{k}.txt" for k in range(shards)]
+    runs = []
+    for k in range(shards):
+        with open(logs[k], "w") as log:
+            runs.append(subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.h100", "--json", str(outs[k]),
+                 "--shard", f"{k}/{shards}"], cwd=REPO, env=_compile_env(),
+                stdout=subprocess.DEVNULL, stderr=log))
+    rows = []
+    for run, out, log in zip(runs, outs, logs):
+        run.wait(timeout=1800)
+        if not out.exists():
+            pytest.fail(f"benchmarks.h100 crashed (exit {run.returncode}):\n"
+                        f"{log.read_text()[-4000:]}")
+        rows += json.loads(out.read_text())
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         print("\nH100 (sm_90a) compile of every kernel case:")
@@ -59,7 +91,6 @@ def compiled_rows(tmp_path_factory, request):
     return by_program
 
 
-@needs_cuda_plugin
 @pytest.mark.parametrize("program", ["forward", "grad"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_kernel_compiles_for_h100_without_spills(compiled_rows, case, program):
@@ -78,6 +109,35 @@ def test_kernel_compiles_for_h100_without_spills(compiled_rows, case, program):
         assert r["blocks_per_sm"] >= 1, f"{r['kernel']} cannot be resident on an SM: {r}"
 
 
+def test_gate_fails_on_a_spilling_kernel(gate, tmp_path):
+    """A kernel made to spill (benchmarks.h100.spilling_program) fails the gate's compile, and
+    ptxas on the PTX XLA assembled reports its spills: the gate can fail on this jax."""
+    out = tmp_path / "probe.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.h100", "--spill-probe", "--json",
+                             str(out)], cwd=REPO, env=_compile_env(), capture_output=True,
+                            text=True, timeout=600)
+    assert out.exists(), f"spill probe crashed (exit {result.returncode}):\n{result.stderr[-4000:]}"
+    probe = json.loads(out.read_text())
+    assert probe["gate_error"] and h100.SPILL_ERROR in probe["gate_error"], probe
+    kernel = probe["kernel"]
+    assert kernel["name"] == "spill_probe" and kernel["threads"] == 32, kernel
+    assert kernel["spill_stores"] > 0 and kernel["spill_loads"] > 0, kernel
+    assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_case_list_covers_every_code_changing_combination():
+    """dtype x reset mask x head sizes (x input_softmax for SRWM) all appear at T=76; each case
+    is compiled as a forward and a gradient program."""
+    import itertools
+    have = {(c.op, c.d, c.dv, c.dtype, c.input_softmax, c.reset)
+            for c in h100.kernel_cases(masked=True) if c.seq_len == 76}
+    dtypes, resets = ("float32", "bfloat16"), (False, True)
+    for d, softmax, dtype, reset in itertools.product((16, 32, 64), (True, False), dtypes, resets):
+        assert ("srwm", d, 0, dtype, softmax, reset) in have, (d, softmax, dtype, reset)
+    for (dk, dv), dtype, reset in itertools.product(h100.delta_code_paths(), dtypes, resets):
+        assert ("delta", dk, dv, dtype, True, reset) in have, (dk, dv, dtype, reset)
+
+
 def test_ptxas_parser_reads_spills():
     """The spill check itself can fail: parse a ptxas report that has spills."""
     text = ("ptxas info    : Compiling entry function 'k' for 'sm_90a'\n"
@@ -86,6 +146,44 @@ def test_ptxas_parser_reads_spills():
             "ptxas info    : Used 255 registers, used 1 barriers\n")
     assert h100.parse_ptxas(text) == {"k": dict(registers=255, stack_bytes=24, spill_stores=8,
                                                 spill_loads=12)}
+
+
+def test_thunk_parser_reads_both_dump_formats():
+    """XLA's thunk sequence dump as jax 0.10/0.11 and as jax 0.12 write it (lines from real
+    dumps of the delta-rule forward)."""
+    old = ("005: kCustomKernel [source       | next=006 (1)] delta_rule_fwd grid: [512, 1, 1] "
+           "threads: [64, 1, 1]  shared_memory: 256 bytes\n")
+    new = ("005: kCustomKernel [prev=004 (1) | next=006 (1)] kernel=delta_rule_fwd, "
+           "profile_annotation=pallas_call.3, launch dimensions=blocks: {512, 1, 1}, "
+           "threads/block: {64, 1, 1}, cluster_dim=nullopt, shmem_bytes=256, use_pdl=true\n")
+    expected = {"delta_rule_fwd": ((512, 1, 1), 64, 256)}
+    assert h100.parse_thunks(old) == expected
+    assert h100.parse_thunks(new) == expected
+    assert h100.parse_thunks(new.replace("{64, 1, 1}", "{32, 2, 1}"))["delta_rule_fwd"][1] == 64
+
+
+def test_ptx_threads_parser():
+    """Threads per block from each entry's .maxntid (Triton) or .reqntid, per entry."""
+    ptx = (".version 8.7\n.target sm_90a\n.visible .entry srwm_fwd(\n .param .u64 a\n)\n"
+           ".reqntid 32, 1, 1\n{\n ret;\n}\n.visible .entry srwm_bwd(\n .param .u64 a\n)\n"
+           ".maxntid 128, 1, 1\n{\n ret;\n}\n.visible .entry other(\n)\n{\n ret;\n}\n")
+    assert h100.parse_ptx_threads(ptx) == {"srwm_fwd": 32, "srwm_bwd": 128}
+
+
+def test_gate_skip_is_a_failure_under_ci(tmp_path):
+    """With CI=true and no CUDA plugin importable, the gate fails instead of skipping."""
+    test = tmp_path / "test_probe.py"
+    test.write_text("from tests.test_h100_compile import gate  # noqa: F401\n"
+                    "from benchmarks import h100\n"
+                    "h100.cuda_plugin_installed = lambda: False\n"
+                    "def test_needs_gate(gate):\n    pass\n")
+    for ci, outcome, code in (("true", "1 error", 1), ("", "1 skipped", 0)):
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                 str(test)], cwd=REPO, env=dict(_compile_env(), CI=ci),
+                                capture_output=True, text=True, timeout=300)
+        assert outcome in result.stdout and result.returncode == code, result.stdout[-2000:]
+        if ci:
+            assert "CI=true and the H100 gate cannot run" in result.stdout, result.stdout[-2000:]
 
 
 def test_occupancy_matches_hand_count():
@@ -99,12 +197,11 @@ def test_occupancy_matches_hand_count():
     assert h100.occupancy(16, 32, 0) == h100.Occupancy(32, 32, "blocks")
 
 
-@needs_cuda_plugin
-def test_actor_policy_program_compiles_for_h100_with_the_kernel_inside():
+def test_actor_policy_program_compiles_for_h100_with_the_kernel_inside(gate):
     """A whole library program (the RL actor's single-step policy, SRWM agent) compiles for an
     H100 with the Pallas kernel inside and fits its memory (the cheapest of
     benchmarks/h100_programs.py; the others take minutes)."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    env = _compile_env()
     result = subprocess.run([sys.executable, "-m", "benchmarks.h100_programs", "--programs",
                              "rl_actor"], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=600)

@@ -32,6 +32,7 @@ import kernels
 import srwm_jax
 from kernels.delta_rule import DeltaRuleBlockConfig
 from kernels.srwm import SRWMBlockConfig
+from srwm_jax import jax_compat
 from srwm_jax.reference import delta_rule_reference, srwm_reference
 
 WEIGHT_FIELDS = ("y", "q", "k", "b")
@@ -462,11 +463,15 @@ def test_unsupported_call_raises_value_error():
 # --- GPU lowering (no GPU needed) ------------------------------------------------------------
 
 def _lower_for_cuda(fn, *args):
-    """Lowers fn and its gradient for CUDA; returns the HLO text of both."""
+    """Lowers fn and its gradient for CUDA; returns the HLO text of both.
+
+    jax >= 0.11 needs an abstract GPU mesh in context to lower for CUDA without a GPU
+    (``jax_compat.gpu_lowering_context``; no CUDA plugin needed)."""
     grad_fn = jax.grad(lambda *a: _loss(fn(*a)), argnums=tuple(range(len(args))))
     texts = []
     for f in (fn, grad_fn):
-        lowered = jax.jit(f).trace(*args).lower(lowering_platforms=("cuda",))
+        with jax_compat.gpu_lowering_context():
+            lowered = jax.jit(f).trace(*args).lower(lowering_platforms=("cuda",))
         texts.append(lowered.as_text())
     return texts
 

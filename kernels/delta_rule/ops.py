@@ -36,10 +36,10 @@ class DeltaRuleBlockConfig:
     chunk: int
 
 
-def _warps_for(elements: int) -> int:
-    """Warps so that each thread holds at most ~16 state floats (1 to 8 warps)."""
+def _warps_for(elements: int, per_thread: int = 8) -> int:
+    """Warps so that each thread holds at most ~``per_thread`` state floats (1 to 8 warps)."""
     warps = 1
-    while warps < 8 and elements > warps * 32 * 16:
+    while warps < 8 and elements > warps * 32 * per_thread:
         warps *= 2
     return warps
 
@@ -47,15 +47,18 @@ def _warps_for(elements: int) -> int:
 def default_delta_rule_config(dk: int, dv: int, num_sequences: int) -> DeltaRuleBlockConfig:
     """Untuned defaults (no GPU was available when they were set; see kernels/README.md).
 
-    Forward: ~1024 state floats per program ([BB, dk, BV]) on 1-2 warps, so many small
-    programs are in flight per SM. Backward: the program also carries dL/dS, and uses
-    BV = min(dv, 32) so that at most 4 partial sums of dq/dk are written (dv = 128).
+    Forward: 512-1024 state floats per program ([BB, dk, BV]; BB sequences only while the
+    program stays within 512), ~8 per thread (2-4 warps): at ~16 per thread jax 0.12's Triton
+    spills (dk=dv=16 and 32), and so does the masked 16x16 backward at BB=4 (kernels/README.md,
+    occupancy per version); resident warps per SM stay the same or grow. Backward: the program
+    also carries dL/dS, ~8 floats per thread too, and uses BV = min(dv, 32) so that at most 4
+    partial sums of dq/dk are written (dv = 128).
     chunk = max(64, 2 max(dk, dv)) keeps the checkpoints (dk*dv floats per chunk) at
     most about the per-step residuals (dv floats per step).
     """
     block_v = min(dv, max(8, 1024 // dk))
     block_v_bwd = min(dv, 32)
-    block_seqs = max(1, min(8, 1024 // (dk * block_v)))
+    block_seqs = max(1, min(8, 512 // (dk * block_v)))
     block_seqs = min(block_seqs, 1 << max(0, (num_sequences - 1).bit_length()))
     return DeltaRuleBlockConfig(
         block_seqs=block_seqs, block_v=block_v, block_v_bwd=block_v_bwd,

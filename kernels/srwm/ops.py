@@ -31,7 +31,7 @@ class SRWMBlockConfig:
     chunk: int
 
 
-def default_srwm_config(d: int, num_sequences: int) -> SRWMBlockConfig:
+def default_srwm_config(d: int, num_sequences: int, masked: bool = False) -> SRWMBlockConfig:
     """Defaults set from H100 (sm_90a) compiles, not timings (kernels/README.md, occupancy).
 
     A program's state is BB * (3d^2 + 4d) floats (twice that in the backward, which
@@ -41,13 +41,16 @@ def default_srwm_config(d: int, num_sequences: int) -> SRWMBlockConfig:
     free of register spills, masked kernels included (tests/test_h100_compile.py).
     chunk = 4d keeps the checkpoints (3d^2+4d floats per chunk) below the per-step
     residuals (5d+8 floats per step).
+    masked: the call has a reset mask. d=64's masked backward then runs on 8 warps, not 16:
+    at 16 warps ptxas caps it at 128 registers and, from jax 0.12's Triton, it spills; at 8 it
+    fits in 255 registers, still one block per SM (kernels/README.md, occupancy per version).
     """
     if d <= 16:
         block_seqs, warps, warps_bwd = 1, 1, 1
     elif d <= 32:
         block_seqs, warps, warps_bwd = 1, 2, 4
     else:
-        block_seqs, warps, warps_bwd = 1, 8, 16
+        block_seqs, warps, warps_bwd = 1, 8, (8 if masked else 16)
     # Keep at least one program per ~2 sequences when N is tiny (RL: B*H can be small).
     block_seqs = max(1, min(block_seqs, 1 << max(0, (num_sequences - 1).bit_length() - 1)))
     return SRWMBlockConfig(block_seqs=block_seqs, num_warps=warps, num_warps_bwd=warps_bwd,
@@ -169,7 +172,7 @@ def srwm_pallas(x, W, *, input_softmax: bool, reset=None, reset_weights=None,
     batch, _, heads, d = x.shape
     n = batch * heads
     if config is None:
-        config = default_srwm_config(d, n)
+        config = default_srwm_config(d, n, masked=reset is not None)
     n_pad = _common.round_up(n, config.block_seqs)
 
     def to_kernel(w):  # [B, H, d, m] -> [N_pad, d, m]
