@@ -177,14 +177,14 @@ def check_vsml_shapes(params, fwd, bwd, state):
             raise ValueError(f"{name} has shape {list(a.shape)} and dtype {a.dtype}, expected a "
                              f"floating-point [B, {'A' if name == 'fwd' else 'O'}, m = {m}] array "
                              "(B batch, A input / O output units, m message size).")
-    B, A, O = fwd.shape[0], fwd.shape[1], bwd.shape[1]
+    B, A, n_out = fwd.shape[0], fwd.shape[1], bwd.shape[1]
     if bwd.shape[0] != B:
         raise ValueError(f"bwd has batch {bwd.shape[0]}, fwd has {B}: both are [B, *, m].")
     for name in ("h", "c"):
         a = getattr(state, name)
-        if tuple(a.shape) != (B, A, O, s):
+        if tuple(a.shape) != (B, A, n_out, s):
             raise ValueError(f"state.{name} has shape {list(a.shape)}, expected [B, A, O, s] = "
-                             f"{[B, A, O, s]} (B batch and A inputs from fwd, O outputs from bwd, "
+                             f"{[B, A, n_out, s]} (B batch and A inputs from fwd, O outputs from bwd, "
                              "s state size from params).")
 
 
@@ -202,14 +202,14 @@ def _network_step(params, state, fwd_in, bwd_in, *, micro_ticks, reduce, error_f
         bwd_in = _error_feedback(state.out, bwd_in, m)
     fwd = fwd_in
     lstm, bwd_next, bwd_first = list(state.lstm), list(state.bwd), None
-    for l in range(L):
-        incoming_bwd = bwd_in if l == L - 1 else state.bwd[l]
-        s = lstm[l]
+    for li in range(L):
+        incoming_bwd = bwd_in if li == L - 1 else state.bwd[li]
+        s = lstm[li]
         for _ in range(micro_ticks):
-            fwd_out, bwd_out, s = _tick(params[l], fwd, incoming_bwd, s, reduce, *offsets)
-        lstm[l] = s
-        if l > 0:
-            bwd_next[l - 1] = bwd_out
+            fwd_out, bwd_out, s = _tick(params[li], fwd, incoming_bwd, s, reduce, *offsets)
+        lstm[li] = s
+        if li > 0:
+            bwd_next[li - 1] = bwd_out
         else:
             bwd_first = bwd_out
         fwd = fwd_out
@@ -272,10 +272,10 @@ def vsml_network(params: Sequence[VSMLParams], fwd_in, bwd_in, state: VSMLNetwor
         raise ValueError(f"error_feedback needs message size m >= 2 (error and label), got {m}.")
     # Shape checks layer by layer, on one step (the messages between layers included).
     fwd = fwd_in[:, 0]
-    for l in range(L):
-        n_out = state.lstm[l].h.shape[2] if state.lstm[l].h.ndim == 4 else -1
-        bwd = (jnp.zeros((B, n_out, m), fwd.dtype) if l == L - 1 else state.bwd[l])
-        check_vsml_shapes(params[l], fwd, bwd, state.lstm[l])
+    for li in range(L):
+        n_out = state.lstm[li].h.shape[2] if state.lstm[li].h.ndim == 4 else -1
+        bwd = (jnp.zeros((B, n_out, m), fwd.dtype) if li == L - 1 else state.bwd[li])
+        check_vsml_shapes(params[li], fwd, bwd, state.lstm[li])
         fwd = jnp.zeros((B, n_out, m), fwd.dtype)
     if error_feedback and tuple(bwd_in.shape) != (B, T, fwd.shape[1]):
         raise ValueError(f"bwd_in (targets) has shape {list(bwd_in.shape)}, expected "
@@ -329,7 +329,7 @@ def init_network_state(batch_size: int, sizes: Sequence[int], msg_size: int, sta
     key / rand_fraction: see `init_vsml_state` (one key per layer is split from key)."""
     L = len(sizes) - 1
     keys = [None] * L if key is None else list(jax.random.split(key, L))
-    lstm = tuple(init_vsml_state(batch_size, sizes[l], sizes[l + 1], state_size, key=keys[l],
-                                 rand_fraction=rand_fraction, dtype=dtype) for l in range(L))
-    bwd = tuple(jnp.zeros((batch_size, sizes[l + 1], msg_size), dtype) for l in range(L - 1))
+    lstm = tuple(init_vsml_state(batch_size, sizes[li], sizes[li + 1], state_size, key=keys[li],
+                                 rand_fraction=rand_fraction, dtype=dtype) for li in range(L))
+    bwd = tuple(jnp.zeros((batch_size, sizes[li + 1], msg_size), dtype) for li in range(L - 1))
     return VSMLNetworkState(lstm, bwd, jnp.zeros((batch_size, sizes[-1]), dtype))
