@@ -26,3 +26,27 @@ def test_vsml_learns_within_episodes_on_cpu():
     assert later > chance + 0.25, (acc, history)
     # Nothing is known about a class before its label has been fed back once.
     assert acc[0] < later - 0.2, acc
+
+
+def test_sequence_learner_runs_vsml_on_the_delayed_label_task():
+    import jax
+    import jax.numpy as jnp
+
+    from configs.fewshot.sequential_omniglot_transformed_vsml_cpu import get_config
+    from fewshot.config_checks import field_problems
+    from fewshot.models import SequenceLearner
+    from fewshot.sequential import delayed_label_inputs
+
+    config = get_config()
+    config.conv_channels = 4
+    assert field_problems(config) == []
+    images = jax.random.uniform(jax.random.key(0), (2, 6, 28, 28, 3))
+    labels = jnp.array([[0, 1, 2, 3, 4, 0], [4, 3, 2, 1, 0, 4]])
+    model = SequenceLearner(config)
+    variables = model.init(jax.random.key(1), images, delayed_label_inputs(labels, 5), train=False)
+    assert "vsml" in variables["params"]
+    logits, state = model.apply(variables, images, delayed_label_inputs(labels, 5), train=False)
+    assert logits.shape == (2, 6, 5) and np.isfinite(np.asarray(logits)).all()
+    assert state.lstm[0].c.shape == (2, 4, 5, config.vsml_state_size)
+    config.task = "sync"
+    assert any("needs task='sequential'" in p for p in field_problems(config))
