@@ -69,7 +69,7 @@ def run_within(args):
     results = {}
     for name in args.models:
         start = time.time()
-        model, params, history = meta_train(configs[name], train, log=print, log_every=250)
+        model, params, history = meta_train(configs[name], train, log=print, log_every=100)
         wall = time.time() - start
         evals = {}
         for test_name, episodes in tests.items():
@@ -111,6 +111,7 @@ def _plot_within(out, results, tests, n_way):
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(os.path.join(out, "accuracy_by_occurrence.png"), dpi=120)
+    print(f"wrote {out}/accuracy_by_occurrence.png")
 
 
 # --- backpropagation in forward mode -------------------------------------------------------
@@ -222,6 +223,7 @@ def run_sgd(args):
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "learning_curves.png"), dpi=120)
+    print(f"wrote {args.out}/learning_curves.png")
 
 
 def _pyplot():
@@ -236,7 +238,7 @@ def _write(out, lines, results):
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     print("\n".join(lines))
-    print(f"wrote {out}/table.md, {out}/results.json and the plot")
+    print(f"wrote {out}/table.md and {out}/results.json")
 
 
 def main(argv=None):
