@@ -7,6 +7,8 @@
       reduced to 16 features by one fixed random projection; tested on fixed episodes of
       held-out alphabets (Vinyals test), of the shifted domain omniglot_transformed (test
       classes) and of synthetic Gaussian classes: accuracy on the k-th occurrence of a class.
+      `--mnist_family fashion_mnist=DIR` (repeatable) adds MNIST-family test sets read by
+      fewshot/data/mnist.py, as the paper's transfer to Fashion-MNIST (no such data here).
 
   python -m fewshot.vsml_experiments sgd --out runs/vsml_sgd [--steps 1500]
       Backpropagation in forward mode (paper Sec. 4.1): the shared LSTM of a one-layer VSML
@@ -36,6 +38,7 @@ import optax
 from srwm_jax.ops.vsml import VSMLParams, init_network_state, init_vsml_params, vsml_network
 
 from .data import load_split
+from .data.mnist import MNIST_FAMILY, as_class_images, load_mnist_family
 from .online import (ImageEpisodes, OnlineConfig, SyntheticEpisodes, meta_train, num_params,
                      occurrence_accuracy)
 
@@ -57,6 +60,10 @@ def run_within(args):
             _load("omniglot_transformed", "test", args.data_dir), n_way, length, dim, seed=3),
         "synthetic Gaussian classes": SyntheticEpisodes(n_way, length, dim, noise=0.5, seed=4),
     }
+    for name, folder in args.mnist_family:   # the paper's MNIST-family transfer, data permitting
+        x, y = load_mnist_family(name, folder, "test")
+        tests[f"{name} (test)"] = ImageEpisodes(as_class_images(name, "test", x, y), n_way,
+                                                length, dim, seed=5)
     configs = {
         "vsml": OnlineConfig(kind="vsml", n_way=n_way, length=length, dim=dim, msg_size=8,
                              state_size=16, steps=args.steps, batch_size=16, learning_rate=3e-3),
@@ -250,7 +257,19 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=["vsml", "lstm", "srwm"],
                         choices=("vsml", "lstm", "srwm"), help="(within) models to compare")
     parser.add_argument("--data_dir", default="", help="folder of the Omniglot data")
+    parser.add_argument("--mnist_family", action="append", default=[], metavar="NAME=DIR",
+                        help=f"(within) also test on NAME in {MNIST_FAMILY} (its test set, read "
+                             "by fewshot.data.mnist from DIR); repeatable")
     args = parser.parse_args(argv)
+    pairs = []
+    for item in args.mnist_family:
+        name, _, folder = item.partition("=")
+        if name not in MNIST_FAMILY or not folder:
+            print(f"error: --mnist_family={item!r}: expected NAME=DIR with NAME one of "
+                  f"{MNIST_FAMILY}.", file=sys.stderr)
+            return 2
+        pairs.append((name, folder))
+    args.mnist_family = pairs
     if args.steps < 1:
         print(f"error: --steps={args.steps} must be >= 1.", file=sys.stderr)
         return 2
