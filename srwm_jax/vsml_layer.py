@@ -32,7 +32,7 @@ from jax import lax
 
 from srwm_jax.introspect import STATS_COLLECTION, recording
 from srwm_jax.ops._validate import check_layer_inputs
-from srwm_jax.ops.vsml import (REDUCTIONS, VSMLNetworkState, VSMLParams, _network_step,
+from srwm_jax.ops.vsml import (REDUCTIONS, VSMLNetworkState, VSMLParams, network_step,
                                init_network_state, init_vsml_params, vsml_network)
 
 
@@ -62,7 +62,7 @@ def vsml_stats(params, fwd_in, bwd_in, state, fresh, reset=None, *, micro_ticks=
         f_t, b_t, r_t = inputs
         carry = jax.tree.map(lambda f, c: jnp.where(r_t.reshape((-1,) + (1,) * (c.ndim - 1)), f, c),
                              fresh, carry)
-        new, _ = _network_step(params, carry, f_t, b_t, **kw)
+        new, _ = network_step(params, carry, f_t, b_t, **kw)
         stats = VSMLStats(*(jnp.stack(v, -1) for v in zip(*[
             (_norm(n.c), _norm(n.c - o.c), _norm(n.c - f.c))
             for n, o, f in zip(new.lstm, carry.lstm, fresh.lstm)])))

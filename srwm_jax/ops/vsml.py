@@ -194,8 +194,12 @@ def _error_feedback(out_prev, target, m):
     return jnp.pad(msg, [(0, 0)] * (msg.ndim - 1) + [(0, m - 2)])
 
 
-def _network_step(params, state, fwd_in, bwd_in, *, micro_ticks, reduce, error_feedback,
-                  offsets):
+def network_step(params, state, fwd_in, bwd_in, *, micro_ticks, reduce, error_feedback,
+                 offsets):
+    """One input step of `vsml_network`, unchecked: fwd_in [B, A_0, m], bwd_in [B, O, m] (or
+    targets [B, O] with error_feedback), offsets (forget, input). Returns (new
+    VSMLNetworkState, (fwd_out [B, O, m], bwd_out [B, A_0, m])). Used by the statistics
+    recorder of srwm_jax.vsml_layer."""
     L = len(state.lstm)
     m = fwd_in.shape[-1]
     if error_feedback:
@@ -294,7 +298,7 @@ def vsml_network(params: Sequence[VSMLParams], fwd_in, bwd_in, state: VSMLNetwor
         f_t, b_t, r_t = inputs
         if r_t is not None:
             carry = _where_reset(r_t, fresh, carry)
-        return _network_step(params, carry, f_t, b_t, **kw)
+        return network_step(params, carry, f_t, b_t, **kw)
 
     C = min(chunk, T)
     n = -(-T // C)
