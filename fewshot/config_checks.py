@@ -53,7 +53,7 @@ FIELD_RULES = {
     "normalize": Bool,
     "sequential_pad": Bool,
     # Model
-    "model": Choice(*MEMORY_KINDS),
+    "model": Choice(*MEMORY_KINDS, "vsml"),
     "backbone": Choice("conv4", "res12"),
     "conv_channels": Int(1),
     "res12_channels": TupleOf(Int(1), length=4),
@@ -70,6 +70,11 @@ FIELD_RULES = {
     "impl": Choice(*IMPLS),
     "dense_init": Choice(*DENSE_INITS),
     "backbone_init": Choice(*BACKBONE_INITS),
+    "vsml_msg_size": Int(2),             # error and label channels
+    "vsml_state_size": Int(1),
+    "vsml_micro_ticks": Int(1),
+    "vsml_hidden_units": Int(0),
+    "vsml_gate_offset": Float(0.0),
     # Initialisation
     "init_from": Str,
     "init_from_checkpoint": Choice("best", "latest"),
@@ -110,7 +115,10 @@ def _between_fields(c) -> list[str]:
     if c.data_source not in SOURCES[c.dataset]:
         problems.append(f"config.data_source={c.data_source!r} does not apply to "
                         f"{c.dataset}: choose one of {SOURCES[c.dataset]}")
-    if c.model != "lstm" and c.hidden_size % c.num_heads:
+    if c.model == "vsml" and c.task != "sequential":
+        problems.append(f"config.model='vsml' needs task='sequential' (the label arrives one "
+                        f"step later as feedback), got task={c.task!r}")
+    if c.model not in ("lstm", "vsml") and c.hidden_size % c.num_heads:
         problems.append(f"config.hidden_size={c.hidden_size} is not divisible by "
                         f"config.num_heads={c.num_heads}")
     if c.task == "bootstrap" and c.future_shots < 1:

@@ -44,7 +44,7 @@ from srwm_jax.introspect import MATRICES, STATS_COLLECTION, collect_layers
 from srwm_jax.introspect_report import ensure_dir, heatmap, layer_rows, line_grid, write_csv
 from srwm_jax.training.run_config import load_config
 
-FAST_WEIGHT_MODELS = ("srwm", "deltanet", "srdelta")
+FAST_WEIGHT_MODELS = ("srwm", "deltanet", "srdelta", "vsml")
 
 
 class InspectError(ValueError):
@@ -107,7 +107,10 @@ def fixed_episodes(config, num_episodes, batch_size=100, seed=None):
 
 
 def _fast_weight_change(config, state, layer, head):
-    """[B, d, d] change of W_y (SRWM, SR-DeltaNet) or the delta-rule state S_T after the episode."""
+    """[B, d, d] change of W_y (SRWM, SR-DeltaNet) or the delta-rule state S_T after the episode;
+    VSML: channel `head` of the cell states c_T [B, A, O] of VSML layer `layer`."""
+    if config.model == "vsml":
+        return state.lstm[layer].c[..., head]
     stack = state[1] if config.short_conv else state
     s = stack[layer]
     if config.model == "srwm":
@@ -183,10 +186,14 @@ def _groups(config, rec):
 
 
 def _rate_names(series):
+    if "state_change" in series:  # VSML (srwm_jax.vsml_layer.VSMLStats): no learning rate
+        return ["state_change"]
     return [f"lr_{m}" for m in MATRICES] if "lr_y" in series else ["beta"]
 
 
 def _change_names(series):
+    if "state_change" in series:
+        return ["state_change"], ["distance"]
     if "update_y" in series:
         return [f"update_{m}" for m in MATRICES], [f"dist_{m}" for m in MATRICES]
     return ["error_norm"], ["state_norm"]
@@ -196,7 +203,8 @@ _TITLES = {**{f"lr_{m}": f"learning rate b_{m}" for m in MATRICES},
            **{f"update_{m}": f"||update of {'w_b' if m == 'b' else 'W_' + m}||" for m in MATRICES},
            **{f"dist_{m}": f"||{'w_b' if m == 'b' else 'W_' + m},t - start||" for m in MATRICES},
            "beta": "learning rate beta", "error_norm": "||v - k S||", "state_norm": "||S_t||",
-           "entropy_q": "entropy of q (nats)", "entropy_k": "entropy of k (nats)"}
+           "entropy_q": "entropy of q (nats)", "entropy_k": "entropy of k (nats)",
+           "state_change": "||c_t - c_t-1|| (VSML)", "distance": "||c_t - c_fresh|| (VSML)"}
 
 
 def _per_head_panel(name, a):
@@ -253,7 +261,7 @@ def plot_run(name, config, rec, out, layer, head):
                            "(mean over heads and episodes)", **kw))
     final_correct = rec["correct"].reshape(len(rec["correct"]), -1)[:, -1]
     idx = int(np.argmax(final_correct)) if final_correct.any() else 0
-    what = "S_T" if config.model == "deltanet" else "W_y,T - W_y,0"
+    what = {"deltanet": "S_T", "vsml": "cell state c_T (A x O)"}.get(config.model, "W_y,T - W_y,0")
     paths.append(heatmap(os.path.join(out, f"heatmap_{name}.png"), rec["change"][idx],
                          f"{name}: {what}, layer {layer}, head {head}, episode {idx} "
                          f"(last step {'correct' if final_correct[idx] else 'wrong'})"))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from srwm_jax.layers import MemoryStack, ShortConv, dense, torch_uniform
+from srwm_jax.vsml_layer import VSMLLayer
 
 BACKBONE_INITS = ("flax", "torch")
 
@@ -149,6 +150,8 @@ class SequenceLearner(nn.Module):
         dense_init = c.get("dense_init", "flax")
         B, L = images.shape[:2]
         feats = build_backbone(c)(images.reshape((B * L,) + images.shape[2:]), train=train)
+        if c.model == "vsml":
+            return self._vsml(feats.reshape(B, L, -1), label_inputs, state, parallel_queries)
         x = jnp.concatenate([feats.reshape(B, L, -1), label_inputs.astype(feats.dtype)], axis=-1)
         if c.model == "lstm":
             stack = MemoryStack("lstm", num_layers=c.num_layers, hidden=c.hidden_size, name="lstm")
@@ -183,6 +186,24 @@ class SequenceLearner(nn.Module):
         y, _ = run(queries, repeat_per_query(state, Q))
         return (dense(c.n_way, y.shape[-1], dense_init, name="classifier")(y.reshape(B, Q, -1)),
                 state)
+
+
+    def _vsml(self, feats, label_inputs, state, parallel_queries):
+        """model "vsml" (delayed-label task only): the backbone features [B, L, F] are the
+        input units of a VSML network F -> N (srwm_jax.vsml_layer); label_inputs, the one-hot
+        label of the previous step, are its error feedback targets. Logits: the output units'
+        channel 0 times one learned temperature."""
+        c = self.config
+        if parallel_queries:
+            raise ValueError("model='vsml' runs the delayed-label sequential task only (its "
+                             "feedback is the previous step's label), not parallel queries.")
+        hidden = (c.vsml_hidden_units,) if c.vsml_hidden_units else ()
+        layer = VSMLLayer(feats.shape[-1], c.n_way, hidden=hidden, msg_size=c.vsml_msg_size,
+                          state_size=c.vsml_state_size, micro_ticks=c.vsml_micro_ticks,
+                          forget_offset=c.vsml_gate_offset, input_offset=-c.vsml_gate_offset,
+                          name="vsml")
+        y, state = layer(feats, state, feedback=label_inputs.astype(feats.dtype))
+        return y * self.param("logit_scale", nn.initializers.constant(4.0), ()), state
 
 
 def repeat_per_query(state, num_queries):

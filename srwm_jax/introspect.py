@@ -264,9 +264,16 @@ def named_series(stats):
                           ("dist", stats.distance)):
             out.update({f"{prefix}_{m}": a[..., i] for i, m in enumerate(MATRICES)})
         return {**out, "entropy_q": stats.entropy_q, "entropy_k": stats.entropy_k}
-    if isinstance(stats, DeltaRuleStats):
+    if isinstance(stats, DeltaRuleStats) or _is_other_stats(stats):
         return dict(stats._asdict())
     raise TypeError(f"expected SRWMStats or DeltaRuleStats, got {type(stats).__name__}.")
+
+
+def _is_other_stats(node):
+    """Statistics of other layers (e.g. srwm_jax.vsml_layer.VSMLStats): a NamedTuple whose
+    class name ends in "Stats" and whose fields are [B, T, *] arrays."""
+    return (isinstance(node, tuple) and hasattr(node, "_asdict")
+            and type(node).__name__.endswith("Stats"))
 
 
 def collect_layers(collection):
@@ -280,7 +287,8 @@ def collect_layers(collection):
     out = {}
 
     def walk(node, path):
-        if isinstance(node, tuple) and node and isinstance(node[0], (SRWMStats, DeltaRuleStats)):
+        if isinstance(node, tuple) and node and (isinstance(node[0], (SRWMStats, DeltaRuleStats))
+                                                 or _is_other_stats(node[0])):
             parts = [named_series(s) for s in node]
             first = next(iter(parts[0].values())).shape
             if all(next(iter(p.values())).shape[::2] == first[::2] for p in parts):

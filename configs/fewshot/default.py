@@ -41,7 +41,7 @@ def get_config():
     c.sequential_pad = True         # pad trimmed batches to the full length (masked): one compiled
                                     # shape
     # Model
-    c.model = "srwm"                # srwm | deltanet | lstm | srdelta | fakesr
+    c.model = "srwm"                # srwm | deltanet | lstm | srdelta | fakesr | vsml
     c.backbone = "conv4"            # conv4 | res12
     c.conv_channels = 64
     c.res12_channels = (64, 96, 128, 256)
@@ -65,6 +65,12 @@ def get_config():
     c.backbone_init = "flax"        # convolutions of the backbone: flax (lecun normal, zero bias)
                                     # | torch (the original's: conv4 nn.Conv2d default, res12
                                     # kaiming normal fan_out; fewshot/models.py)
+    # VSML (model = vsml, task = sequential; srwm_jax.vsml_layer): backbone features -> n_way
+    c.vsml_msg_size = 8             # message size m (>= 2: error and label feedback)
+    c.vsml_state_size = 16          # state size s of each weight's LSTM
+    c.vsml_micro_ticks = 1          # LSTM ticks per input step
+    c.vsml_hidden_units = 0         # > 0: one hidden layer of VSML units
+    c.vsml_gate_offset = 1.0        # forget gate +offset, input gate -offset (original: 5)
     # Initialisation
     c.init_from = ""                # workdir of a run to copy matching weights from at step 0
                                     # (fewshot/warm_start.py); "" = fresh initialisation
