@@ -57,11 +57,14 @@ def col(x):
 
 def call_kernel(body, *, out_shape, scratch, grid, grid_names, interpret, name):
     """``plgpu.kernel`` with interpret mode selected by ``interpret`` (a bool)."""
-    del name  # plgpu.kernel names the kernel after the body function
+    def named_body(*refs):
+        return body(*refs)
+
+    named_body.__name__ = named_body.__qualname__ = name  # the kernel's name in dumps
     kwargs = dict(out_type=out_shape, scratch_types=scratch, grid=grid, grid_names=grid_names)
     if interpret:
         kwargs["interpret"] = plgpu.InterpretGPUParams()
-    return plgpu.kernel(body, **kwargs)
+    return plgpu.kernel(named_body, **kwargs)
 
 
 def _fwd_kernel(*refs, dk, block_v, time_block, num_blocks, chunk_blocks, save_residuals,
