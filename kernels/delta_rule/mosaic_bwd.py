@@ -15,9 +15,10 @@ columns, so dq, dk and dbeta come out as dv / BV partial sums that the wrapper a
 No reset masks here: a differentiated call with resets uses the scan reference's VJP
 (``mosaic_ops.py``).
 
-Layout as in ``mosaic_fwd.py``, plus dy [Tp, Np, dv], checkpoints [NC, dk, Np, dv],
+Layout as in ``mosaic_fwd.py``, plus dy [Tp, Np, dv], checkpoints [NC * dk, Np, dv],
 dL/dS_T [dk, Np, dv] float32, inserts [Tp, Np, dv] float32. Outputs (float32):
-dqT, dkT [NV, Tp, dk, Np], dv [Tp, Np, dv], dbeta [NV, Tp, Np], dS0 [dk, Np, dv].
+dqT, dkT [NV * Tp, dk, Np], dv [Tp, Np, dv], dbeta [NV * Tp, Np], dS0 [dk, Np, dv]
+(GMEM arrays stay 3-D: TMA copies take at most 5 strided dimensions).
 """
 import functools
 
@@ -34,7 +35,7 @@ def _bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, ins_ref,
                 dq_ref, dk_ref, dv_ref, dbeta_ref, ds0_ref,
                 q_s, k_s, v_s, beta_s, dy_s, ins_s, st_s,
                 dq_s, dk_s, dv_s, dbeta_s, barriers, *,
-                dk, block_v, time_block, num_blocks, chunk_blocks):
+                dk, block_v, time_block, num_blocks, chunk_blocks, seq_len):
     block = lax.axis_index("col")
     rows = pl.ds(lax.axis_index("seq") * SEQS, SEQS)
     cols = pl.ds(block * block_v, block_v)
@@ -62,7 +63,7 @@ def _bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, ins_ref,
 
         @pl.when(chunk_end)
         def _stage_checkpoint():
-            stage(ckpt_ref.at[b // chunk_blocks, :, rows, cols], st_s, 0)
+            stage(ckpt_ref.at[pl.ds((b // chunk_blocks) * dk, dk), rows, cols], st_s, 0)
 
         state, grad = carry
         state = lax.cond(chunk_end, lambda s: tuple(load_tile(st_s.at[i]) for i in range(dk)),
@@ -101,9 +102,10 @@ def _bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, ins_ref,
 
         carry = lax.fori_loop(0, time_block, step, (state, grad))
         plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(dq_s, dq_ref.at[block, times, :, rows])
-        plgpu.copy_smem_to_gmem(dk_s, dk_ref.at[block, times, :, rows])
-        plgpu.copy_smem_to_gmem(dbeta_s, dbeta_ref.at[block, times, rows])
+        out_times = pl.ds(block * seq_len + b * time_block, time_block)
+        plgpu.copy_smem_to_gmem(dq_s, dq_ref.at[out_times, :, rows])
+        plgpu.copy_smem_to_gmem(dk_s, dk_ref.at[out_times, :, rows])
+        plgpu.copy_smem_to_gmem(dbeta_s, dbeta_ref.at[out_times, rows])
         plgpu.copy_smem_to_gmem(dv_s, dv_ref.at[times, rows, cols])
         plgpu.wait_smem_to_gmem(0)
         return carry
@@ -120,10 +122,10 @@ def delta_rule_backward_mosaic(qT, kT, v, beta, dy, checkpoints, d_final, insert
     dv = v.shape[-1]
     num_v_blocks = dv // block_v
     f32 = jnp.float32
-    out_shape = (jax.ShapeDtypeStruct((num_v_blocks, seq_len, dk, n), f32),
-                 jax.ShapeDtypeStruct((num_v_blocks, seq_len, dk, n), f32),
+    out_shape = (jax.ShapeDtypeStruct((num_v_blocks * seq_len, dk, n), f32),
+                 jax.ShapeDtypeStruct((num_v_blocks * seq_len, dk, n), f32),
                  jax.ShapeDtypeStruct((seq_len, n, dv), f32),
-                 jax.ShapeDtypeStruct((num_v_blocks, seq_len, n), f32),
+                 jax.ShapeDtypeStruct((num_v_blocks * seq_len, n), f32),
                  jax.ShapeDtypeStruct((dk, n, dv), f32))
     tile = (time_block, SEQS, block_v)
     scratch = (plgpu.SMEM((time_block, dk, SEQS), qT.dtype),
@@ -140,9 +142,10 @@ def delta_rule_backward_mosaic(qT, kT, v, beta, dy, checkpoints, d_final, insert
                plgpu.Barrier(num_barriers=6))
     kernel = functools.partial(_bwd_kernel, dk=dk, block_v=block_v, time_block=time_block,
                                num_blocks=seq_len // time_block,
-                               chunk_blocks=chunk // time_block)
+                               chunk_blocks=chunk // time_block, seq_len=seq_len)
     dq, dk_, dv_, dbeta, ds0 = call_kernel(
         kernel, out_shape=out_shape, scratch=scratch, grid=(n // SEQS, num_v_blocks),
         grid_names=("seq", "col"), interpret=interpret, name="delta_rule_bwd_mosaic",
     )(qT, kT, v, beta, dy, checkpoints, d_final, inserts)
-    return dq.sum(0), dk_.sum(0), dv_, dbeta.sum(0), ds0
+    partials = lambda a: a.reshape((num_v_blocks, seq_len) + a.shape[1:]).sum(0)  # noqa: E731
+    return partials(dq), partials(dk_), dv_, partials(dbeta), ds0

@@ -21,8 +21,9 @@ beta = 0, which leaves S unchanged):
   reset  [Tp, Np]      float32 (1 where the sequence restarts before step t; optional)
   fresh  [dk, Np, dv]  float32 (the reset state; optional)
 
-Outputs: y [Tp, Np, dv] (v's dtype); S after every ``chunk`` steps [NC, dk, Np, dv]
-(the last is S_T); with ``save_residuals`` the inserts beta (v - k S_{t-1}) [Tp, Np, dv]
+Outputs: y [Tp, Np, dv] (v's dtype); S after every ``chunk`` steps [NC * dk, Np, dv]
+(chunk c at rows c*dk...; the last is S_T; TMA copies take at most 5 strided dimensions, so
+GMEM arrays stay 3-D); with ``save_residuals`` the inserts beta (v - k S_{t-1}) [Tp, Np, dv]
 float32. Inputs are staged GMEM -> SMEM by TMA one time block at a time.
 """
 import functools
@@ -139,7 +140,8 @@ def _fwd_kernel(*refs, dk, block_v, time_block, num_blocks, chunk_blocks, save_r
             for i in range(dk):
                 st_s[i] = state[i]
             plgpu.commit_smem()
-            plgpu.copy_smem_to_gmem(st_s, ckpt_ref.at[b // chunk_blocks, :, rows, cols])
+            first = (b // chunk_blocks) * dk
+            plgpu.copy_smem_to_gmem(st_s, ckpt_ref.at[pl.ds(first, dk), rows, cols])
             plgpu.wait_smem_to_gmem(0)
 
         return state
@@ -161,7 +163,7 @@ def delta_rule_forward_mosaic(qT, kT, v, beta, s0, *, save_residuals, chunk, tim
     num_chunks = -(-num_blocks // chunk_blocks)
     f32 = jnp.float32
     out_shape = [jax.ShapeDtypeStruct((seq_len, n, dv), v.dtype),
-                 jax.ShapeDtypeStruct((num_chunks, dk, n, dv), f32)]
+                 jax.ShapeDtypeStruct((num_chunks * dk, n, dv), f32)]
     if save_residuals:
         out_shape.append(jax.ShapeDtypeStruct((seq_len, n, dv), f32))
     scratch = [plgpu.SMEM((time_block, dk, SEQS), qT.dtype),

@@ -121,11 +121,11 @@ def _delta_core(config: MosaicDeltaConfig, interpret: bool):
 
     def forward(args, aux):
         y, ckpt = launch(args, aux, False, args[0].shape[0])
-        return y, ckpt[-1]
+        return y, ckpt[-args[0].shape[1]:]
 
     def forward_with_residuals(args, aux):
         y, ckpt, inserts = launch(args, aux, True, min(config.chunk, args[0].shape[0]))
-        return (y, ckpt[-1]), (ckpt, inserts)
+        return (y, ckpt[-args[0].shape[1]:]), (ckpt, inserts)
 
     def backward(args, aux, residuals, cotangents):
         if aux is not None:  # resets: no Mosaic backward yet (kernels/README.md)
