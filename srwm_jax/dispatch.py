@@ -12,7 +12,8 @@
   "auto"             "pallas" on GPU when a kernel supports the configuration, else "scan"
                      (each fallback is logged once)
 
-Setting the environment variable SRWM_JAX_AUTO_KERNEL=0 makes "auto" always choose "scan".
+Setting the environment variable SRWM_JAX_AUTO_KERNEL=0 makes "auto" always choose "scan";
+SRWM_JAX_MOSAIC=0 makes "auto" and "pallas" skip Mosaic GPU (Triton on every GPU).
 """
 import logging
 import os
@@ -78,7 +79,8 @@ def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> Resolv
                         or os.environ.get("SRWM_JAX_AUTO_KERNEL", "1") == "0"):
             return "scan"
     mosaic_name = supported_name.replace("_supported", "_mosaic_supported")
-    if impl in ("auto", "pallas") and jax.default_backend() == "gpu" and _gpu_is_hopper():
+    if (impl in ("auto", "pallas") and jax.default_backend() == "gpu"
+            and os.environ.get("SRWM_JAX_MOSAIC", "1") != "0" and _gpu_is_hopper()):
         ok, reason = _kernel_support(mosaic_name, args, impl)
         if ok:
             return "mosaic"

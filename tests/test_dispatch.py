@@ -81,6 +81,9 @@ def test_resolve_backend_by_gpu_generation(monkeypatch, caplog):
     with pytest.raises(ValueError, match=r"impl='mosaic_interpret' does not support .*SRWM"):  # any jax
         resolve_impl("srwm", "mosaic_interpret", "srwm_supported", *_srwm_args(16))
     assert resolve_impl("delta_rule", "triton", "delta_rule_supported", *delta_ok) == "triton"
+    monkeypatch.setenv("SRWM_JAX_MOSAIC", "0")  # opt out of Mosaic GPU
+    assert resolve_impl("delta_rule", "pallas", "delta_rule_supported", *delta_ok) == "triton"
+    monkeypatch.delenv("SRWM_JAX_MOSAIC")
     monkeypatch.setattr(jax, "devices", lambda: [_Device("8.0")])  # Ampere: Triton only
     for impl in ("pallas", "auto"):
         assert resolve_impl("delta_rule", impl, "delta_rule_supported", *delta_ok) == "triton"
