@@ -46,9 +46,10 @@ class MosaicCase:
 
 
 def mosaic_cases(quick: bool = False) -> list[MosaicCase]:
-    # The kernels depend on dk, BV (min(dv, 256/dk) forward, min(dv, 128/dk) backward) and the
-    # dtype; these dims cover every (dk, BV) pair the supported configurations use.
-    dims = [(16, 16)] if quick else [(16, 16), (16, 8), (16, 64), (8, 8), (8, 16), (8, 128)]
+    # The kernels depend on dk, BV (min(dv, 256/dk) forward, min(dv, 128/dk) backward, or with
+    # dL/dS in SMEM at dk=32 BV=8) and the dtype; these dims cover every (dk, BV) pair the
+    # supported configurations use.
+    dims = [(16, 16)] if quick else [(16, 16), (16, 8), (32, 32), (8, 8), (8, 16), (8, 128)]
     cases = [MosaicCase(dk, dv) for dk, dv in dims]
     cases += [MosaicCase(16, 16, reset=True)] + ([] if quick else [MosaicCase(16, 16, "bfloat16")])
     return cases
@@ -130,7 +131,7 @@ def occupancy_rows(rows: list[dict]) -> list[dict]:
     for shape, (batch, heads, _) in SHAPES.items():
         n_pad = -(-batch * heads // 64) * 64
         for row in rows:
-            if row["case"] not in ("delta dk16-dv16 f32", "delta dk16-dv64 f32"):
+            if row["case"] not in ("delta dk16-dv16 f32", "delta dk32-dv32 f32"):
                 continue
             dv = int(re.search(r"dv(\d+)", row["case"]).group(1))
             grid = (n_pad // 64) * (dv // row["block_v"])

@@ -96,7 +96,7 @@ def test_forward_matches_float64(batch, seq_len, heads, dk, dv, dtype):
 
 @pytest.mark.parametrize("seq_len,dk,dv,dtype,config", [
     (9, 8, 16, jnp.float32, SMALL_CHUNK),  # 3 checkpoint chunks + a padded time block, 2 BV blocks
-    (3, 16, 8, jnp.bfloat16, None),          # default config, dk != dv
+    (3, 32, 8, jnp.bfloat16, None),          # default config: dL/dS in SMEM (dk = 32), dk != dv
 ])
 def test_gradients_match_float64(seq_len, dk, dv, dtype, config):
     args = _inputs(1, 1, seq_len, 2, dk, dv, dtype)

@@ -34,8 +34,10 @@ from .mosaic_fwd import SEQS, call_kernel, col, load_row, load_tile
 def _bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, ins_ref,
                 dq_ref, dk_ref, dv_ref, dbeta_ref, ds0_ref,
                 q_s, k_s, v_s, beta_s, dy_s, ins_s, st_s,
-                dq_s, dk_s, dv_s, dbeta_s, barriers, *,
+                dq_s, dk_s, dv_s, dbeta_s, barriers, *grad_s,
                 dk, block_v, time_block, num_blocks, chunk_blocks, seq_len):
+    # grad_s: () keeps dL/dS in registers; (g_s,) keeps it in SMEM [dk, 64, BV] (dk >= 32,
+    # where S and dL/dS together would not fit in 255 registers per thread).
     block = lax.axis_index("col")
     rows = pl.ds(lax.axis_index("seq") * SEQS, SEQS)
     cols = pl.ds(block * block_v, block_v)
@@ -51,9 +53,15 @@ def _bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, ins_ref,
         plgpu.copy_smem_to_gmem(st_s, dst)
         plgpu.wait_smem_to_gmem(0)
 
-    stage(g_ref.at[:, rows, cols], st_s, 0)
-    grad = tuple(load_tile(st_s.at[i]) for i in range(dk))
-    zero = jnp.zeros_like(grad[0])
+    if grad_s:
+        (g_s,) = grad_s
+        stage(g_ref.at[:, rows, cols], g_s, 0)
+        grad = ()
+        zero = jnp.zeros_like(load_tile(g_s.at[0]))
+    else:
+        stage(g_ref.at[:, rows, cols], st_s, 0)
+        grad = tuple(load_tile(st_s.at[i]) for i in range(dk))
+        zero = jnp.zeros_like(grad[0])
     state = tuple(zero for _ in range(dk))
 
     def time_block_body(bb, carry):
@@ -85,20 +93,30 @@ def _bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, ins_ref,
             insert = load_tile(ins_s.at[j])
             for i in range(dk):
                 dq_s[j, i] = jnp.sum(state[i] * dy, axis=1)
-            grad = tuple(grad[i] + col(load_row(q_s.at[j, i])) * dy for i in range(dk))
             state = tuple(state[i] - col(k[i]) * insert for i in range(dk))
-            d_insert = col(k[0]) * grad[0]
-            k_state = col(k[0]) * state[0]
-            for i in range(1, dk):
-                d_insert = d_insert + col(k[i]) * grad[i]
-                k_state = k_state + col(k[i]) * state[i]
+            d_insert = k_state = None
+            new_grad = []
+            for i in range(dk):
+                g = (load_tile(grad_s[0].at[i]) if grad_s else grad[i])
+                g = g + col(load_row(q_s.at[j, i])) * dy
+                if grad_s:
+                    grad_s[0][i] = g
+                else:
+                    new_grad.append(g)
+                d_insert = col(k[i]) * g if i == 0 else d_insert + col(k[i]) * g
+                k_state = (col(k[i]) * state[i] if i == 0 else k_state + col(k[i]) * state[i])
             dbeta_s[j] = jnp.sum(d_insert * (v - k_state), axis=1)
             dv = col(beta) * d_insert
-            for i in range(dk):
-                dk_s[j, i] = jnp.sum(grad[i] * insert - state[i] * dv, axis=1)
             dv_s[j] = dv
-            grad = tuple(grad[i] - col(k[i]) * dv for i in range(dk))
-            return state, grad
+            for i in range(dk):
+                g = load_tile(grad_s[0].at[i]) if grad_s else new_grad[i]
+                dk_s[j, i] = jnp.sum(g * insert - state[i] * dv, axis=1)
+                g = g - col(k[i]) * dv
+                if grad_s:
+                    grad_s[0][i] = g
+                else:
+                    new_grad[i] = g
+            return state, tuple(new_grad)
 
         carry = lax.fori_loop(0, time_block, step, (state, grad))
         plgpu.commit_smem()
@@ -111,11 +129,16 @@ def _bwd_kernel(q_ref, k_ref, v_ref, beta_ref, dy_ref, ckpt_ref, g_ref, ins_ref,
         return carry
 
     _, grad = lax.fori_loop(0, num_blocks, time_block_body, (state, grad))
-    write_state(grad, ds0_ref.at[:, rows, cols])
+    if grad_s:
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(grad_s[0], ds0_ref.at[:, rows, cols])
+        plgpu.wait_smem_to_gmem(0)
+    else:
+        write_state(grad, ds0_ref.at[:, rows, cols])
 
 
 def delta_rule_backward_mosaic(qT, kT, v, beta, dy, checkpoints, d_final, inserts, *, chunk,
-                               time_block, block_v, interpret):
+                               time_block, block_v, interpret, grad_in_smem=False):
     """Launches the backward kernel; returns float32 (dqT, dkT, dv, dbeta, dS0) with the
     value-block partial sums of dq, dk and dbeta added."""
     seq_len, dk, n = qT.shape
@@ -140,6 +163,8 @@ def delta_rule_backward_mosaic(qT, kT, v, beta, dy, checkpoints, d_final, insert
                plgpu.SMEM(tile, f32),
                plgpu.SMEM((time_block, SEQS), f32),
                plgpu.Barrier(num_barriers=6))
+    if grad_in_smem:
+        scratch += (plgpu.SMEM((dk, SEQS, block_v), f32),)
     kernel = functools.partial(_bwd_kernel, dk=dk, block_v=block_v, time_block=time_block,
                                num_blocks=seq_len // time_block,
                                chunk_blocks=chunk // time_block, seq_len=seq_len)

@@ -28,11 +28,12 @@ MIN_BLOCK_V = 8           # WGMMA tiles have columns in multiples of 8
 class MosaicDeltaConfig:
     """block_v / block_v_bwd: value columns per CTA (multiples of 8 dividing dv);
     time_block: steps staged in SMEM per TMA round; chunk: checkpoint spacing (a multiple of
-    time_block)."""
+    time_block); grad_in_smem: the backward keeps dL/dS in SMEM instead of registers."""
     block_v: int
     block_v_bwd: int
     time_block: int
     chunk: int
+    grad_in_smem: bool = False
 
 
 def mosaic_available() -> tuple[bool, str]:
@@ -52,10 +53,15 @@ def mosaic_available() -> tuple[bool, str]:
 def default_mosaic_delta_config(dk: int, dv: int, bytes_in: int = 4) -> MosaicDeltaConfig:
     block_v = min(dv, _STATE_FLOATS_FWD * 2 // dk)
     block_v_bwd = min(dv, _STATE_FLOATS_BWD // dk)
+    # dk >= 32: dL/dS moves to SMEM, so the backward's registers hold S only (as the forward).
+    grad_in_smem = block_v_bwd < MIN_BLOCK_V
+    if grad_in_smem:
+        block_v_bwd = block_v
     # SMEM: the state staging tile [dk, 64, BV] f32, plus per staged step: forward q, k rows,
     # v, y tiles, the f32 insert, beta; backward q, k rows, f32 dq, dk rows, v, dy tiles, f32
     # insert and dv, beta, dbeta.
     fwd_state, bwd_state = (4 * SEQS * dk * bv for bv in (block_v, block_v_bwd))
+    bwd_state *= 2 if grad_in_smem else 1
     fwd_step = SEQS * (2 * dk * bytes_in + block_v * (2 * bytes_in + 4) + bytes_in)
     bwd_step = SEQS * (dk * (2 * bytes_in + 8) + block_v_bwd * (2 * bytes_in + 8) + bytes_in + 4)
 
@@ -67,7 +73,7 @@ def default_mosaic_delta_config(dk: int, dv: int, bytes_in: int = 4) -> MosaicDe
         time_block *= 2
     chunk = max(time_block, _common.round_up(max(64, 2 * max(dk, dv)), time_block))
     return MosaicDeltaConfig(block_v=block_v, block_v_bwd=block_v_bwd, time_block=time_block,
-                             chunk=chunk)
+                             chunk=chunk, grad_in_smem=grad_in_smem)
 
 
 def delta_rule_mosaic_supported(q, k, v, beta, S0, *unused_args, **unused_kwargs):
@@ -83,9 +89,9 @@ def delta_rule_mosaic_supported(q, k, v, beta, S0, *unused_args, **unused_kwargs
     dk, dv = k.shape[-1], v.shape[-1]
     if dv < MIN_BLOCK_V:
         return False, f"dv={dv} < {MIN_BLOCK_V} (WGMMA register tiles need 8-column multiples)"
-    if _STATE_FLOATS_BWD // dk < MIN_BLOCK_V:
-        return False, (f"dk={dk} > {_STATE_FLOATS_BWD // MIN_BLOCK_V}: the backward's state "
-                       "(S and dL/dS as dk [64, 8] register tiles) would not fit in registers")
+    if _STATE_FLOATS_FWD * 2 // dk < MIN_BLOCK_V:
+        return False, (f"dk={dk} > {_STATE_FLOATS_FWD * 2 // MIN_BLOCK_V}: the state (dk [64, 8] "
+                       "register tiles, dk*4 floats per thread) would not fit in registers")
     return True, "ok"
 
 
@@ -136,7 +142,7 @@ def _delta_core(config: MosaicDeltaConfig, interpret: bool):
         dq, dk, dv, dbeta, ds0 = delta_rule_backward_mosaic(
             qT, kT, v, beta, dy, ckpt, d_final.astype(jnp.float32), inserts,
             chunk=min(config.chunk, qT.shape[0]), time_block=config.time_block,
-            block_v=config.block_v_bwd, interpret=interpret)
+            block_v=config.block_v_bwd, interpret=interpret, grad_in_smem=config.grad_in_smem)
         return (dq.astype(qT.dtype), dk.astype(kT.dtype), dv.astype(v.dtype),
                 dbeta.astype(beta.dtype), ds0, None)
 
