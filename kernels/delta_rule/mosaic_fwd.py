@@ -111,9 +111,11 @@ def _fwd_kernel(*refs, dk, block_v, time_block, num_blocks, chunk_blocks, save_r
 
         def step(j, state):
             if has_reset:
-                restart = col(load_row(reset_s.at[j])) > 0
-                state = tuple(jnp.where(restart, load_tile(fresh_s.at[i]), state[i])
-                              for i in range(dk))
+                # A 0/1 blend, exact for finite states: S (1 - m) + F m. (`jnp.where` on a
+                # broadcast [64, 1] mask left Mosaic's layout inference running for >10 min.)
+                m = col(load_row(reset_s.at[j]))
+                keep = 1.0 - m
+                state = tuple(state[i] * keep + load_tile(fresh_s.at[i]) * m for i in range(dk))
             k = [load_row(k_s.at[j, i]) for i in range(dk)]
             beta = load_row(beta_s.at[j])
             v = load_tile(v_s.at[j])
