@@ -69,6 +69,8 @@ def test_resolve_backend_by_gpu_generation(monkeypatch, caplog):
         assert resolve_impl("delta_rule", impl, "delta_rule_supported", *delta_ok) == expect
         assert resolve_impl("delta_rule", impl, "delta_rule_supported", *delta_big) == "triton"
         assert resolve_impl("srwm", impl, "srwm_supported", *_srwm_args(16)) == "triton"
+    reset = jnp.zeros((1, 2), bool)  # masked calls stay on Triton (kernels/README.md)
+    assert resolve_impl("delta_rule", "pallas", "delta_rule_supported", *delta_ok, reset) == "triton"
     dispatch._logged.clear()
     caplog.clear()
     with caplog.at_level("WARNING", logger="srwm_jax"):

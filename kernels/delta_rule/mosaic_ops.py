@@ -76,9 +76,9 @@ def default_mosaic_delta_config(dk: int, dv: int, bytes_in: int = 4) -> MosaicDe
                              chunk=chunk, grad_in_smem=grad_in_smem)
 
 
-def delta_rule_mosaic_supported(q, k, v, beta, S0, *unused_args, **unused_kwargs):
-    """(ok, reason): whether the Mosaic GPU kernels handle these inputs (shapes, dtypes and
-    this jax); the Triton kernels' own limits apply too."""
+def delta_rule_mosaic_supported(q, k, v, beta, S0, reset=None, *unused_args, **unused_kwargs):
+    """(ok, reason): whether the Mosaic GPU kernels handle these inputs (shapes, dtypes,
+    ``reset`` mask or None, and this jax); the Triton kernels' own limits apply too."""
     from .ops import delta_rule_supported  # noqa: PLC0415
     ok, reason = delta_rule_supported(q, k, v, beta, S0)
     if not ok:
@@ -89,6 +89,9 @@ def delta_rule_mosaic_supported(q, k, v, beta, S0, *unused_args, **unused_kwargs
     dk, dv = k.shape[-1], v.shape[-1]
     if dv < MIN_BLOCK_V:
         return False, f"dv={dv} < {MIN_BLOCK_V} (WGMMA register tiles need 8-column multiples)"
+    if reset is not None:
+        return False, ("reset masks: the masked Mosaic GPU forward runs in interpret mode, but its "
+                       "sm_90a compile did not finish Mosaic's layout inference (kernels/README.md)")
     if _STATE_FLOATS_FWD * 2 // dk < MIN_BLOCK_V:
         return False, (f"dk={dk} > {_STATE_FLOATS_FWD * 2 // MIN_BLOCK_V}: the state (dk [64, 8] "
                        "register tiles, dk*4 floats per thread) would not fit in registers")

@@ -215,7 +215,7 @@ def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = 
       >>> y, S = delta_rule(q, k, v, jnp.ones((1, 3, 2)), jnp.zeros((1, 2, 4, 8)))
     """
     _validate(q, k, v, beta, S0, reset, reset_state)
-    which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0)
+    which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0, reset)
     if which == "scan":
         return delta_rule_scan(q, k, v, beta, S0, reset=reset, reset_state=reset_state)
     kernels = own_kernels()
