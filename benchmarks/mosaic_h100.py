@@ -51,7 +51,9 @@ def mosaic_cases(quick: bool = False) -> list[MosaicCase]:
     # supported configurations use.
     dims = [(16, 16)] if quick else [(16, 16), (16, 8), (32, 32), (8, 8), (8, 16), (8, 128)]
     cases = [MosaicCase(dk, dv) for dk, dv in dims]
-    cases += [MosaicCase(16, 16, reset=True)] + ([] if quick else [MosaicCase(16, 16, "bfloat16")])
+    # No masked case: the masked forward's sm_90a compile did not finish Mosaic's layout
+    # inference (>10 min, jax 0.12.1), so reset masks run on Triton (kernels/README.md).
+    cases += [] if quick else [MosaicCase(16, 16, "bfloat16")]
     return cases
 
 
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--quick", action="store_true",
-                        help="only dk=dv=16 (f32, with and without resets)")
+                        help="only dk=dv=16 f32")
     parser.add_argument("--dump", help="existing or new directory for Mosaic GPU's dumps")
     args = parser.parse_args(argv)
     dump = setup_dump(args.dump)
