@@ -2,11 +2,18 @@
 
 `Impl` (a `typing.Literal`, so configs and command lines keep passing plain strings):
   "scan"             the `lax.scan` reference with a memory-efficient custom VJP (any backend)
-  "pallas"           the fused Pallas GPU kernel from `kernels/` (error if unsupported)
-  "pallas_interpret" the same kernel in Pallas interpret mode (any backend; for tests)
-  "auto"             "pallas" on GPU when the kernel supports the configuration, else "scan"
+  "pallas"           the fused Pallas GPU kernel from `kernels/`, best backend for the GPU:
+                     Mosaic GPU on Hopper (sm_90+) where it supports the configuration, else
+                     Triton (error if neither does)
+  "pallas_interpret" the Triton kernel in Pallas interpret mode (any backend; for tests)
+  "triton", "triton_interpret"  the Triton-backend kernel (any NVIDIA GPU) / its interpreter
+  "mosaic", "mosaic_interpret"  the Mosaic GPU kernel (Hopper) / Mosaic GPU's CPU interpreter
+                     (jax >= 0.11); explicit backends raise if they cannot run the configuration
+  "auto"             "pallas" on GPU when a kernel supports the configuration, else "scan"
+                     (each fallback is logged once)
 
-Setting the environment variable SRWM_JAX_AUTO_KERNEL=0 makes "auto" always choose "scan".
+Setting the environment variable SRWM_JAX_AUTO_KERNEL=0 makes "auto" always choose "scan";
+SRWM_JAX_MOSAIC=0 makes "auto" and "pallas" skip Mosaic GPU (Triton on every GPU).
 """
 import logging
 import os
@@ -16,8 +23,10 @@ import jax
 
 from srwm_jax.own_kernels import KernelsUnavailable, own_kernels
 
-Impl = Literal["auto", "scan", "pallas", "pallas_interpret"]
-ResolvedImpl = Literal["scan", "pallas", "pallas_interpret"]  # what `resolve_impl` returns
+Impl = Literal["auto", "scan", "pallas", "pallas_interpret", "triton", "triton_interpret",
+               "mosaic", "mosaic_interpret"]
+# what `resolve_impl` returns
+ResolvedImpl = Literal["scan", "triton", "triton_interpret", "mosaic", "mosaic_interpret"]
 IMPLS: tuple[str, ...] = get_args(Impl)
 
 _log = logging.getLogger("srwm_jax")
@@ -41,6 +50,12 @@ def _kernel_support(supported_name, args, impl):
     return getattr(kernels, supported_name)(*args)
 
 
+def _gpu_is_hopper() -> bool:
+    """Whether the first GPU has compute capability 9.0 or newer (Mosaic GPU's target)."""
+    capability = getattr(jax.devices()[0], "compute_capability", "0")
+    return float(capability) >= 9.0
+
+
 def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> ResolvedImpl:
     """Returns the implementation that runs operator `op_name` for `impl`.
 
@@ -48,11 +63,12 @@ def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> Resolv
       op_name: the operator, for messages ("srwm", "delta_rule").
       impl: the requested `Impl`.
       supported_name: the function in `kernels` that returns (ok, reason) for `args`.
+      (The Mosaic GPU check is the same name with "_supported" -> "_mosaic_supported".)
     Returns:
-      "scan", "pallas" or "pallas_interpret".
+      "scan", "triton", "triton_interpret", "mosaic" or "mosaic_interpret".
     Raises:
-      ValueError: for an unknown impl, or an explicit "pallas"/"pallas_interpret" the kernel
-        does not support for these arguments (the message gives the kernel's reason).
+      ValueError: for an unknown impl, or an explicit kernel impl that cannot run these
+        arguments (the message gives the kernel's reason).
     """
     if impl not in IMPLS:
         raise ValueError(f"{op_name}: unknown impl={impl!r}; choose one of {IMPLS}.")
@@ -62,13 +78,27 @@ def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> Resolv
         case "auto" if (jax.default_backend() != "gpu"
                         or os.environ.get("SRWM_JAX_AUTO_KERNEL", "1") == "0"):
             return "scan"
-    ok, reason = _kernel_support(supported_name, args, impl)
+    mosaic_name = supported_name.replace("_supported", "_mosaic_supported")
+    if (impl in ("auto", "pallas") and jax.default_backend() == "gpu"
+            and os.environ.get("SRWM_JAX_MOSAIC", "1") != "0" and _gpu_is_hopper()):
+        ok, reason = _kernel_support(mosaic_name, args, impl)
+        if ok:
+            return "mosaic"
+        _log_once(f"{op_name}: Mosaic GPU kernel unavailable, trying Triton: {reason}")
+    if impl.startswith("mosaic"):
+        ok, reason = _kernel_support(mosaic_name, args, impl)
+    else:
+        ok, reason = _kernel_support(supported_name, args, impl)
     match impl, ok:
         case "auto", True:
-            return "pallas"
+            return "triton"
         case "auto", False:
             _log_once(f"{op_name}: falling back to the scan reference: {reason}")
             return "scan"
+        case "pallas", True:
+            return "triton"
+        case "pallas_interpret", True:
+            return "triton_interpret"
         case _, True:
             return impl
     raise ValueError(f"{op_name}: impl={impl!r} does not support this configuration: {reason}. "

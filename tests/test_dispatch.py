@@ -17,7 +17,8 @@ def _srwm_args(d):
 
 
 def test_impl_is_one_literal_used_by_ops_and_layers():
-    assert IMPLS == get_args(Impl) == ("auto", "scan", "pallas", "pallas_interpret")
+    assert IMPLS == get_args(Impl) == ("auto", "scan", "pallas", "pallas_interpret", "triton",
+                                       "triton_interpret", "mosaic", "mosaic_interpret")
     for op in (srwm_jax.srwm, srwm_jax.delta_rule):
         assert inspect.signature(op).parameters["impl"].annotation is Impl
     for layer in (layers.SRWMLayer, layers.DeltaNetLayer, layers.SRDeltaNetLayer,
@@ -30,15 +31,69 @@ def test_resolve_impl(monkeypatch):
     ok_args, bad_args = _srwm_args(16), _srwm_args(3)  # d=3: no kernel for that head dim
     assert resolve_impl("srwm", "scan", "srwm_supported", *bad_args) == "scan"
     assert resolve_impl("srwm", "auto", "srwm_supported", *ok_args) == "scan"  # not on a GPU
-    interpret = "pallas_interpret"
-    assert resolve_impl("srwm", interpret, "srwm_supported", *ok_args) == interpret
+    assert resolve_impl("srwm", "pallas_interpret", "srwm_supported", *ok_args) == "triton_interpret"
+    assert resolve_impl("srwm", "triton_interpret", "srwm_supported", *ok_args) == "triton_interpret"
     with pytest.raises(ValueError, match=r"impl='pallas_interpret' does not support .*d=3"):
         resolve_impl("srwm", "pallas_interpret", "srwm_supported", *bad_args)
     with pytest.raises(ValueError, match=r"unknown impl='cuda'; choose one of"):
         resolve_impl("srwm", "cuda", "srwm_supported", *ok_args)
     # On a GPU "auto" asks the kernel; SRWM_JAX_AUTO_KERNEL=0 makes it skip the kernel.
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert resolve_impl("srwm", "auto", "srwm_supported", *ok_args) == "pallas"
+    assert resolve_impl("srwm", "auto", "srwm_supported", *ok_args) == "triton"
     assert resolve_impl("srwm", "auto", "srwm_supported", *bad_args) == "scan"
     monkeypatch.setenv("SRWM_JAX_AUTO_KERNEL", "0")
     assert resolve_impl("srwm", "auto", "srwm_supported", *ok_args) == "scan"
+
+
+def _delta_args(dk, dv):
+    q = jnp.zeros((1, 2, 1, dk))
+    return q, q, jnp.zeros((1, 2, 1, dv)), jnp.zeros((1, 2, 1)), jnp.zeros((1, 1, dk, dv))
+
+
+class _Device:
+    def __init__(self, capability):
+        self.compute_capability = capability
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="fakes the GPU generation")
+def test_resolve_backend_by_gpu_generation(monkeypatch, caplog):
+    """"pallas"/"auto" pick Mosaic GPU on Hopper where it supports the configuration, else
+    Triton (the fallback logged once); explicit backends raise one clear error."""
+    from srwm_jax import dispatch
+    mosaic_ok = kernels_mosaic_available()
+    delta_ok, delta_big = _delta_args(16, 16), _delta_args(64, 64)  # dk=64: no Mosaic kernel
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(jax, "devices", lambda: [_Device("9.0")])
+    expect = "mosaic" if mosaic_ok else "triton"
+    for impl in ("pallas", "auto"):
+        assert resolve_impl("delta_rule", impl, "delta_rule_supported", *delta_ok) == expect
+        assert resolve_impl("delta_rule", impl, "delta_rule_supported", *delta_big) == "triton"
+        assert resolve_impl("srwm", impl, "srwm_supported", *_srwm_args(16)) == "triton"
+    reset = jnp.zeros((1, 2), bool)  # masked calls stay on Triton (kernels/README.md)
+    assert resolve_impl("delta_rule", "pallas", "delta_rule_supported", *delta_ok, reset) == "triton"
+    dispatch._logged.clear()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="srwm_jax"):
+        for _ in range(3):
+            resolve_impl("delta_rule", "auto", "delta_rule_supported", *delta_big)
+    assert sum("trying Triton" in r.message for r in caplog.records) == 1
+    why = "dk=64" if mosaic_ok else "needs jax >= 0.11"
+    with pytest.raises(ValueError, match=rf"impl='mosaic' does not support .*{why}"):
+        resolve_impl("delta_rule", "mosaic", "delta_rule_supported", *delta_big)
+    with pytest.raises(ValueError, match=r"impl='mosaic_interpret' does not support .*SRWM"):  # any jax
+        resolve_impl("srwm", "mosaic_interpret", "srwm_supported", *_srwm_args(16))
+    assert resolve_impl("delta_rule", "triton", "delta_rule_supported", *delta_ok) == "triton"
+    monkeypatch.setenv("SRWM_JAX_MOSAIC", "0")  # opt out of Mosaic GPU
+    assert resolve_impl("delta_rule", "pallas", "delta_rule_supported", *delta_ok) == "triton"
+    monkeypatch.delenv("SRWM_JAX_MOSAIC")
+    monkeypatch.setattr(jax, "devices", lambda: [_Device("8.0")])  # Ampere: Triton only
+    for impl in ("pallas", "auto"):
+        assert resolve_impl("delta_rule", impl, "delta_rule_supported", *delta_ok) == "triton"
+
+
+def kernels_mosaic_available():
+    import sys
+
+    from srwm_jax.own_kernels import NAME, own_kernels
+    own_kernels()
+    return sys.modules[NAME + ".delta_rule.mosaic_ops"].mosaic_available()[0]

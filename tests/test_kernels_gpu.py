@@ -9,7 +9,8 @@ Cases (19; sized for gpu_check's 8-minute budget), at small, awkward sizes (B*H 
 multiple of any block): SRWM d in {16, 32, 64} with (input softmax, float32) and (no softmax,
 bf16) at T=76 (two checkpoint chunks at d=16), T=1 and T=4096 at d=16; the delta-rule (dk, dv)
 pairs with distinct block configs (``benchmarks.h100.delta_code_paths``, 9 pairs), bf16 at
-(128, 32), T=4096 at (16, 16).
+(128, 32), T=4096 at (16, 16); on Hopper (sm_90+, jax >= 0.11) also the Mosaic GPU delta rule
+(5 cases: the distinct kernels, bf16, T=4096, resets), skipped with the reason elsewhere.
 
 Tolerances, relative to the largest reference value of each quantity (as tests/test_kernels.py
 uses against scan): float32 1e-5 forward, 1e-4 gradients; bf16 inputs 2e-2 for bf16 outputs
@@ -108,6 +109,44 @@ def test_delta_rule_kernel_matches_scan_on_gpu(dk, dv, dtype, seq_len):
             jnp.asarray(rng.standard_normal((B, H, dk, dv)) / np.sqrt(dk), jnp.float32))
     kernel = kernels.delta_rule_pallas
     scan = functools.partial(srwm_jax.delta_rule, impl="scan")
+    tol_out, tol_grad = _tolerances(dtype, seq_len)
+    _assert_trees_close("forward", jax.jit(kernel)(*args), jax.jit(scan)(*args), tol_out)
+    out, grads = _outputs_and_grads(kernel, args)
+    out_ref, grads_ref = _outputs_and_grads(scan, args)
+    _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
+    _assert_trees_close("gradients", grads, grads_ref, tol_grad)
+
+
+def _mosaic_runs_here():
+    from kernels.delta_rule.mosaic_ops import mosaic_available
+    ok, why = mosaic_available()
+    if ok and jax.default_backend() == "gpu":
+        capability = float(getattr(jax.devices()[0], "compute_capability", "0"))
+        ok, why = capability >= 9.0, f"compute capability {capability} < 9.0 (Mosaic GPU: Hopper+)"
+    return ok, why
+
+
+# Mosaic GPU delta rule (Hopper): the distinct (dk, BV) kernels, bf16, T=4096, resets.
+MOSAIC_CASES = [(16, 16, jnp.float32, 76, False), (16, 64, jnp.bfloat16, 76, False),
+                (8, 128, jnp.float32, 76, False), (16, 16, jnp.float32, 4096, False),
+                (16, 16, jnp.float32, 76, True)]
+
+
+@pytest.mark.parametrize("dk, dv, dtype, seq_len, with_reset", MOSAIC_CASES)
+def test_delta_rule_mosaic_kernel_matches_scan_on_gpu(dk, dv, dtype, seq_len, with_reset):
+    ok, why = _mosaic_runs_here()
+    if not ok:
+        pytest.skip(why)
+    rng = np.random.default_rng(dk * dv + seq_len + 7)
+    q, k = (jnp.asarray(rng.standard_normal((B, seq_len, H, dk)) / dk, jnp.float32)
+            for _ in range(2))
+    v = jnp.asarray(rng.standard_normal((B, seq_len, H, dv)), jnp.float32)
+    beta = jnp.asarray(1.0 / (1.0 + np.exp(-rng.standard_normal((B, seq_len, H)))), jnp.float32)
+    args = (*(a.astype(dtype) for a in (q, k, v, beta)),
+            jnp.asarray(rng.standard_normal((B, H, dk, dv)) / np.sqrt(dk), jnp.float32))
+    reset = jnp.asarray(rng.random((B, seq_len)) < 0.05) if with_reset else None
+    kernel = functools.partial(kernels.delta_rule_mosaic, reset=reset)
+    scan = functools.partial(srwm_jax.delta_rule, reset=reset, impl="scan")
     tol_out, tol_grad = _tolerances(dtype, seq_len)
     _assert_trees_close("forward", jax.jit(kernel)(*args), jax.jit(scan)(*args), tol_out)
     out, grads = _outputs_and_grads(kernel, args)

@@ -201,7 +201,7 @@ def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = 
         replaced by reset_state[b] *before* step t. None (default) = no resets.
       reset_state: [B, H, dk, dv] state a reset restores; default zeros. Gradients flow to it
         from every reset point.
-      impl: "auto" | "scan" | "pallas" | "pallas_interpret" (see srwm_jax.dispatch).
+      impl: "auto" | "scan" | "pallas" | "triton" | "mosaic" | "*_interpret" (srwm_jax.dispatch).
 
     Returns:
       y: [B, T, H, dv] in v's dtype, and S_T [B, H, dk, dv] float32.
@@ -216,9 +216,12 @@ def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = 
       >>> y, S = delta_rule(q, k, v, jnp.ones((1, 3, 2)), jnp.zeros((1, 2, 4, 8)))
     """
     _validate(q, k, v, beta, S0, reset, reset_state)
-    which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0)
+    which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0, reset)
     if which == "scan":
         return delta_rule_scan(q, k, v, beta, S0, reset=reset, reset_state=reset_state)
     kernels = own_kernels()
+    if which.startswith("mosaic"):
+        return kernels.delta_rule_mosaic(q, k, v, beta, S0, reset=reset, reset_state=reset_state,
+                                         interpret=which == "mosaic_interpret")
     return kernels.delta_rule_pallas(q, k, v, beta, S0, reset=reset, reset_state=reset_state,
-                                     interpret=which == "pallas_interpret")
+                                     interpret=which == "triton_interpret")

@@ -241,7 +241,7 @@ def srwm(x, W, *, input_softmax=False, reset=None, reset_weights=None, impl: Imp
         None (default) = no resets (the same computation as before resets existed).
       reset_weights: SRWMWeights shaped like W, the weights a reset restores (a layer passes
         its slow weights); default W itself. Gradients flow to it from every reset point.
-      impl: "auto" | "scan" | "pallas" | "pallas_interpret" (see srwm_jax.dispatch).
+      impl: "auto" | "scan" | "pallas" | "triton" | "*_interpret" (srwm_jax.dispatch).
 
     Returns:
       y: [B, T, H, dy] in x's dtype, and W_T (float32 SRWMWeights) to carry into the next call.
@@ -264,4 +264,4 @@ def srwm(x, W, *, input_softmax=False, reset=None, reset_weights=None, impl: Imp
     kernels = own_kernels()
     return kernels.srwm_pallas(x, W, input_softmax=bool(input_softmax), reset=reset,
                                reset_weights=reset_weights,
-                               interpret=which == "pallas_interpret")
+                               interpret=which == "triton_interpret")
