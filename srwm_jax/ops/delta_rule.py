@@ -111,6 +111,82 @@ def _fwd(inputs, S0, resets):
     return (ys, S_T), (inputs, S_starts, resets)
 
 
+def _chunk_backward(s_start, inp, d_y, d_s_end, resets):
+    """The reverse recurrence over one chunk, by hand (the formulas of kernels/delta_rule/bwd.py).
+
+    s_start: [N.., dk, dv] checkpoint; inp: (q, k, v, beta) [C, ...]; d_y: [C, ..., dv];
+    d_s_end: dL/dS at the chunk's end; resets: None or (mask [C, B], S_reset).
+    Returns (dL/dS at the chunk's start, (dq, dk, dv, dbeta) [C, ...], dL/dS_reset's share).
+
+    The states S_{t-1} are recomputed forward from the checkpoint and kept for this chunk only
+    (C*dk*dv per sequence), so nothing is undone by subtraction. With G = dL/dS_t:
+        G^ = G + outer(q, dy);  dins = k G^;  G_{t-1} = G^ - beta outer(k, dins)
+        dq = S_{t-1} dy + k <ins, dy>;  dk = G^ ins - beta S_{t-1} dins
+        dv = beta dins;  dbeta = <dins, v - k S_{t-1}>
+    Only G is sequential; the rest is one batched contraction per chunk. Zero-padded steps
+    (k = beta = 0) are identities, so padding needs no mask.
+    """
+    q, k, v, beta = inp
+
+    def rows(r, a):  # the [B] mask broadcast over a's trailing dims
+        return r.reshape(r.shape + (1,) * (a.ndim - 1))
+
+    if resets is None:
+        def fwd_body(s, step):
+            k_t, v_t, b_t = step
+            ins = b_t[..., None] * (v_t - jnp.einsum("bhi,bhio->bho", k_t, s, precision=_HI))
+            return s + k_t[..., :, None] * ins[..., None, :], s
+
+        _, s_prev = lax.scan(fwd_body, s_start, (k, v, beta))
+    else:
+        mask, s_reset = resets
+
+        def fwd_body(s, step):
+            k_t, v_t, b_t, r_t = step
+            s = jnp.where(rows(r_t, s), s_reset, s)
+            ins = b_t[..., None] * (v_t - jnp.einsum("bhi,bhio->bho", k_t, s, precision=_HI))
+            return s + k_t[..., :, None] * ins[..., None, :], s
+
+        _, s_prev = lax.scan(fwd_body, s_start, (k, v, beta, mask))
+
+    v_delta = v - jnp.einsum("tbhi,tbhio->tbho", k, s_prev, precision=_HI)
+    ins = beta[..., None] * v_delta
+
+    def rev_step(g, q_t, k_t, b_t, dy_t, ins_t):
+        g = g + q_t[..., :, None] * dy_t[..., None, :]
+        d_ins = jnp.einsum("bhi,bhio->bho", k_t, g, precision=_HI)
+        dk_part = jnp.einsum("bhio,bho->bhi", g, ins_t, precision=_HI)
+        g = g - k_t[..., :, None] * (b_t[..., None] * d_ins)[..., None, :]
+        return g, (d_ins, dk_part)
+
+    if resets is None:
+        def rev_body(g, step):
+            return rev_step(g, *step)
+
+        d_s_start, (d_ins, dk_part) = lax.scan(rev_body, d_s_end, (q, k, beta, d_y, ins),
+                                               reverse=True)
+        d_reset = None
+    else:
+        def rev_body(carry, step):
+            g, d_f = carry
+            *step, r_t = step
+            g, out = rev_step(g, *step)
+            # A reset at t: the state entering step t was S_reset, not S_{t-1}.
+            m = rows(r_t, g)
+            return (jnp.where(m, 0.0, g), d_f + jnp.where(m, g, 0.0)), out
+
+        (d_s_start, d_reset), (d_ins, dk_part) = lax.scan(
+            rev_body, (d_s_end, jnp.zeros_like(d_s_end)), (q, k, beta, d_y, ins, mask),
+            reverse=True)
+
+    b_ins = beta[..., None] * d_ins
+    reads = jnp.einsum("tbhio,tbhox->tbhix", s_prev, jnp.stack([d_y, b_ins], -1), precision=_HI)
+    dq = reads[..., 0] + k * jnp.sum(ins * d_y, -1, keepdims=True)
+    dk = dk_part - reads[..., 1]
+    dbeta = jnp.sum(d_ins * v_delta, -1)
+    return d_s_start, (dq, dk, b_ins, dbeta), d_reset
+
+
 def _bwd(residuals, cotangents):
     inputs, S_starts, resets = residuals
     d_ys, d_ST = cotangents
@@ -120,13 +196,11 @@ def _bwd(residuals, cotangents):
 
     if resets is None:
         def chunk_back(d_s_end, step):
-            s_start, inp, ok, d_y = step
-            _, vjp = jax.vjp(lambda s, i: _scan_chunk(s, i, ok), s_start, inp)
-            d_s_start, d_inp = vjp((d_y, d_s_end))
+            s_start, inp, d_y = step
+            d_s_start, d_inp, _ = _chunk_backward(s_start, inp, d_y, d_s_end, None)
             return d_s_start, d_inp
 
-        d_S0, d_chunks = lax.scan(chunk_back, d_ST,
-                                  (S_starts, chunks, _valid(T, C, n), _to_chunks(d_ys, C, n)),
+        d_S0, d_chunks = lax.scan(chunk_back, d_ST, (S_starts, chunks, _to_chunks(d_ys, C, n)),
                                   reverse=True)
         d_resets = None
     else:
@@ -134,17 +208,14 @@ def _bwd(residuals, cotangents):
 
         def chunk_back(carry, step):
             d_s_end, d_s_reset = carry
-            s_start, inp, ok, m_c, d_y = step
-            _, vjp = jax.vjp(lambda s, i, sr: _scan_chunk(s, i, ok, (m_c, sr)),
-                             s_start, inp, S_reset)
-            d_s_start, d_inp, d_sr = vjp((d_y, d_s_end))
+            s_start, inp, m_c, d_y = step
+            d_s_start, d_inp, d_sr = _chunk_backward(s_start, inp, d_y, d_s_end, (m_c, S_reset))
             # The reset state is read at every reset point: its gradient sums over them.
             return (d_s_start, d_s_reset + d_sr), d_inp
 
         (d_S0, d_S_reset), d_chunks = lax.scan(
             chunk_back, (d_ST, jnp.zeros_like(S_reset)),
-            (S_starts, chunks, _valid(T, C, n), _to_chunks(mask, C, n), _to_chunks(d_ys, C, n)),
-            reverse=True)
+            (S_starts, chunks, _to_chunks(mask, C, n), _to_chunks(d_ys, C, n)), reverse=True)
         d_resets = (None, d_S_reset)
     d_inputs = tuple(a.reshape((n * C,) + a.shape[2:])[:T] for a in d_chunks)
     return d_inputs, d_S0, d_resets
