@@ -3,9 +3,11 @@
     python benchmarks/scan_vs_chunked.py                 # every shape, 5 repeats
     python benchmarks/scan_vs_chunked.py --quick         # 3 repeats
     python benchmarks/scan_vs_chunked.py --only delta_rule --shapes table
-    python benchmarks/scan_vs_chunked.py --crossover     # the T at which chunked overtakes scan
+    python benchmarks/scan_vs_chunked.py --before /work/main   # + the scan path of another checkout
 
-Prints one markdown table: per op and shape, the median ms of the forward and of
+Prints one markdown table: per op and shape, the fastest of the repeated calls (CPU ms of this
+process, one XLA thread by default: the least disturbed by other jobs on a shared machine) of
+the forward and of
 forward+backward (gradient of a sum of all outputs w.r.t. every input) for impl="scan",
 impl="chunked" (delta rule only) and, when PyTorch and `flash-linear-attention` are installed,
 fla's PyTorch chunkwise delta-rule reference (`fla.ops.delta_rule.naive`, no Triton), all in one
@@ -13,16 +15,20 @@ process, with the ratios the issue asks about: scan fwd+bwd / scan fwd, and fla 
 Shapes: `benchmarks/cells.py`'s (d=16) and the issue's table (dk = dv = 64, B*H = 4 or 32).
 """
 import argparse
+import importlib.util
 import os
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# One thread, as in the issue's table, unless XLA_FLAGS says otherwise (before jax starts).
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
-import srwm_jax
-from benchmarks.cells import SHAPES as CELL_SHAPES
-from benchmarks.cells import delta_args, srwm_args
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import srwm_jax  # noqa: E402
+from benchmarks.cells import SHAPES as CELL_SHAPES  # noqa: E402
+from benchmarks.cells import delta_args, srwm_args  # noqa: E402
 
 TABLE_SHAPES = [  # (name, B, T, H, d): the issue's table, B*H in {4, 32}, dk = dv = 64
     ("BH=4 T=256", 1, 256, 4, 64),
@@ -33,21 +39,37 @@ TABLE_SHAPES = [  # (name, B, T, H, d): the issue's table, B*H in {4, 32}, dk = 
 ]
 
 
-def median_ms(fn, args, repeats):
+# CPU seconds of this process: on a machine shared with other jobs, waiting for a core is not
+# counted (wall time was off by 2-10x here at load 20 on 2 cores). --wall switches to wall time.
+CLOCK = time.process_time
+
+
+def best_ms(fn, args, repeats):
     jax.block_until_ready(fn(*args))  # compile
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = CLOCK()
         jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+        times.append(CLOCK() - t)
+    return 1e3 * float(np.min(times))
 
 
 def fwd_and_fwd_bwd(fn, args, repeats):
     fwd = jax.jit(fn)
     loss = lambda *a: sum(jnp.sum(o.astype(jnp.float32)) for o in jax.tree.leaves(fn(*a)))  # noqa: E731
     fwd_bwd = jax.jit(jax.grad(loss, argnums=tuple(range(len(args)))))
-    return median_ms(fwd, args, repeats), median_ms(fwd_bwd, args, repeats)
+    return best_ms(fwd, args, repeats), best_ms(fwd_bwd, args, repeats)
+
+
+def load_before(checkout):
+    """The scan ops (`srwm_scan`, `delta_rule_scan`) of another checkout, e.g. before a change."""
+    mods = {}
+    for name in ("srwm", "delta_rule"):
+        spec = importlib.util.spec_from_file_location(
+            f"before_{name}", os.path.join(checkout, "srwm_jax", "ops", f"{name}.py"))
+        mods[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mods[name])
+    return mods["srwm"].srwm_scan, mods["delta_rule"].delta_rule_scan
 
 
 def fla_reference():
@@ -80,10 +102,10 @@ def time_fla(peer, q, k, v, beta, repeats, chunk):
         f()
         times = []
         for _ in range(repeats):
-            s = time.perf_counter()
+            s = CLOCK()
             f()
-            times.append(time.perf_counter() - s)
-        out.append(1e3 * float(np.median(times)))
+            times.append(CLOCK() - s)
+        out.append(1e3 * float(np.min(times)))
     return out
 
 
@@ -93,13 +115,23 @@ def main():
     parser.add_argument("--only", choices=["srwm", "delta_rule"], default=None)
     parser.add_argument("--shapes", choices=["cells", "table", "all"], default="all")
     parser.add_argument("--chunk", type=int, default=64, help="chunk size of impl='chunked' and fla")
+    parser.add_argument("--names", default="", help="comma-separated shape names to keep (default all)")
+    parser.add_argument("--before", default=None, help="a checkout whose scan path is timed too")
+    parser.add_argument("--wall", action="store_true", help="wall-clock time instead of CPU time")
     args = parser.parse_args()
+    if args.wall:
+        global CLOCK
+        CLOCK = time.perf_counter
     repeats = 3 if args.quick else 5
     shapes = {"cells": CELL_SHAPES, "table": TABLE_SHAPES, "all": CELL_SHAPES + TABLE_SHAPES}[args.shapes]
+    if args.names:
+        shapes = [s for s in shapes if s[0] in args.names.split(",")]
     peer = fla_reference()
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, device {jax.devices()[0].device_kind}, "
-          f"fla {'present' if peer else 'absent'}; median ms of {repeats} calls")
-    header = ("| op | shape | B,T,H,d | scan fwd | scan fwd+bwd | scan (fwd+bwd)/fwd | chunked fwd "
+          f"fla {'present' if peer else 'absent'}; best (min) {'wall' if args.wall else 'CPU'} ms of {repeats} "
+          f"calls, XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
+    before = load_before(args.before) if args.before else None
+    header = ("| op | shape | B,T,H,d | before fwd+bwd | scan fwd | scan fwd+bwd | scan (fwd+bwd)/fwd | chunked fwd "
               "| chunked fwd+bwd | fla fwd | fla fwd+bwd | fla / best fwd+bwd |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -110,10 +142,12 @@ def main():
             if op == "srwm":
                 inputs = srwm_args(B, T, H, d, key)
                 sf, sfb = fwd_and_fwd_bwd(lambda x, W: srwm_jax.srwm(x, W, impl="scan"), inputs, repeats)
+                bfb = fwd_and_fwd_bwd(before[0], inputs, repeats)[1] if before else float("nan")
                 cf = cfb = ff = ffb = float("nan")
             else:
                 inputs = delta_args(B, T, H, d, key)
                 sf, sfb = fwd_and_fwd_bwd(lambda *a: srwm_jax.delta_rule(*a, impl="scan"), inputs, repeats)
+                bfb = fwd_and_fwd_bwd(before[1], inputs, repeats)[1] if before else float("nan")
                 cf = cfb = ff = ffb = float("nan")
                 if "chunked" in srwm_jax.dispatch.IMPLS:
                     cf, cfb = fwd_and_fwd_bwd(
@@ -122,7 +156,7 @@ def main():
                 if peer is not None:
                     ff, ffb = time_fla(peer, *inputs[:4], repeats, args.chunk)
             best = np.nanmin([sfb, cfb])
-            print(f"| {op} | {name} | {B},{T},{H},{d} | {sf:.2f} | {sfb:.2f} | {sfb / sf:.2f} | {cf:.2f} "
+            print(f"| {op} | {name} | {B},{T},{H},{d} | {bfb:.2f} | {sf:.2f} | {sfb:.2f} | {sfb / sf:.2f} | {cf:.2f} "
                   f"| {cfb:.2f} | {ff:.2f} | {ffb:.2f} | {ffb / best:.2f} |", flush=True)
 
 
