@@ -161,8 +161,10 @@ def _chunk_backward(w_start, x_c, ok, d_y, d_m_end, input_softmax, resets):
     (m = dy + 2d + 4) whose column j has rate c_j = b_{block(j)}: one step is
         z = a M;  q, k = softmax(z_q), softmax(z_k);  b = sigmoid(z_b);  u = (q - k) M;
         M += outer(k, c * u).
-    M_{t-1} is recomputed forward from the checkpoint and kept for this chunk only (C*d*m per
-    sequence), so nothing is undone by subtraction. With G = dL/dM_t, per step backwards:
+    The forward is recomputed from the checkpoint for the vectors (q, k, b, u); walking back,
+    M_{t-1} = M_t - outer(k, c * u) from the recomputed M at the chunk's end (error bounded by
+    one chunk's C steps, as in the kernels). With resets, M_{t-1} is kept for the chunk instead
+    (C*d*m per sequence; slower). With G = dL/dM_t, per step backwards:
         g = k G;  db_i = sum_{j in block i} g_j u_j;  du = c * g;  dr = M du
         dq = dr;  dk = G (c * u) - dr;  dz = (dy, softmax'(q) dq, softmax'(k) dk, db b (1 - b))
         da = M dz;  G_{t-1} = G + outer(q - k, du) + outer(a, dz)
@@ -191,7 +193,11 @@ def _chunk_backward(w_start, x_c, ok, d_y, d_m_end, input_softmax, resets):
 
     m_start = jnp.concatenate(w_start, -1)
     if resets is None:
-        _, (m_prev, q, k, b, u) = lax.scan(forward_step, m_start, a_c)
+        def vectors_step(m, a):
+            m, (_, *vectors) = forward_step(m, a)
+            return m, tuple(vectors)
+
+        m_end, (q, k, b, u) = lax.scan(vectors_step, m_start, a_c)
     else:
         mask, m_reset = resets
 
@@ -216,11 +222,21 @@ def _chunk_backward(w_start, x_c, ok, d_y, d_m_end, input_softmax, resets):
         G = G + (q - k)[..., :, None] * du[..., None, :] + a[..., :, None] * dz[..., None, :]
         return G, da
 
-    steps = (m_prev, q, k, b, c, u, v, a_c, d_y)
     if resets is None:
-        d_m_start, da = lax.scan(lambda G, s: rev_step(G, *s), d_m_end, steps, reverse=True)
+        # M_{t-1} = M_t - outer(k, v): the subtraction error spans at most one chunk, from the
+        # exact recomputed M at its end (as in kernels/srwm/bwd.py); no per-step M is stored.
+        def rev_undo(carry, step):
+            m, G = carry
+            k_t, v_t = step[1], step[5]
+            m = m - k_t[..., :, None] * v_t[..., None, :]
+            G, da = rev_step(G, m, *step)
+            return (m, G), da
+
+        (_, d_m_start), da = lax.scan(rev_undo, (m_end, d_m_end), (q, k, b, c, u, v, a_c, d_y),
+                                      reverse=True)
         d_reset = None
     else:
+        steps = (m_prev, q, k, b, c, u, v, a_c, d_y)
         def rev_body(carry, step):
             G, d_f = carry
             *step, r = step
