@@ -4,7 +4,11 @@
   "scan"             the `lax.scan` reference with a memory-efficient custom VJP (any backend)
   "pallas"           the fused Pallas GPU kernel from `kernels/` (error if unsupported)
   "pallas_interpret" the same kernel in Pallas interpret mode (any backend; for tests)
-  "auto"             "pallas" on GPU when the kernel supports the configuration, else "scan"
+  "chunked"          delta rule only: the chunkwise-parallel (UT / WY) form, any backend
+  "auto"             "pallas" on GPU when the kernel supports the configuration; otherwise
+                     "scan", except that the delta rule takes "chunked" where the crossover
+                     measured by benchmarks/scan_vs_chunked.py says it is faster
+                     (`srwm_jax.ops.delta_rule.auto_prefers_chunked`)
 
 Setting the environment variable SRWM_JAX_AUTO_KERNEL=0 makes "auto" always choose "scan".
 """
@@ -16,8 +20,8 @@ import jax
 
 from srwm_jax.own_kernels import KernelsUnavailable, own_kernels
 
-Impl = Literal["auto", "scan", "pallas", "pallas_interpret"]
-ResolvedImpl = Literal["scan", "pallas", "pallas_interpret"]  # what `resolve_impl` returns
+Impl = Literal["auto", "scan", "pallas", "pallas_interpret", "chunked"]
+ResolvedImpl = Literal["scan", "pallas", "pallas_interpret", "chunked"]  # what `resolve_impl` returns
 IMPLS: tuple[str, ...] = get_args(Impl)
 
 _log = logging.getLogger("srwm_jax")
@@ -49,7 +53,8 @@ def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> Resolv
       impl: the requested `Impl`.
       supported_name: the function in `kernels` that returns (ok, reason) for `args`.
     Returns:
-      "scan", "pallas" or "pallas_interpret".
+      "scan", "pallas", "pallas_interpret" or "chunked" ("auto" never returns "chunked" here:
+      the delta rule decides between scan and chunked itself).
     Raises:
       ValueError: for an unknown impl, or an explicit "pallas"/"pallas_interpret" the kernel
         does not support for these arguments (the message gives the kernel's reason).
@@ -59,6 +64,11 @@ def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> Resolv
     match impl:
         case "scan":
             return "scan"
+        case "chunked" if op_name == "delta_rule":
+            return "chunked"
+        case "chunked":
+            raise ValueError(f"{op_name}: impl='chunked' exists for the delta rule only; "
+                             "use impl='scan' or impl='auto'.")
         case "auto" if (jax.default_backend() != "gpu"
                         or os.environ.get("SRWM_JAX_AUTO_KERNEL", "1") == "0"):
             return "scan"

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from srwm_jax.dispatch import Impl, resolve_impl
+from srwm_jax.ops.delta_chunked import delta_rule_chunked
 from srwm_jax.ops._validate import check_float, check_reset, check_shape
 from srwm_jax.own_kernels import own_kernels
 
@@ -269,7 +270,19 @@ def _validate(q, k, v, beta, S0, reset, reset_state):
         check_shape("reset_state", reset_state, (B, H, dk, dv), legend)
 
 
-def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = "auto"):
+# Where "auto" takes the chunked form on a backend without the kernel: measured on CPU by
+# `python -m benchmarks.scan_vs_chunked --crossover` (benchmarks/RESULTS.md, "Scan vs chunked").
+CHUNKED_MIN_T = 64
+CHUNKED_MIN_D = 32
+
+
+def auto_prefers_chunked(T, dk, dv):
+    """Whether impl="auto" runs the chunked form (when the GPU kernel is not used)."""
+    return T >= CHUNKED_MIN_T and max(dk, dv) >= CHUNKED_MIN_D
+
+
+def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = "auto",
+               chunk_size: int = 64):
     """Runs the delta rule over a sequence.
 
     Args:
@@ -280,13 +293,16 @@ def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = 
         replaced by reset_state[b] *before* step t. None (default) = no resets.
       reset_state: [B, H, dk, dv] state a reset restores; default zeros. Gradients flow to it
         from every reset point.
-      impl: "auto" | "scan" | "pallas" | "pallas_interpret" (see srwm_jax.dispatch).
+      impl: "auto" | "scan" | "chunked" | "pallas" | "pallas_interpret" (see srwm_jax.dispatch;
+        "auto" without the kernel picks scan or chunked by `auto_prefers_chunked`).
+      chunk_size: steps per chunk of impl="chunked" (a positive int; 64 by default).
 
     Returns:
       y: [B, T, H, dv] in v's dtype, and S_T [B, H, dk, dv] float32.
 
     Raises:
-      ValueError: on a bad shape or dtype of any argument, or an unknown impl.
+      ValueError: on a bad shape or dtype of any argument, a chunk_size that is not a positive
+        int, or an unknown impl.
 
     Reference: `srwm_jax.reference.delta_rule_reference` (plain step-by-step definition).
 
@@ -295,7 +311,15 @@ def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = 
       >>> y, S = delta_rule(q, k, v, jnp.ones((1, 3, 2)), jnp.zeros((1, 2, 4, 8)))
     """
     _validate(q, k, v, beta, S0, reset, reset_state)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r}: pass a positive int (steps per chunk).")
     which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0)
+    if which == "scan" and impl == "auto" and auto_prefers_chunked(
+            q.shape[1], q.shape[-1], v.shape[-1]):
+        which = "chunked"
+    if which == "chunked":
+        return delta_rule_chunked(q, k, v, beta, S0, reset=reset, reset_state=reset_state,
+                                  chunk_size=chunk_size)
     if which == "scan":
         return delta_rule_scan(q, k, v, beta, S0, reset=reset, reset_state=reset_state)
     kernels = own_kernels()
