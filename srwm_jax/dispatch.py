@@ -9,8 +9,11 @@
   "triton", "triton_interpret"  the Triton-backend kernel (any NVIDIA GPU) / its interpreter
   "mosaic", "mosaic_interpret"  the Mosaic GPU kernel (Hopper) / Mosaic GPU's CPU interpreter
                      (jax >= 0.11); explicit backends raise if they cannot run the configuration
-  "auto"             "pallas" on GPU when a kernel supports the configuration, else "scan"
-                     (each fallback is logged once)
+  "chunked"          delta rule only: the chunkwise-parallel (UT / WY) form, any backend
+  "auto"             "pallas" on GPU when a kernel supports the configuration (each fallback
+                     is logged once); otherwise "scan", except that the delta rule takes
+                     "chunked" where the crossover measured by benchmarks/scan_vs_chunked.py
+                     says it is faster (`srwm_jax.ops.delta_rule.auto_prefers_chunked`)
 
 Setting the environment variable SRWM_JAX_AUTO_KERNEL=0 makes "auto" always choose "scan";
 SRWM_JAX_MOSAIC=0 makes "auto" and "pallas" skip Mosaic GPU (Triton on every GPU).
@@ -24,9 +27,10 @@ import jax
 from srwm_jax.own_kernels import KernelsUnavailable, own_kernels
 
 Impl = Literal["auto", "scan", "pallas", "pallas_interpret", "triton", "triton_interpret",
-               "mosaic", "mosaic_interpret"]
+               "mosaic", "mosaic_interpret", "chunked"]
 # what `resolve_impl` returns
-ResolvedImpl = Literal["scan", "triton", "triton_interpret", "mosaic", "mosaic_interpret"]
+ResolvedImpl = Literal["scan", "triton", "triton_interpret", "mosaic", "mosaic_interpret",
+                       "chunked"]
 IMPLS: tuple[str, ...] = get_args(Impl)
 
 _log = logging.getLogger("srwm_jax")
@@ -65,7 +69,8 @@ def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> Resolv
       supported_name: the function in `kernels` that returns (ok, reason) for `args`.
       (The Mosaic GPU check is the same name with "_supported" -> "_mosaic_supported".)
     Returns:
-      "scan", "triton", "triton_interpret", "mosaic" or "mosaic_interpret".
+      "scan", "triton", "triton_interpret", "mosaic", "mosaic_interpret" or "chunked" ("auto"
+      never returns "chunked" here: the delta rule decides between scan and chunked itself).
     Raises:
       ValueError: for an unknown impl, or an explicit kernel impl that cannot run these
         arguments (the message gives the kernel's reason).
@@ -75,6 +80,11 @@ def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> Resolv
     match impl:
         case "scan":
             return "scan"
+        case "chunked" if op_name == "delta_rule":
+            return "chunked"
+        case "chunked":
+            raise ValueError(f"{op_name}: impl='chunked' exists for the delta rule only; "
+                             "use impl='scan' or impl='auto'.")
         case "auto" if (jax.default_backend() != "gpu"
                         or os.environ.get("SRWM_JAX_AUTO_KERNEL", "1") == "0"):
             return "scan"

@@ -18,7 +18,8 @@ def _srwm_args(d):
 
 def test_impl_is_one_literal_used_by_ops_and_layers():
     assert IMPLS == get_args(Impl) == ("auto", "scan", "pallas", "pallas_interpret", "triton",
-                                       "triton_interpret", "mosaic", "mosaic_interpret")
+                                       "triton_interpret", "mosaic", "mosaic_interpret",
+                                       "chunked")
     for op in (srwm_jax.srwm, srwm_jax.delta_rule):
         assert inspect.signature(op).parameters["impl"].annotation is Impl
     for layer in (layers.SRWMLayer, layers.DeltaNetLayer, layers.SRDeltaNetLayer,
@@ -35,6 +36,9 @@ def test_resolve_impl(monkeypatch):
     assert resolve_impl("srwm", "triton_interpret", "srwm_supported", *ok_args) == "triton_interpret"
     with pytest.raises(ValueError, match=r"impl='pallas_interpret' does not support .*d=3"):
         resolve_impl("srwm", "pallas_interpret", "srwm_supported", *bad_args)
+    assert resolve_impl("delta_rule", "chunked", "delta_rule_supported") == "chunked"
+    with pytest.raises(ValueError, match=r"srwm: impl='chunked' exists for the delta rule only"):
+        resolve_impl("srwm", "chunked", "srwm_supported", *ok_args)
     with pytest.raises(ValueError, match=r"unknown impl='cuda'; choose one of"):
         resolve_impl("srwm", "cuda", "srwm_supported", *ok_args)
     # On a GPU "auto" asks the kernel; SRWM_JAX_AUTO_KERNEL=0 makes it skip the kernel.

@@ -7,10 +7,10 @@ Per head and step t:
     y_t = q_t S_t                      (read after the write, as in the original kernel)
 q, k and beta arrive already activated (the layer applies elu+1 + sum-normalisation and sigmoid).
 
-Gradients use the same checkpoint-and-recompute custom VJP as `srwm`: the inputs and S every
-C = max(dk, dv, 16) steps are saved (O(T*(dk+dv)) per head), each chunk is recomputed and
-differentiated in the backward. Undoing updates by subtraction or by a matrix inverse loses
-accuracy as T grows (see the kernel notes), so this path never does.
+Gradients use a custom VJP: q, k, beta, v - k S_{t-1} and S every C = max(dk, dv, 16) steps
+are saved (O(T*(dk+dv)) per head); the backward walks each chunk backwards from its
+checkpoint with hand-derived formulas (`_chunk_backward`). Undoing updates by subtraction or
+by a matrix inverse loses accuracy as T grows (see the kernel notes), so this path never does.
 """
 
 import jax
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from srwm_jax.dispatch import Impl, resolve_impl
+from srwm_jax.ops.delta_chunked import delta_rule_chunked
 from srwm_jax.ops._validate import check_float, check_reset, check_shape
 from srwm_jax.own_kernels import own_kernels
 
@@ -26,11 +27,16 @@ _HI = lax.Precision.HIGHEST
 
 def delta_rule_step(S, q_t, k_t, v_t, beta_t):
     """One step. S: [B, H, dk, dv]; q_t, k_t: [B, H, dk]; v_t: [B, H, dv]; beta_t: [B, H]."""
-    v_old = jnp.einsum("bhi,bhio->bho", k_t, S, precision=_HI)
-    insert = beta_t[..., None] * (v_t - v_old)
-    S = S + k_t[..., :, None] * insert[..., None, :]
-    y_t = jnp.einsum("bhi,bhio->bho", q_t, S, precision=_HI)
+    S, y_t, _ = _step(S, q_t, k_t, v_t, beta_t)
     return S, y_t
+
+
+def _step(S, q_t, k_t, v_t, beta_t):
+    """delta_rule_step that also returns v_t - k_t S_{t-1} (saved for the backward)."""
+    v_delta = v_t - jnp.einsum("bhi,bhio->bho", k_t, S, precision=_HI)
+    S = S + k_t[..., :, None] * (beta_t[..., None] * v_delta)[..., None, :]
+    y_t = jnp.einsum("bhi,bhio->bho", q_t, S, precision=_HI)
+    return S, y_t, v_delta
 
 
 def _scan_chunk(S, inputs, valid, resets=None):
@@ -42,8 +48,8 @@ def _scan_chunk(S, inputs, valid, resets=None):
     if resets is None:
         def body(s, step):
             (q_t, k_t, v_t, b_t), ok = step
-            s_new, y_t = delta_rule_step(s, q_t, k_t, v_t, b_t)
-            return jnp.where(ok, s_new, s), y_t
+            s_new, y_t, v_delta = _step(s, q_t, k_t, v_t, b_t)
+            return jnp.where(ok, s_new, s), (y_t, v_delta)
 
         S_end, ys = lax.scan(body, S, (inputs, valid))
         return ys, S_end
@@ -53,8 +59,8 @@ def _scan_chunk(S, inputs, valid, resets=None):
     def body_reset(s, step):
         (q_t, k_t, v_t, b_t), ok, r_t = step
         s = jnp.where(r_t[:, None, None, None], S_reset, s)
-        s_new, y_t = delta_rule_step(s, q_t, k_t, v_t, b_t)
-        return jnp.where(ok, s_new, s), y_t
+        s_new, y_t, v_delta = _step(s, q_t, k_t, v_t, b_t)
+        return jnp.where(ok, s_new, s), (y_t, v_delta)
 
     S_end, ys = lax.scan(body_reset, S, (inputs, valid, mask))
     return ys, S_end
@@ -96,19 +102,99 @@ def _forward(inputs, S0, resets):
 
         S_T, (ys, S_starts) = lax.scan(chunk, S0, (chunks, _valid(T, C, n),
                                                    _to_chunks(mask, C, n)))
-    return ys.reshape((n * C,) + ys.shape[2:])[:T], S_T, S_starts
+    ys, v_delta = (a.reshape((n * C,) + a.shape[2:])[:T] for a in ys)
+    return ys, S_T, S_starts, v_delta
 
 
 @jax.custom_vjp
 def _delta_time_major(inputs, S0, resets):
-    ys, S_T, _ = _forward(inputs, S0, resets)
+    ys, S_T, _, _ = _forward(inputs, S0, resets)
     return ys, S_T
 
 
 def _fwd(inputs, S0, resets):
-    ys, S_T, S_starts = _forward(inputs, S0, resets)
-    # Saved: inputs, S every C steps and (with resets) the bool mask and the reset state.
-    return (ys, S_T), (inputs, S_starts, resets)
+    ys, S_T, S_starts, v_delta = _forward(inputs, S0, resets)
+    q, k, _, beta = inputs
+    # Saved: q, k, beta, v - k S_{t-1} (in place of v), S every C steps and (with resets) the
+    # bool mask and the reset state: O(T*(dk+dv)) per head.
+    return (ys, S_T), ((q, k, v_delta, beta), S_starts, resets)
+
+
+def _chunk_backward(s_start, inp, d_y, d_s_end, resets):
+    """The reverse recurrence over one chunk, by hand (the formulas of kernels/delta_rule/bwd.py).
+
+    s_start: [B, H, dk, dv] checkpoint; inp: (q, k, v - k S_{t-1}, beta) [C, B, H, ...] as
+    saved by the forward; d_y: [C, B, H, dv]; d_s_end: dL/dS at the chunk's end;
+    resets: None or (mask [C, B], S_reset).
+    Returns (dL/dS at the chunk's start, (dq, dk, dv, dbeta) [C, ...], dL/dS_reset's share).
+
+    With ins_t = beta_t (v_t - k_t S_{t-1}) saved, S_{t-1} = S_start + sum_{s<t} outer(k_s, ins_s)
+    (within the segment since the last reset, which starts from S_reset), so every product
+    S_{t-1} w_t is one masked [C, C] matmul per chunk; no state is stacked, recomputed step by
+    step or undone by subtraction. With G = dL/dS_t, only G is a scan (backwards):
+        G^ = G + outer(q, dy);  dins = k G^;  G_{t-1} = G^ - beta outer(k, dins)
+    and then, batched over the chunk:
+        dq = S_t dy;  dk = G^ ins - S_{t-1} (beta dins);  dv = beta dins;  dbeta = <dins, v - k S_{t-1}>
+    Zero-padded steps (k = beta = 0) are identities, so padding needs no mask.
+    """
+    q, k, v_delta, beta = inp
+    ins = beta[..., None] * v_delta
+
+    def rev_step(g, q_t, k_t, b_t, dy_t, ins_t):
+        g = g + q_t[..., :, None] * dy_t[..., None, :]
+        d_ins = jnp.einsum("bhi,bhio->bho", k_t, g, precision=_HI)
+        dk_part = jnp.einsum("bhio,bho->bhi", g, ins_t, precision=_HI)
+        g = g - k_t[..., :, None] * (b_t[..., None] * d_ins)[..., None, :]
+        return g, (d_ins, dk_part)
+
+    C = q.shape[0]
+    t_idx = jnp.arange(C)
+    if resets is None:
+        def rev_body(g, step):
+            return rev_step(g, *step)
+
+        d_s_start, (d_ins, dk_part) = lax.scan(rev_body, d_s_end, (q, k, beta, d_y, ins),
+                                               reverse=True)
+        d_reset = None
+        same = jnp.ones((1, 1, C, C), bool)           # [B, H, t, s]: s and t in one segment
+        from_start = jnp.ones((C, 1, 1, 1), bool)      # [t, B, H, 1]: segment starts at S_start
+        s_reset = s_start
+    else:
+        mask, s_reset = resets
+
+        def rev_body(carry, step):
+            g, d_f = carry
+            *step, r_t = step
+            g, out = rev_step(g, *step)
+            # A reset at t: the state entering step t was S_reset, not S_{t-1}.
+            m = r_t[:, None, None, None]
+            return (jnp.where(m, 0.0, g), d_f + jnp.where(m, g, 0.0)), out
+
+        (d_s_start, d_reset), (d_ins, dk_part) = lax.scan(
+            rev_body, (d_s_end, jnp.zeros_like(d_s_end)), (q, k, beta, d_y, ins, mask),
+            reverse=True)
+        # Segment of step t = resets at or before t (a matmul: jnp.cumsum is slow on CPU).
+        seg = jnp.einsum("ts,sb->bt", (t_idx[:, None] >= t_idx[None, :]).astype(jnp.float32),
+                         mask.astype(jnp.float32))
+        same = (seg[:, :, None] == seg[:, None, :])[:, None]
+        from_start = (seg.T == 0)[:, :, None, None]
+
+    b_ins = beta[..., None] * d_ins
+    w = jnp.stack([d_y, b_ins], -1)                                  # [C, B, H, dv, 2]
+    # The checkpoint's (or the reset state's) part of S_{t-1} w_t ...
+    base = jnp.where(from_start[..., None],
+                     jnp.einsum("bhio,tbhox->tbhix", s_start, w, precision=_HI),
+                     jnp.einsum("bhio,tbhox->tbhix", s_reset, w, precision=_HI))
+    # ... plus the updates of earlier steps of its segment: sum_s k_s <ins_s, w_t>.
+    scores = jnp.einsum("sbho,tbhox->bhxts", ins, w, precision=_HI)
+    before = (t_idx[:, None] > t_idx[None, :]) & same                # s < t
+    upto = (t_idx[:, None] >= t_idx[None, :]) & same                 # s <= t (S_t for dq)
+    scores = jnp.where(jnp.stack([upto, before], 2), scores, 0.0)
+    reads = base + jnp.einsum("bhxts,sbhi->tbhix", scores, k, precision=_HI)
+    dq = reads[..., 0]
+    dk = dk_part - reads[..., 1]
+    dbeta = jnp.sum(d_ins * v_delta, -1)
+    return d_s_start, (dq, dk, b_ins, dbeta), d_reset
 
 
 def _bwd(residuals, cotangents):
@@ -120,13 +206,11 @@ def _bwd(residuals, cotangents):
 
     if resets is None:
         def chunk_back(d_s_end, step):
-            s_start, inp, ok, d_y = step
-            _, vjp = jax.vjp(lambda s, i: _scan_chunk(s, i, ok), s_start, inp)
-            d_s_start, d_inp = vjp((d_y, d_s_end))
+            s_start, inp, d_y = step
+            d_s_start, d_inp, _ = _chunk_backward(s_start, inp, d_y, d_s_end, None)
             return d_s_start, d_inp
 
-        d_S0, d_chunks = lax.scan(chunk_back, d_ST,
-                                  (S_starts, chunks, _valid(T, C, n), _to_chunks(d_ys, C, n)),
+        d_S0, d_chunks = lax.scan(chunk_back, d_ST, (S_starts, chunks, _to_chunks(d_ys, C, n)),
                                   reverse=True)
         d_resets = None
     else:
@@ -134,17 +218,14 @@ def _bwd(residuals, cotangents):
 
         def chunk_back(carry, step):
             d_s_end, d_s_reset = carry
-            s_start, inp, ok, m_c, d_y = step
-            _, vjp = jax.vjp(lambda s, i, sr: _scan_chunk(s, i, ok, (m_c, sr)),
-                             s_start, inp, S_reset)
-            d_s_start, d_inp, d_sr = vjp((d_y, d_s_end))
+            s_start, inp, m_c, d_y = step
+            d_s_start, d_inp, d_sr = _chunk_backward(s_start, inp, d_y, d_s_end, (m_c, S_reset))
             # The reset state is read at every reset point: its gradient sums over them.
             return (d_s_start, d_s_reset + d_sr), d_inp
 
         (d_S0, d_S_reset), d_chunks = lax.scan(
             chunk_back, (d_ST, jnp.zeros_like(S_reset)),
-            (S_starts, chunks, _valid(T, C, n), _to_chunks(mask, C, n), _to_chunks(d_ys, C, n)),
-            reverse=True)
+            (S_starts, chunks, _to_chunks(mask, C, n), _to_chunks(d_ys, C, n)), reverse=True)
         d_resets = (None, d_S_reset)
     d_inputs = tuple(a.reshape((n * C,) + a.shape[2:])[:T] for a in d_chunks)
     return d_inputs, d_S0, d_resets
@@ -190,7 +271,19 @@ def _validate(q, k, v, beta, S0, reset, reset_state):
         check_shape("reset_state", reset_state, (B, H, dk, dv), legend)
 
 
-def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = "auto"):
+# Where "auto" takes the chunked form on a backend without the kernel: measured on CPU by
+# `python -m benchmarks.scan_vs_chunked --crossover` (benchmarks/RESULTS.md, "Scan vs chunked").
+CHUNKED_MIN_T = 64
+CHUNKED_MIN_D = 32
+
+
+def auto_prefers_chunked(T, dk, dv):
+    """Whether impl="auto" runs the chunked form (when the GPU kernel is not used)."""
+    return T >= CHUNKED_MIN_T and max(dk, dv) >= CHUNKED_MIN_D
+
+
+def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = "auto",
+               chunk_size: int = 64):
     """Runs the delta rule over a sequence.
 
     Args:
@@ -201,13 +294,17 @@ def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = 
         replaced by reset_state[b] *before* step t. None (default) = no resets.
       reset_state: [B, H, dk, dv] state a reset restores; default zeros. Gradients flow to it
         from every reset point.
-      impl: "auto" | "scan" | "pallas" | "triton" | "mosaic" | "*_interpret" (srwm_jax.dispatch).
+      impl: "auto" | "scan" | "chunked" | "pallas" | "triton" | "mosaic" | "*_interpret" (see
+        srwm_jax.dispatch; "auto" without a kernel picks scan or chunked by
+        `auto_prefers_chunked`).
+      chunk_size: steps per chunk of impl="chunked" (a positive int; 64 by default).
 
     Returns:
       y: [B, T, H, dv] in v's dtype, and S_T [B, H, dk, dv] float32.
 
     Raises:
-      ValueError: on a bad shape or dtype of any argument, or an unknown impl.
+      ValueError: on a bad shape or dtype of any argument, a chunk_size that is not a positive
+        int, or an unknown impl.
 
     Reference: `srwm_jax.reference.delta_rule_reference` (plain step-by-step definition).
 
@@ -216,7 +313,15 @@ def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = 
       >>> y, S = delta_rule(q, k, v, jnp.ones((1, 3, 2)), jnp.zeros((1, 2, 4, 8)))
     """
     _validate(q, k, v, beta, S0, reset, reset_state)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r}: pass a positive int (steps per chunk).")
     which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0, reset)
+    if which == "scan" and impl == "auto" and auto_prefers_chunked(
+            q.shape[1], q.shape[-1], v.shape[-1]):
+        which = "chunked"
+    if which == "chunked":
+        return delta_rule_chunked(q, k, v, beta, S0, reset=reset, reset_state=reset_state,
+                                  chunk_size=chunk_size)
     if which == "scan":
         return delta_rule_scan(q, k, v, beta, S0, reset=reset, reset_state=reset_state)
     kernels = own_kernels()
