@@ -19,7 +19,7 @@ Game = Choice(*sorted(PROCGEN_RETURN_RANGES))
 Probability = Float(0.0, 1.0, hi_open=True)
 
 FIELD_RULES = {
-    "seed": Int(0),
+    "seed": Int(0, 2**31 - 1),            # ProcGen's level seeds are C ints (rl.envs)
     # environment
     "games": TupleOf(Game, min_length=1),
     "distribution_mode": Choice(*DISTRIBUTION_MODES),

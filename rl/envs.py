@@ -118,7 +118,7 @@ class MultiGameEnv:
         self.game_of_env = np.repeat(np.arange(len(self.games)), num_envs_per_game)
         self._envs = [
             game_cls(num_envs_per_game, game, num_levels=num_levels, start_level=start_level,
-                     distribution_mode=distribution_mode, rand_seed=int(seed) * 1000 + g,
+                     distribution_mode=distribution_mode, rand_seed=(int(seed) * 1000 + g) % 2**31,
                      num_threads=num_threads)
             for g, game in enumerate(self.games)]
         self._returns = np.zeros(self.num_envs, np.float64)

@@ -96,6 +96,11 @@ FEWSHOT_BAD = [  # (field, value, words of the message)
     ("res12_channels", (64, 0, 1, 2), "item 1 (0) must be an int >= 1"),
     ("image_size", 8, "config.image_size=8 must be an int >= 16"),
     ("seed", -1, "config.seed=-1 must be an int >= 0"),
+    # Non-finite numbers and ints past what the code takes (issue 24 kinds 1 and 7).
+    ("learning_rate", float("inf"), "config.learning_rate=inf must be a finite number > 0.0"),
+    ("clip_grad_norm", float("inf"), "config.clip_grad_norm=inf must be a finite number >= 0.0"),
+    ("seed", 2**63, "config.seed=9223372036854775808 must be an int < 2**63"),
+    ("total_steps", 10**30, "must be an int < 2**63"),
     ("batch_sise", 4, "config.batch_sise is not a known field (did you mean 'batch_size'?)"),
 ]
 
@@ -174,6 +179,9 @@ RL_BAD = [
     ("frame_shape", (64, 64), "config.frame_shape=(64, 64) must have 3 items"),
     ("checkpoint_every_minutes", -1.0, "config.checkpoint_every_minutes=-1.0 must be a number >= 0.0"),
     ("eval_on_train_levels", "yes", "config.eval_on_train_levels='yes' must be True or False"),
+    ("learning_rate", float("inf"), "config.learning_rate=inf must be a finite number > 0.0"),
+    ("max_minutes", float("-inf"), "config.max_minutes=-inf must be a finite number >= 0.0"),
+    ("seed", 2**31, "config.seed=2147483648 must be an int in [0, 2147483647]"),
     ("agent__cor", "ff", "config.agent.cor is not a known field (did you mean 'agent.core'?)"),
 ]
 
