@@ -268,10 +268,15 @@ def test_rl_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, ca
     assert max(step_dirs(workdir / "checkpoints")) == stopped
     summary = json.loads(out.strip().splitlines()[-1]) if out.strip().endswith("}") else None
     assert summary is None or summary["env_steps"] == stopped
-    second = Trainer(["rl", workdir, stopped + 40], env, tmp_path / "rl2")
-    code, out = second.finish()
-    assert code == 0, out[-3000:]
-    assert f"at {stopped} env steps" in out  # "resumed from ... at N env steps"
+    # The same command resumes there (and stops again on the next SIGTERM).
+    second = Trainer(["rl", workdir, 10_000_000], env, tmp_path / "rl2")
+    try:
+        second.wait_for(lambda: f"at {stopped} env steps" in second.output(), "the resume")
+        os.kill(second.proc.pid, signal.SIGTERM)
+        code, out = second.finish(timeout=60)
+    finally:
+        second.kill()
+    assert code == 0 and re.search(rf"resumed from .* at {stopped} env steps", out), out[-3000:]
 
 
 # --- kind 11: foreign folders, files and empty paths as --workdir ---------------------------
@@ -342,3 +347,21 @@ print("SAVED")
     assert step_dirs(tmp_path / "checkpoints") == [1]
     restored = Checkpoints(tmp_path, read_only=True).restore(small)
     assert float(restored["w"][0]) == 1.0
+
+
+# --- kind 6: glob characters in the workdir ---------------------------------------------------
+
+@pytest.mark.parametrize("name", ["sweep[1]", "lr*2 ?a", "[ab] ünï"])
+def test_a_workdir_with_glob_characters_saves_and_restores(tmp_path, name):
+    workdir = tmp_path / name
+    ckpt = Checkpoints(workdir, keep=2, fingerprint="f")
+    tree = {"w": np.arange(3, dtype=np.float32), "step": np.asarray(7, np.int64)}
+    assert ckpt.save(7, tree) and ckpt.save_best(7, tree, 0.5)
+    ckpt.close()
+    assert step_dirs(workdir / "checkpoints") == [7]
+    ckpt = Checkpoints(workdir, keep=2, fingerprint="f", read_only=True)
+    assert ckpt.directory == str(workdir / "checkpoints")
+    for which in ("latest", "best"):
+        assert np.array_equal(ckpt.restore(tree, which=which)["w"], tree["w"])
+    ckpt.close()
+    assert sorted(os.listdir(tmp_path)) == [name]  # nothing else left behind

@@ -24,13 +24,16 @@ import errno
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 
 import jax
 import orbax.checkpoint as ocp
 
 FINGERPRINT_KEY = "config_fingerprint"
+GLOB_CHARACTERS = "[]*?"
 log = logging.getLogger(__name__)
 
 
@@ -155,6 +158,17 @@ class Checkpoints:
     def __init__(self, workdir: str, keep: int = 2, best: bool = True,
                  fingerprint: str | None = None, read_only: bool = False):
         workdir = os.path.abspath(workdir)
+        self._workdir, self._alias_dir = workdir, None
+        if any(c in workdir for c in GLOB_CHARACTERS):
+            # orbax finds a step's files with glob patterns joined onto the folder's path, so
+            # a folder named like "run[1]" saves but never restores: it works through a
+            # symlink with a plain name instead (removed by close()).
+            if not read_only:
+                os.makedirs(workdir, exist_ok=True)
+            self._alias_dir = tempfile.mkdtemp(prefix="srwm_jax_run_")
+            os.symlink(workdir, os.path.join(self._alias_dir, "run"))
+            workdir = os.path.join(self._alias_dir, "run")
+        self._opened_as = workdir
         self.fingerprint = fingerprint
         self._pending: dict[int, int] = {}  # id(manager) -> step of its newest save
         self._best_info = os.path.join(workdir, "best", "best.json")
@@ -171,7 +185,11 @@ class Checkpoints:
 
     @property
     def directory(self) -> str:
-        return str(self.periodic.directory)
+        return self._shown(self.periodic.directory)
+
+    def _shown(self, path) -> str:
+        """`path` under the run directory's own name (not the glob-free alias)."""
+        return str(path).replace(self._opened_as, self._workdir, 1)
 
     def latest_step(self) -> int | None:
         """Newest periodic step, or None if there is none."""
@@ -187,9 +205,7 @@ class Checkpoints:
         except Exception as e:  # noqa: BLE001 - orbax / TensorStore wrap the OS error variously
             if not disk_full(e):
                 raise
-            import shutil  # noqa: PLC0415
-
-            where = str(manager.directory)
+            where = self._shown(manager.directory)
             try:
                 free = f", {shutil.disk_usage(where).free / 2**20:.1f} MiB free"
             except OSError:
@@ -271,8 +287,8 @@ class Checkpoints:
             raise FileNotFoundError("no best checkpoints are kept for this run")
         step = manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
-        where = f"{manager.directory}/{step}"
+            raise FileNotFoundError(f"no {which} checkpoint in {self._shown(manager.directory)}")
+        where = f"{self._shown(manager.directory)}/{step}"
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         _hide_orbax_unraisable()
         try:
@@ -316,3 +332,6 @@ class Checkpoints:
                 if manager is not None:
                     with contextlib.suppress(Exception):  # after a failed save: its error is out
                         manager.close()
+            if self._alias_dir is not None:
+                shutil.rmtree(self._alias_dir, ignore_errors=True)  # the symlink, not the run
+                self._alias_dir = None
