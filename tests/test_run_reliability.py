@@ -4,9 +4,11 @@ second trainer on the same workdir, foreign or unusable workdirs, a full disk, g
 Trainers run as real subprocesses (tests/killable.py) where a signal or a second process is
 the point; every wait is bounded and every subprocess is killed whatever happens.
 """
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -365,3 +367,76 @@ def test_a_workdir_with_glob_characters_saves_and_restores(tmp_path, name):
         assert np.array_equal(ckpt.restore(tree, which=which)["w"], tree["w"])
     ckpt.close()
     assert sorted(os.listdir(tmp_path)) == [name]  # nothing else left behind
+
+
+# --- kinds 5 and 13: read-only places; the wrong evaluator on a run ---------------------------
+
+@pytest.fixture(scope="module")
+def fewshot_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("fewshot_run") / "run"
+    fewshot_trainer.train_and_evaluate(_fewshot_config(total_steps=4), str(workdir))
+    return workdir
+
+
+@contextlib.contextmanager
+def read_only_copy(src, dst):
+    """A copy of `src` at `dst` on a read-only place: a tmpfs remounted read-only when this
+    process may mount (root), else the copy with its write permissions removed."""
+    dst.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(dst)],
+                             capture_output=True).returncode == 0
+    shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("tensorboard"))
+    try:
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(dst)], check=True)
+        else:
+            if os.geteuid() == 0:
+                pytest.skip("root without mount: permissions cannot make a folder read-only")
+            for path in [dst, *dst.rglob("*")]:
+                path.chmod(path.stat().st_mode & ~0o222)
+        yield dst
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(dst)], check=True)
+        else:
+            for path in [dst, *dst.rglob("*")]:
+                path.chmod(path.stat().st_mode | 0o200)
+
+
+@pytest.mark.omniglot
+def test_read_only_run_evaluates_prints_first_and_training_refuses(fewshot_run, tmp_path):
+    env = python_env()
+    with read_only_copy(fewshot_run, tmp_path / "share") as share:
+        args = ["-m", "fewshot.evaluate", "--workdir", share, "--num_sets", "2",
+                "--episodes_per_set", "8"]
+        r = run_bounded(args, env)
+        assert r.returncode == 1 and "test accuracy over 2 x 8 episodes" in r.stdout, r.stderr
+        line = one_error_line(r.stderr)
+        assert f"could not write {share}/eval_test.json" in line and "--out" in line
+        r = run_bounded([*args, "--out", tmp_path / "result.json"], env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.loads((tmp_path / "result.json").read_text())["num_sets"] == 2
+
+        r = run_bounded(["-m", "fewshot.train", *FEWSHOT_FLAGS, "--workdir", share / "new"], env)
+        assert r.returncode == 2 and "cannot write in" in one_error_line(r.stderr)
+        assert not (share / "new").exists()
+
+
+@pytest.mark.omniglot
+def test_the_wrong_evaluator_names_the_kind_of_run_and_its_command(fewshot_run, tmp_path):
+    rl_run = tmp_path / "rl_run"
+    open_run_dir(str(rl_run), _tiny_config(), resume=True, overwrite=False, resumable=(),
+                 kind="rl")
+    legacy = tmp_path / "legacy_fewshot"  # made before the marker: known by its fields
+    shutil.copytree(fewshot_run, legacy, ignore=shutil.ignore_patterns("tensorboard"))
+    (legacy / MARKER_FILE).unlink()
+    env = python_env()
+    r = run_bounded(["-m", "fewshot.evaluate", "--workdir", rl_run], env)
+    line = one_error_line(r.stderr)
+    assert r.returncode == 2 and "holds a rl run" in line
+    assert f"python -m rl.evaluate --workdir {rl_run}" in line
+    for run in (fewshot_run, legacy):
+        r = run_bounded(["-m", "rl.evaluate", "--workdir", run], env)
+        line = one_error_line(r.stderr)
+        assert r.returncode == 2 and "holds a fewshot run" in line
+        assert f"python -m fewshot.evaluate --workdir {run}" in line

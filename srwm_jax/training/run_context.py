@@ -38,6 +38,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 
@@ -64,7 +65,8 @@ class RunLockError(RunConfigError):
 
 def check_workdir_path(workdir) -> str:
     """`workdir` as a usable directory path, or RunConfigError (one line) when it is empty,
-    names a regular file, or lies under a file. Nothing is created."""
+    names a regular file, lies under a file, or cannot be written (read-only mount, another
+    user's folder: tried with a probe file, removed at once). Nothing else is created."""
     if workdir is None or not str(workdir).strip():
         raise RunConfigError("--workdir is empty: name a directory for the run.")
     workdir = str(workdir)
@@ -78,9 +80,13 @@ def check_workdir_path(workdir) -> str:
         raise RunConfigError(f"--workdir {workdir} lies under {parent}, which is a file: name a "
                              "directory for the run.")
     target = workdir if os.path.exists(workdir) else parent
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise RunConfigError(f"--workdir {workdir}: {os.path.abspath(target)} is not writable "
-                             "(read-only or another user's): choose a writable --workdir.")
+    try:  # a real write: permission bits say nothing on a read-only mount, or to root
+        fd, probe = tempfile.mkstemp(prefix=".srwm_jax_write_probe_", dir=target)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise RunConfigError(f"--workdir {workdir}: cannot write in {os.path.abspath(target)} "
+                             f"({e.strerror or e}): choose a writable --workdir.") from None
     return workdir
 
 
