@@ -26,8 +26,21 @@ NUM_ACTIONS = 15
 
 EASY_GAMES = ("bigfish", "fruitbot", "maze", "leaper", "plunder", "starpilot")
 MEMORY_GAMES = ("dodgeball", "heist", "maze", "miner")
+# The games ProcGen builds in each distribution mode besides easy and hard (every game has
+# those two); any other pair aborts inside ProcGen's C++ (an assertion, or a crash).
+MODE_GAMES = {
+    "extreme": ("chaser", "dodgeball", "leaper", "starpilot"),
+    "memory": ("caveflyer", "dodgeball", "heist", "jumper", "maze", "miner"),
+    "exploration": ("caveflyer", "climber", "coinrun", "heist", "jumper", "leaper", "maze",
+                    "ninja"),
+}
 BACKENDS = ("gym3", "gymnasium")
 _MODULES = {"gym3": "procgen", "gymnasium": "procgen_gym"}
+
+
+def mode_has_game(distribution_mode: str, game: str) -> bool:
+    """True if ProcGen builds `game` in `distribution_mode` (MODE_GAMES)."""
+    return distribution_mode in ("easy", "hard") or game in MODE_GAMES.get(distribution_mode, ())
 
 
 def procgen_backend() -> str | None:

@@ -193,6 +193,25 @@ def test_rl_bad_field_is_named(field, value, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("mode, games, lacking", [
+    ("memory", ("maze", "bigfish", "starpilot"), "bigfish, starpilot"),
+    ("exploration", ("coinrun", "bigfish"), "bigfish"),
+    ("extreme", ("maze",), "maze"),
+])
+def test_rl_distribution_mode_is_checked_per_game(mode, games, lacking):
+    """Issue 24 kind 9: a pair ProcGen lacks is refused with the games that have the mode."""
+    config = rl_default()
+    config.games, config.distribution_mode = games, mode
+    with pytest.raises(rl_checks.ConfigError) as info:
+        rl_checks.validate_config(config)
+    message = str(info.value)
+    assert f"config.distribution_mode={mode!r} is not a mode of {lacking}: ProcGen has it " \
+           "for " in message and "'easy' and 'hard'" in message
+    config.games = tuple(g for g in games if g not in lacking)
+    if config.games:
+        rl_checks.validate_config(config)
+
+
 def test_rl_rules_between_fields_and_devices():
     check = lambda **kw: rl_checks.field_problems(_untyped(rl_default(), **kw))  # noqa: E731
     assert "lists a game twice" in check(games=("maze", "maze"))[0]
@@ -286,7 +305,10 @@ def test_rl_impala_refuses_bad_configs_before_the_workdir(tmp_path):
     line = _cli("rl.impala", "--config", "configs/rl/ff_cpu.py", "--workdir", str(tmp_path / "b"),
                 "--config.batch_sise=4")
     assert "did you mean --config.batch_size?" in line
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    line = _cli("rl.impala", "--config", "configs/rl/ff_cpu.py", "--workdir", str(tmp_path / "c"),
+                "--config.distribution_mode=memory", "--config.games=('bigfish',)")
+    assert "config.distribution_mode='memory' is not a mode of bigfish" in line
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def _run_dir(path, config):
