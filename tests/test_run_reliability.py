@@ -440,3 +440,25 @@ def test_the_wrong_evaluator_names_the_kind_of_run_and_its_command(fewshot_run, 
         line = one_error_line(r.stderr)
         assert r.returncode == 2 and "holds a fewshot run" in line
         assert f"python -m fewshot.evaluate --workdir {run}" in line
+
+
+# --- kind 12: a jax.distributed peer that never starts ----------------------------------------
+
+def test_a_peer_that_never_joins_is_named_with_progress_meanwhile():
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:  # a free port for the coordinator
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("from srwm_jax.training import distributed; "
+            f"distributed.initialize('127.0.0.1:{port}', 2, 0, initialization_timeout=6)")
+    t0 = time.monotonic()
+    r = run_bounded(["-c", code], python_env(), timeout=60)
+    assert time.monotonic() - t0 < 40  # the bound (6 s), not jax's 300 s
+    assert r.returncode == 1, r.stderr[-3000:]
+    progress = [line for line in r.stderr.splitlines()
+                if line.startswith("jax.distributed: process 0 waiting for process 1 to join")]
+    assert len(progress) >= 2, r.stderr[-3000:]
+    line = one_error_line(r.stderr)
+    assert "process 1 never joined within 6 s" in line and "--initialization_timeout_seconds" in line
+    assert "another task died" not in r.stderr
