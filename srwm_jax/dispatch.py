@@ -49,13 +49,18 @@ def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> Resolv
       impl: the requested `Impl`.
       supported_name: the function in `kernels` that returns (ok, reason) for `args`.
     Returns:
-      "scan", "pallas" or "pallas_interpret".
+      "scan", "pallas" or "pallas_interpret"; "scan" for any impl when an argument is empty
+      (B = 0 or H = 0): nothing to compute, and the kernels' grids cannot be empty.
     Raises:
       ValueError: for an unknown impl, or an explicit "pallas"/"pallas_interpret" the kernel
         does not support for these arguments (the message gives the kernel's reason).
     """
     if impl not in IMPLS:
         raise ValueError(f"{op_name}: unknown impl={impl!r}; choose one of {IMPLS}.")
+    if any(getattr(a, "size", 1) == 0 for a in jax.tree.leaves(args)):
+        # An empty batch or no heads: nothing to compute, and a kernel's grid cannot be empty.
+        # The scan returns the correctly shaped empty outputs (and gradients) for every impl.
+        return "scan"
     match impl:
         case "scan":
             return "scan"
