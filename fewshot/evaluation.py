@@ -33,6 +33,7 @@ from .training import RENAMED_KEYS, RESUMABLE_FIELDS, build, initial_state
 from srwm_jax.stats import t_interval
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.run_config import load_config, workdir_fingerprint
+from srwm_jax.training.workdir import check_kind
 
 COLUMNS = tuple(str(j + 1) for j in INSTANCE_OCCURRENCES)
 
@@ -42,8 +43,10 @@ def load_run(workdir, defaults=None, evaluator="fewshot.evaluate"):
 
     Raises:
       FileNotFoundError: workdir/config.json is missing.
-      ValueError: the run's task is tested by another command (the message names it).
+      ValueError: the run's task is tested by another command, or it is an RL run (the
+        message names the command).
     """
+    check_kind(workdir, "fewshot")
     config = load_config(workdir, defaults, renames=RENAMED_KEYS)
     task = get_task(config)
     if task.evaluator != evaluator:
@@ -70,7 +73,7 @@ def restore_run(config, workdir, checkpoint, example_batch):
 
 
 def evaluate(workdir, split="test", num_sets=5, episodes_per_set=1000, checkpoint="best",
-             seed=None, batch_size=None, defaults=None):
+             seed=None, batch_size=None, defaults=None, out=None):
     """Tests a sync or bootstrap run on fixed episodes (see the module docstring).
 
     Args:
@@ -81,9 +84,11 @@ def evaluate(workdir, split="test", num_sets=5, episodes_per_set=1000, checkpoin
       seed: episode seed (default: the run's eval_seed).
       batch_size: episodes per call (default: the run's eval_batch_size).
       defaults: ConfigDict filling fields an older config.json lacks.
+      out: path of the result's JSON file (default: workdir/eval_<split>.json).
     Returns:
       Result dict: accuracy, ci95, set_accuracies, markdown row, run facts; also written to
-      workdir/eval_<split>.json.
+      `out` as JSON. If that fails (a read-only run directory, say) the result is still
+      returned, with result["write_error"] saying where and why (never raised).
     Raises:
       FileNotFoundError, ValueError (see load_run), RuntimeError (checkpoint),
       fewshot.config_checks.ConfigError (a field of the run's config, or its episodes do not
@@ -106,9 +111,20 @@ def evaluate(workdir, split="test", num_sets=5, episodes_per_set=1000, checkpoin
               "n_way": config.n_way, "k_shot": config.k_shot, "seed": seed}
     result["markdown"] = (f"| {config.dataset} {config.n_way}-way {config.k_shot}-shot "
                           f"| {config.model} | {100 * mean:.2f} ± {100 * ci95:.2f} |")
-    with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_result(result, out or os.path.join(workdir, f"eval_{split}.json"))
     return result
+
+
+def write_result(result: dict, path: str) -> None:
+    """Writes `result` as JSON to `path`; on an OSError (read-only or full disk, missing folder)
+    sets result["write_error"] to a one-line message naming the path instead of raising: an
+    evaluation's figure must not be lost to where it is saved."""
+    try:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+    except OSError as e:
+        result["write_error"] = (f"could not write {path} ({e.strerror or e}): the result above is "
+                                 "not saved; pass --out PATH to write it elsewhere.")
 
 
 def evaluate_sequential(workdir, split="test", num_sequences=1000, checkpoint="best", seed=None,
@@ -149,8 +165,7 @@ def evaluate_sequential(workdir, split="test", num_sequences=1000, checkpoint="b
                   step=int(state.step), model=config.model, datasets=list(sequences.names),
                   seed=seed, n_way=config.n_way, segment_length=sequences.length // 2,
                   curves=[[None if np.isnan(a) else float(a) for a in row] for row in acc.curves()])
-    with open(os.path.join(workdir, f"eval_sequential_{split}.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_result(result, os.path.join(workdir, f"eval_sequential_{split}.json"))
     return result
 
 

@@ -17,7 +17,7 @@ from .training import configure_cpu_devices, train_and_evaluate
 from .warm_start import WarmStartError
 from srwm_jax.training import distributed
 from srwm_jax.training.checkpoints import CheckpointError
-from srwm_jax.training.cli import errors_exit_2, run, start_cli
+from srwm_jax.training.cli import errors_exit_2, run, run_failures_exit_1, start_cli
 from srwm_jax.training.run_config import RunConfigError
 
 FLAGS = flags.FLAGS
@@ -34,10 +34,12 @@ distributed.define_flags()
 def main(argv):
     """Parses the flags and runs fewshot.training.train_and_evaluate.
 
-    Bad input exits with status 2 and one error line."""
+    Bad input exits with status 2 and one error line; a diverged run or a full disk with
+    status 1 and one line. SIGTERM / SIGUSR1 save a checkpoint and exit with status 0."""
     start_cli(argv)
-    with errors_exit_2(DatasetError, ConfigError, WarmStartError, RunConfigError, CheckpointError,
-                       distributed.DistributedError):
+    with run_failures_exit_1(), errors_exit_2(DatasetError, ConfigError, WarmStartError,
+                                              RunConfigError, CheckpointError,
+                                              distributed.DistributedError):
         # Fields and data before anything touches the devices (cpu_devices is used next).
         validate_config(FLAGS.config, splits=("train", "val"))
         configure_cpu_devices(FLAGS.config, distributed.requested_processes(FLAGS))

@@ -26,11 +26,9 @@ from .models import SequenceLearner
 from .steps import make_optimizer, make_schedule, make_train_step
 from .tasks import example_batch, get_task
 from .warm_start import warm_start
-from srwm_jax.training.checkpoints import Checkpoints
-from srwm_jax.training.distributed import DistributedError, is_main_process
+from srwm_jax.training.distributed import DistributedError
 from srwm_jax.training.mesh import DataParallel, count_params
-from srwm_jax.training.metrics import MetricWriter, NullWriter
-from srwm_jax.training.workdir import open_run_dir
+from srwm_jax.training.run_context import RunContext, check_finite_scalars
 
 # config.json keys renamed since older runs were written: {old: new}. Older run directories
 # still load for evaluation (srwm_jax.training.run_config.load_config maps them).
@@ -111,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
         checkpoints) is resumed from its latest checkpoint, with the same results as an
         uninterrupted run; its config must be this one except RESUMABLE_FIELDS.
       resume: False refuses a workdir that already holds a run.
-      overwrite: delete a run already in `workdir` (the whole directory) and start afresh.
+      overwrite: delete a run already in `workdir` (its contents) and start afresh.
     Returns:
       The final fewshot.steps.TrainState (replicated over the devices).
     Raises:
@@ -123,16 +121,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
       srwm_jax.training.checkpoints.CheckpointError: the latest checkpoint cannot be restored.
       srwm_jax.training.distributed.DistributedError: Ctrl-C with several processes (no
         checkpoint can be saved by one process alone).
+      srwm_jax.training.run_context.RunLockError: another trainer holds `workdir`.
+      srwm_jax.training.checkpoints.NonFiniteError: the loss or the parameters became NaN or
+        infinite (nothing non-finite is ever saved).
+      srwm_jax.training.checkpoints.DiskFullError: a checkpoint could not be written.
+    SIGTERM / SIGUSR1 stop the loop at the next step with a checkpoint of it (run_context).
     """
     validate_config(config)
     task = get_task(config)
-    fingerprint, changes = open_run_dir(workdir, config, resume=resume, overwrite=overwrite,
-                                        resumable=RESUMABLE_FIELDS, locked=locked_fields(config))
-    main = is_main_process()
-    if changes and main:
-        print(f"Resuming {workdir} with " + "; ".join(changes), flush=True)
-    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, fingerprint=fingerprint)
+    with RunContext(workdir, config, resume=resume, overwrite=overwrite, kind="fewshot",
+                    resumable=RESUMABLE_FIELDS, locked=locked_fields(config)) as run:
+        return _train(config, workdir, task, run)
 
+
+def _train(config, workdir, task, run: RunContext):
+    """The training loop inside `run` (train_and_evaluate's; returns the final TrainState)."""
+    main, checkpoints, writer = run.main, run.checkpoints, run.writer
+    if run.changes and main:
+        print(f"Resuming {workdir} with " + "; ".join(run.changes), flush=True)
     train_sampler = task.make_sampler(config, "train", config.seed)
     val_sampler = task.make_sampler(config, "val", config.seed)
     model, optimizer, mesh, train_step, eval_step = build(config)
@@ -149,7 +155,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
     start = int(state.step)
     schedule = make_schedule(config)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    writer = MetricWriter(workdir) if main else NullWriter()
     if main:
         print(f"{config.model} / {config.backbone}: {count_params(state.params):,} parameters, "
               f"{jax.device_count()} device(s) in {jax.process_count()} process(es), steps "
@@ -178,6 +183,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
                                steps_per_second=count / elapsed,
                                images_per_second=count * images_per_step / elapsed)
                 writer.write(done, scalars, "train")
+                # The mean over the interval is non-finite if any step's loss was.
+                check_finite_scalars({"loss": scalars["loss"]},
+                                     f"steps {done - count + 1}..{done}")
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
                                 sps=f"{scalars['steps_per_second']:.1f}")
                 sums, count, t_last = None, 0, time.time()
@@ -189,10 +197,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
                     tqdm.write(f"step {done}: valid "
                                + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
                 if val["accuracy"] > checkpoints.best_accuracy():
-                    checkpoints.save_best(done, state, val["accuracy"])
+                    checkpoints.save_best(done, state, val["accuracy"])  # (finite values only)
                 t_last += time.time() - t0  # keep evaluation out of the training throughput
             if done % config.checkpoint_every_steps == 0 or last:
                 checkpoints.save(done, state)
+            stop = run.stop_requested()
+            if stop and not last:
+                tqdm.write(f"{stop}: saving a checkpoint at step {done} and exiting "
+                           "(the same command resumes).")
+                checkpoints.save(done, state)
+                break
     except KeyboardInterrupt:
         if jax.process_count() > 1:  # a save is collective; the others are elsewhere
             raise DistributedError(
@@ -203,8 +217,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
         checkpoints.save(int(state.step), state)
     finally:
         bar.close()
-        writer.close()
-        checkpoints.close()
     return state
 
 

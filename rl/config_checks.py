@@ -8,7 +8,7 @@ run writes anything.
 from __future__ import annotations
 
 from .agent import CORE_KINDS
-from .envs import NUM_ACTIONS
+from .envs import MODE_GAMES, NUM_ACTIONS, mode_has_game
 from .normalization import PROCGEN_RETURN_RANGES
 from srwm_jax.layers import DENSE_INITS, STATE_GRADIENTS
 from srwm_jax.training.config_schema import Bool, Choice, Float, Int, TupleOf
@@ -19,7 +19,7 @@ Game = Choice(*sorted(PROCGEN_RETURN_RANGES))
 Probability = Float(0.0, 1.0, hi_open=True)
 
 FIELD_RULES = {
-    "seed": Int(0),
+    "seed": Int(0, 2**31 - 1),            # ProcGen's level seeds are C ints (rl.envs)
     # environment
     "games": TupleOf(Game, min_length=1),
     "distribution_mode": Choice(*DISTRIBUTION_MODES),
@@ -86,6 +86,12 @@ def _between_fields(c) -> list[str]:
     problems = []
     if len(set(c.games)) != len(c.games):
         problems.append(f"config.games={tuple(c.games)!r} lists a game twice")
+    lacking = [g for g in c.games if not mode_has_game(c.distribution_mode, g)]
+    if lacking:
+        problems.append(f"config.distribution_mode={c.distribution_mode!r} is not a mode of "
+                        f"{', '.join(lacking)}: ProcGen has it for "
+                        f"{', '.join(MODE_GAMES[c.distribution_mode])} only (every game has "
+                        "'easy' and 'hard')")
     if c.agent.core not in ("ff", "lstm") and c.agent.hidden % c.agent.num_heads:
         problems.append(f"config.agent.hidden={c.agent.hidden} is not divisible by "
                         f"config.agent.num_heads={c.agent.num_heads}")

@@ -26,8 +26,21 @@ NUM_ACTIONS = 15
 
 EASY_GAMES = ("bigfish", "fruitbot", "maze", "leaper", "plunder", "starpilot")
 MEMORY_GAMES = ("dodgeball", "heist", "maze", "miner")
+# The games ProcGen builds in each distribution mode besides easy and hard (every game has
+# those two); any other pair aborts inside ProcGen's C++ (an assertion, or a crash).
+MODE_GAMES = {
+    "extreme": ("chaser", "dodgeball", "leaper", "starpilot"),
+    "memory": ("caveflyer", "dodgeball", "heist", "jumper", "maze", "miner"),
+    "exploration": ("caveflyer", "climber", "coinrun", "heist", "jumper", "leaper", "maze",
+                    "ninja"),
+}
 BACKENDS = ("gym3", "gymnasium")
 _MODULES = {"gym3": "procgen", "gymnasium": "procgen_gym"}
+
+
+def mode_has_game(distribution_mode: str, game: str) -> bool:
+    """True if ProcGen builds `game` in `distribution_mode` (MODE_GAMES)."""
+    return distribution_mode in ("easy", "hard") or game in MODE_GAMES.get(distribution_mode, ())
 
 
 def procgen_backend() -> str | None:
@@ -119,7 +132,7 @@ class MultiGameEnv:
         self.game_of_env = np.repeat(np.arange(len(self.games)), num_envs_per_game)
         self._envs = [
             game_cls(num_envs_per_game, game, num_levels=num_levels, start_level=start_level,
-                     distribution_mode=distribution_mode, rand_seed=int(seed) * 1000 + g,
+                     distribution_mode=distribution_mode, rand_seed=(int(seed) * 1000 + g) % 2**31,
                      num_threads=num_threads)
             for g, game in enumerate(self.games)]
         self._returns = np.zeros(self.num_envs, np.float64)

@@ -20,6 +20,7 @@ from srwm_jax.stats import sem as standard_error
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.metrics import append_csv
 from srwm_jax.training.run_config import load_config, workdir_fingerprint
+from srwm_jax.training.workdir import check_kind
 
 # config.json keys renamed since older runs were written: {old: new} (see load_config).
 RENAMED_KEYS = {"max_checkpoints": "keep_checkpoints"}
@@ -144,7 +145,9 @@ def load_run_config(workdir: str, defaults=None):
 
     Raises:
       FileNotFoundError: workdir/config.json is missing.
+      RunConfigError (a ValueError): it is a few-shot run (the message names its evaluator).
     """
+    check_kind(workdir, "rl")
     return load_config(workdir, defaults, renames=RENAMED_KEYS)
 
 

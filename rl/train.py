@@ -25,7 +25,7 @@ from .envs import procgen_available
 from .sebulba import ActorFailed, ActorStalled
 from .training import train_and_evaluate
 from srwm_jax.training import distributed
-from srwm_jax.training.checkpoints import CheckpointError
+from srwm_jax.training.checkpoints import CheckpointError, DiskFullError, NonFiniteError
 from srwm_jax.training.cli import error_lines, errors_exit_2, exit_with_error, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/rl/*.py).",
@@ -57,6 +57,8 @@ def main(argv):
         distributed.initialize_from_flags()
         summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
                                      overwrite=_OVERWRITE.value)
+    except (NonFiniteError, DiskFullError) as e:
+        exit_with_error(str(e), status=1)
     except (ValueError, CheckpointError, distributed.DistributedError) as e:
         exit_with_error(str(e))
     except (ActorFailed, ActorStalled) as e:

@@ -29,10 +29,9 @@ from .evaluation import RESUMABLE_FIELDS, append_eval_csv, evaluate, format_eval
 from .learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
 from .sebulba import SebulbaRunner
 from srwm_jax.training import distributed
-from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.mesh import count_params
-from srwm_jax.training.metrics import MetricWriter, NullWriter, append_csv
-from srwm_jax.training.workdir import open_run_dir
+from srwm_jax.training.metrics import MetricWriter, append_csv
+from srwm_jax.training.run_context import RunContext, check_finite_scalars
 
 log = logging.getLogger("rl")
 
@@ -121,7 +120,7 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
       env_factory: actor index -> env with the rl.envs.MultiGameEnv interface (default:
         ProcGen); tests pass rl.fake_env.FakeEnv.
       use_tensorboard: also write TensorBoard events (metrics.jsonl is always written).
-      overwrite: delete a run already in `workdir` (the whole directory) and start afresh.
+      overwrite: delete a run already in `workdir` (its contents) and start afresh.
     Returns:
       Summary dict: env_steps, updates, interrupted, train_state, progress (the last
       Progress.report) and evals (a list of rl.evaluation.evaluate row lists).
@@ -133,16 +132,25 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
         is shut down).
       srwm_jax.training.distributed.DistributedError: Ctrl-C with several processes (no
         checkpoint can be saved by one process alone).
+      srwm_jax.training.run_context.RunLockError: another trainer holds `workdir`.
+      srwm_jax.training.checkpoints.NonFiniteError: the loss or the parameters became NaN or
+        infinite (nothing non-finite is ever saved).
+      srwm_jax.training.checkpoints.DiskFullError: a checkpoint could not be written.
+    SIGTERM / SIGUSR1 end the loop at the next update with a checkpoint of it (run_context;
+    summary["interrupted"] is True).
     """
     validate_config(config)
-    fingerprint, changes = open_run_dir(workdir, config, resume=resume, overwrite=overwrite,
-                                        resumable=RESUMABLE_FIELDS,
-                                        locked={"total_steps": TOTAL_STEPS_LOCKED})
-    main = distributed.is_main_process()
-    if changes and main:
-        log.info("resuming %s with %s", workdir, "; ".join(changes))
-    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, best=False,
-                              fingerprint=fingerprint)
+    with RunContext(workdir, config, resume=resume, overwrite=overwrite, kind="rl",
+                    resumable=RESUMABLE_FIELDS, locked={"total_steps": TOTAL_STEPS_LOCKED},
+                    best=False, tensorboard=use_tensorboard) as run:
+        return _train(config, workdir, env_factory, run)
+
+
+def _train(config, workdir, env_factory, run: RunContext):
+    """The loop of train_and_evaluate inside `run` (returns its summary)."""
+    main, checkpoints, writer = run.main, run.checkpoints, run.writer
+    if run.changes and main:
+        log.info("resuming %s with %s", workdir, "; ".join(run.changes))
     agent = make_agent(config)
     rng = jax.random.key(config.seed)
     params = init_params(agent, jax.random.fold_in(rng, 0), config.frame_shape)
@@ -159,7 +167,6 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
              count_params(params), learner.parallel.mesh.devices.tolist(),
              _actor_devices(config.actor_device_ids))
 
-    writer = MetricWriter(workdir, tensorboard=use_tensorboard) if main else NullWriter()
     progress = Progress(config, workdir, writer, env_steps)
     steps_per_update = config.unroll_length * config.batch_size  # over all processes
     local_batch_size = config.batch_size // jax.process_count()  # this process's actors' share
@@ -178,11 +185,17 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
         runner.start()
         while env_steps < config.total_steps:
             now = time.monotonic()
-            # Clock-based decisions, the same in every process (one all-gather per update when
-            # there are several; the values themselves when there is one).
+            # Clock-based decisions and stop signals, the same in every process (one all-gather
+            # per update when there are several; the values themselves when there is one).
             due = distributed.agree({
                 "stop": bool(config.max_minutes) and now - start > 60 * config.max_minutes,
+                "signal": run.stop.received is not None,
                 "checkpoint": now - last_ckpt > 60 * config.checkpoint_every_minutes})
+            if due["signal"]:
+                interrupted = True
+                log.warning("%s: saving a checkpoint at %d env steps and exiting (the same "
+                            "command resumes)", run.stop.received or "stop signal", env_steps)
+                break
             if due["stop"]:
                 log.info("max_minutes=%s reached", config.max_minutes)
                 break
@@ -192,6 +205,7 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
             train_state, metrics = learner.update(train_state, batch)
             update += 1
             env_steps += steps_per_update
+            check_finite_scalars({"loss": float(metrics["loss"])}, f"update {update}")
             if check_every and update % check_every == 0:
                 distributed.check_identical(train_state.params, f"parameters after update {update}")
             runner.publish(distributed.local_copy(train_state.params), update)
@@ -214,18 +228,12 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
     except KeyboardInterrupt:
         if jax.process_count() > 1:
             # A save is collective: the other processes are elsewhere in the loop.
-            writer.close()
-            checkpoints.close()  # waits for the periodic saves already under way
             raise distributed.DistributedError(
                 f"interrupted at {env_steps} env steps with several processes: no checkpoint is "
                 "saved now (a save needs every process); the same command on every process "
                 "resumes from the last periodic checkpoint.") from None
         interrupted = True
         log.warning("interrupted: saving a checkpoint at %d env steps", env_steps)
-    except Exception:
-        writer.close()
-        checkpoints.close()  # waits for the periodic saves already under way
-        raise
     finally:
         runner.close()
     # Only reached without an exception (an actor failure propagates after runner.close()).
@@ -233,7 +241,7 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
         summary["progress"] = progress.report(env_steps, update, metrics,
                                               runner.rollout_queue.qsize())
     checkpoints.save(env_steps, checkpoint_tree(train_state, env_steps, rng))
-    checkpoints.close()
+    checkpoints.wait_until_finished()
     with distributed.main_process_only("final evaluation") as evaluates:
         if not interrupted and config.eval_episodes > 0 and evaluates:
             summary["evals"].append(_evaluate(agent, distributed.local_copy(train_state.params),

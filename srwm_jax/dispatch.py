@@ -70,13 +70,19 @@ def resolve_impl(op_name: str, impl: Impl, supported_name: str, *args) -> Resolv
       (The Mosaic GPU check is the same name with "_supported" -> "_mosaic_supported".)
     Returns:
       "scan", "triton", "triton_interpret", "mosaic", "mosaic_interpret" or "chunked" ("auto"
-      never returns "chunked" here: the delta rule decides between scan and chunked itself).
+      never returns "chunked" here: the delta rule decides between scan and chunked itself);
+      "scan" for any impl when an argument is empty (B = 0 or H = 0): nothing to compute, and
+      the kernels' grids cannot be empty.
     Raises:
       ValueError: for an unknown impl, or an explicit kernel impl that cannot run these
         arguments (the message gives the kernel's reason).
     """
     if impl not in IMPLS:
         raise ValueError(f"{op_name}: unknown impl={impl!r}; choose one of {IMPLS}.")
+    if any(getattr(a, "size", 1) == 0 for a in jax.tree.leaves(args)):
+        # An empty batch or no heads: nothing to compute, and a kernel's grid cannot be empty.
+        # The scan returns the correctly shaped empty outputs (and gradients) for every impl.
+        return "scan"
     match impl:
         case "scan":
             return "scan"

@@ -105,6 +105,11 @@ FEWSHOT_BAD = [  # (field, value, words of the message)
     ("res12_channels", (64, 0, 1, 2), "item 1 (0) must be an int >= 1"),
     ("image_size", 8, "config.image_size=8 must be an int >= 16"),
     ("seed", -1, "config.seed=-1 must be an int >= 0"),
+    # Non-finite numbers and ints past what the code takes (issue 24 kinds 1 and 7).
+    ("learning_rate", float("inf"), "config.learning_rate=inf must be a finite number > 0.0"),
+    ("clip_grad_norm", float("inf"), "config.clip_grad_norm=inf must be a finite number >= 0.0"),
+    ("seed", 2**63, "config.seed=9223372036854775808 must be an int < 2**63"),
+    ("total_steps", 10**30, "must be an int < 2**63"),
     ("batch_sise", 4, "config.batch_sise is not a known field (did you mean 'batch_size'?)"),
 ]
 
@@ -186,6 +191,9 @@ RL_BAD = [
     ("checkpoint_every_minutes", -1.0,
      "config.checkpoint_every_minutes=-1.0 must be a number >= 0.0"),
     ("eval_on_train_levels", "yes", "config.eval_on_train_levels='yes' must be True or False"),
+    ("learning_rate", float("inf"), "config.learning_rate=inf must be a finite number > 0.0"),
+    ("max_minutes", float("-inf"), "config.max_minutes=-inf must be a finite number >= 0.0"),
+    ("seed", 2**31, "config.seed=2147483648 must be an int in [0, 2147483647]"),
     ("agent__cor", "ff", "config.agent.cor is not a known field (did you mean 'agent.core'?)"),
 ]
 
@@ -195,6 +203,25 @@ def test_rl_bad_field_is_named(field, value, words):
     with pytest.raises(rl_checks.ConfigError) as info:
         rl_checks.validate_config(_untyped(rl_default(), **{field: value}))
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("mode, games, lacking", [
+    ("memory", ("maze", "bigfish", "starpilot"), "bigfish, starpilot"),
+    ("exploration", ("coinrun", "bigfish"), "bigfish"),
+    ("extreme", ("maze",), "maze"),
+])
+def test_rl_distribution_mode_is_checked_per_game(mode, games, lacking):
+    """Issue 24 kind 9: a pair ProcGen lacks is refused with the games that have the mode."""
+    config = rl_default()
+    config.games, config.distribution_mode = games, mode
+    with pytest.raises(rl_checks.ConfigError) as info:
+        rl_checks.validate_config(config)
+    message = str(info.value)
+    assert f"config.distribution_mode={mode!r} is not a mode of {lacking}: ProcGen has it " \
+           "for " in message and "'easy' and 'hard'" in message
+    config.games = tuple(g for g in games if g not in lacking)
+    if config.games:
+        rl_checks.validate_config(config)
 
 
 def test_rl_rules_between_fields_and_devices():
@@ -302,7 +329,10 @@ def test_rl_impala_refuses_bad_configs_before_the_workdir(tmp_path):
     line = _cli("rl.train", "--config", "configs/rl/ff_cpu.py", "--workdir", str(tmp_path / "b"),
                 "--config.batch_sise=4")
     assert "did you mean --config.batch_size?" in line
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    line = _cli("rl.impala", "--config", "configs/rl/ff_cpu.py", "--workdir", str(tmp_path / "c"),
+                "--config.distribution_mode=memory", "--config.games=('bigfish',)")
+    assert "config.distribution_mode='memory' is not a mode of bigfish" in line
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def _run_dir(path, config):

@@ -101,3 +101,33 @@ def kernels_mosaic_available():
     from srwm_jax.own_kernels import NAME, own_kernels
     own_kernels()
     return sys.modules[NAME + ".delta_rule.mosaic_ops"].mosaic_available()[0]
+
+
+# Issue 24 kind 10: an empty batch (B = 0) or no heads (H = 0) on every impl, "auto" included:
+# correctly shaped empty outputs and gradients (the kernels' grids cannot be empty).
+@pytest.mark.parametrize("impl", ["scan", "pallas_interpret", "auto", "auto_on_gpu"])
+@pytest.mark.parametrize("B, H", [(0, 2), (2, 0), (0, 0)])
+def test_empty_batch_or_heads_give_empty_outputs_and_gradients(impl, B, H, monkeypatch):
+    if impl == "auto_on_gpu":  # what "auto" chooses on a GPU (the kernel would be asked)
+        monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+        impl = "auto"
+    T, d, dv = 3, 8, 8
+    x = jnp.ones((B, T, H, d))
+    W = srwm_jax.SRWMWeights(*(jnp.zeros((B, H, d, n)) for n in (dv, d, d, 4)))
+
+    def srwm_loss(x, W):
+        y, W_T = srwm_jax.srwm(x, W, impl=impl)
+        assert y.shape == (B, T, H, dv) and W_T.y.shape == (B, H, d, dv)
+        return y.sum() + sum(w.sum() for w in W_T)
+    gx, gW = jax.grad(srwm_loss, argnums=(0, 1))(x, W)
+    assert gx.shape == x.shape and all(g.shape == w.shape for g, w in zip(gW, W))
+
+    q = k = jnp.ones((B, T, H, d))
+    v, beta, S0 = jnp.ones((B, T, H, dv)), jnp.ones((B, T, H)), jnp.zeros((B, H, d, dv))
+
+    def delta_loss(q, k, v, beta, S0):
+        out, S_T = srwm_jax.delta_rule(q, k, v, beta, S0, impl=impl)
+        assert out.shape == (B, T, H, dv) and S_T.shape == S0.shape
+        return out.sum() + S_T.sum()
+    grads = jax.grad(delta_loss, argnums=(0, 1, 2, 3, 4))(q, k, v, beta, S0)
+    assert [g.shape for g in grads] == [a.shape for a in (q, k, v, beta, S0)]

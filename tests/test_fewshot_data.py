@@ -7,8 +7,10 @@ tests that need it are skipped with a reason when it is absent.
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from conftest import OMNIGLOT_DIR
 
 from fewshot.data import (
     ClassImages,
@@ -534,7 +538,7 @@ def test_malformed_data_raises_dataset_error(tmp_path):
     (tmp_path / "splits.json").write_text(
         json.dumps({"train": ["Latin/character01"], "val": [], "test": []})
     )
-    with pytest.raises(DatasetError, match="malformed Omniglot npz"):
+    with pytest.raises(DatasetError, match="omniglot.npz is truncated or corrupt"):
         load_split("omniglot", tmp_path, "train", cache=False)
     (tmp_path / "splits.json").write_text("{broken")
     with pytest.raises(DatasetError, match="split file"):
@@ -560,6 +564,70 @@ def test_malformed_data_raises_dataset_error(tmp_path):
             pickle.dump({b"data": np.zeros((4, 100), np.uint8), b"fine_labels": [0] * 4}, f)
     with pytest.raises(DatasetError, match="malformed CIFAR-100 pickle"):
         load_split("fc100", tmp_path / "cifar", "train", cache=False)
+
+
+def _truncate_copy(src, dst, fraction=0.5):
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[:int(len(data) * fraction)])
+
+
+@pytest.mark.omniglot
+def test_truncated_data_files_are_one_line_naming_the_file_and_the_remedy(tmp_path):
+    """Issue 24 kind 8: every format we read (npz, PNG, Mini-ImageNet pickle and images, CIFAR
+    pickle), cut short as an interrupted download or copy leaves it."""
+    from fewshot.data.metadata import class_sizes  # noqa: PLC0415
+
+    omni = tmp_path / "omniglot"
+    omni.mkdir()
+    shutil.copy(OMNIGLOT_DIR / "splits.json", omni / "splits.json")
+    _truncate_copy(OMNIGLOT_DIR / "omniglot.npz", omni / "omniglot.npz")
+    checks = [(lambda: class_sizes("omniglot", omni, "train"), omni / "omniglot.npz", "delete it"),
+              (lambda: load_split("omniglot", omni, "train", cache=False), omni / "omniglot.npz",
+               "delete it")]
+
+    png_root = tmp_path / "png"
+    good = png_root / "images_background" / "Latin" / "character01"
+    good.mkdir(parents=True)
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((105, 105), np.uint8)).save(buffer, format="PNG")
+    (good / "a.png").write_bytes(buffer.getvalue())
+    (good / "b.png").write_bytes(buffer.getvalue()[:40])
+    (png_root / "splits.json").write_text(json.dumps({"train": ["Latin/character01"], "val": [],
+                                                      "test": []}))
+    checks.append((lambda: load_split("omniglot", png_root, "train", source="png", cache=False),
+                   good / "b.png", "delete or replace it"))
+
+    mini = tmp_path / "mini"
+    mini.mkdir()
+    with open(mini / "full.pkl", "wb") as f:
+        pickle.dump({"image_data": np.arange(4 * 84 * 84 * 3, dtype=np.uint8).reshape(4, 84, 84, 3),
+                     "class_dict": {"a": [0, 1], "b": [2, 3]}}, f)
+    _truncate_copy(mini / "full.pkl", mini / "mini-imagenet-cache-train.pkl")
+    checks.append((lambda: load_split("miniimagenet", mini, "train", cache=False),
+                   mini / "mini-imagenet-cache-train.pkl", "delete it"))
+    folder = tmp_path / "mini_folder" / "train" / "n01"
+    folder.mkdir(parents=True)
+    (folder / "x.png").write_bytes(buffer.getvalue()[:40])
+    checks.append((lambda: load_split("miniimagenet", tmp_path / "mini_folder", "train",
+                                      source="folder", cache=False),
+                   folder / "x.png", "delete or replace it"))
+
+    cifar = tmp_path / "cifar" / "cifar-100-python"
+    cifar.mkdir(parents=True)
+    with open(tmp_path / "full", "wb") as f:
+        pickle.dump({b"data": np.zeros((4, 3072), np.uint8), b"fine_labels": [0] * 4,
+                     b"coarse_labels": [0] * 4}, f)
+    for name in ("train", "test"):
+        _truncate_copy(tmp_path / "full", cifar / name)
+    checks.append((lambda: load_split("fc100", tmp_path / "cifar", "train", cache=False),
+                   cifar / "train", "delete it"))
+
+    for load, path, remedy in checks:
+        with pytest.raises(DatasetError) as info:
+            load()
+        message = str(info.value)
+        assert f"{path} is truncated or corrupt" in message and remedy in message, message
+        assert "\n" not in message and len(message) < 500, message
 
 
 # --- delayed-label sequential stream ------------------------------------------------------

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from conftest import OMNIGLOT_DIR
-from process_group import HEARTBEAT, assert_survivor_fails, kill_all, launch, wait_all, wait_until
+from process_group import (HEARTBEAT, assert_survivor_fails, kill_all, launch, log_text, wait_all,
+                           wait_until)
 
 pytestmark = pytest.mark.omniglot
 
@@ -155,3 +156,25 @@ def test_fewshot_killed_process_stops_the_other(tmp_path):
         print(f"survivor exited {waited:.1f} s after the kill (heartbeat {HEARTBEAT} s)")
     finally:
         kill_all(procs)
+
+
+def test_fewshot_sigterm_to_one_process_saves_and_all_exit_cleanly(tmp_path):
+    """Issue 24 kind 2 with several processes: SIGTERM reaches one process only (the harder
+    case; a scheduler signals all of them); every process stops at the same step, the
+    collective save of that step is made, and all exit 0 within the bound."""
+    workdir = tmp_path / "run"
+    args = [*TRAIN_ARGS, "--workdir", str(workdir), "--config.total_steps=100000",
+            "--config.eval_every_steps=100000", "--config.checkpoint_every_steps=100000"]
+    procs = launch(2, 2, args, str(workdir))
+    try:
+        wait_until(lambda: (workdir / "metrics.jsonl").exists() and records(workdir, "train"),
+                   procs, 300, "training step")
+        os.kill(procs[1].pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+            assert p.returncode == 0, log_text(p)[-3000:]
+    finally:
+        kill_all(procs)
+    steps = [int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()]
+    assert len(steps) == 1 and steps[0] >= max(records(workdir, "train")), steps
+    assert f"saving a checkpoint at step {steps[0]}" in log_text(procs[0])

@@ -29,6 +29,7 @@ from rl.training import TOTAL_STEPS_LOCKED
 from rl.training import train_and_evaluate as rl_train
 from srwm_jax.training.checkpoints import CheckpointError, Checkpoints
 from srwm_jax.training.cli import error_lines
+from srwm_jax.training import run_context
 from srwm_jax.training.metrics import read_metrics
 from srwm_jax.training.run_config import RunConfigError, load_config, workdir_fingerprint
 from srwm_jax.training.workdir import open_run_dir
@@ -349,11 +350,11 @@ def test_fewshot_ctrl_c_after_a_checkpoint_then_corrupt_checkpoints(tmp_path, mo
                 raise KeyboardInterrupt
             return saved
 
-    monkeypatch.setattr(fewshot_training, "Checkpoints", InterruptAfterStep4)
+    monkeypatch.setattr(run_context, "Checkpoints", InterruptAfterStep4)
     state = fewshot_training.train_and_evaluate(_fewshot_config(), str(tmp_path))
     assert interrupts == [4] and int(state.step) == 4  # the Ctrl-C save found step 4 held
     assert step_dirs(tmp_path / "checkpoints") == [4]
-    monkeypatch.setattr(fewshot_training, "Checkpoints", Checkpoints)
+    monkeypatch.setattr(run_context, "Checkpoints", Checkpoints)
     with pytest.raises(RunConfigError, match="already holds a run"):
         fewshot_training.train_and_evaluate(_fewshot_config(), str(tmp_path), resume=False)
     with pytest.raises(RunConfigError, match="hidden_size: run 16, now 32"):

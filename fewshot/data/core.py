@@ -33,6 +33,20 @@ class DatasetError(ValueError):
     """A dataset is missing, incomplete or malformed at the given path."""
 
 
+def unreadable_file(path, error: BaseException, remedy: str) -> DatasetError:
+    """The DatasetError for a data file that cannot be read (truncated by an interrupted
+    download or copy, or corrupt): one line naming the file, the reader's error and `remedy`."""
+    text = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+    return DatasetError(f"{path} is truncated or corrupt ({type(error).__name__}: {text}): "
+                        f"{remedy}")
+
+
+# What to do about an unreadable file of each kind (unreadable_file's `remedy`).
+REDOWNLOAD = ("delete it and run again: with --config.data_dir unset the dataset is downloaded "
+              "and converted afresh; else copy a good one there")
+RECOPY = "delete it and copy or download it again"
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ClassImages:
     """All images of one split, grouped by class.

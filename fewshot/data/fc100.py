@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import DatasetError, resize_images
+from .core import REDOWNLOAD, DatasetError, resize_images, unreadable_file
 
 COARSE_NAMES = (
     "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
@@ -73,8 +73,9 @@ def _read_pickle(path: Path):
         data = np.asarray(get("data"))
         fine = np.asarray(get("fine_labels"), dtype=np.int64)
         coarse = np.asarray(get("coarse_labels"), dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError,
-            AttributeError) as e:
+    except (OSError, pickle.UnpicklingError, EOFError) as e:
+        raise unreadable_file(path, e, REDOWNLOAD) from e
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise DatasetError(
             f"malformed CIFAR-100 pickle {path}: {e!r}; expected a dict with b'data' uint8 "
             "[N, 3072], b'fine_labels' and b'coarse_labels'"

@@ -7,12 +7,14 @@ for the run that follows (it is loaded once either way).
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from . import omniglot, prepare
-from .core import DatasetError, check_split, resolve_rotations
+from .core import REDOWNLOAD, DatasetError, check_split, resolve_rotations, unreadable_file
 from .loading import DATASETS, load_split
 
 
@@ -26,8 +28,10 @@ def _omniglot_npz_sizes(data_dir: Path, split: str, source: str) -> np.ndarray |
     try:
         with np.load(path) as d:  # npz members load lazily: the images are never read
             labels, alphabet, character = d["labels"], d["alphabet"], d["character"]
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except KeyError as e:
         raise DatasetError(f"malformed Omniglot npz {path}: {e!r}") from e
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+        raise unreadable_file(path, e, REDOWNLOAD) from e
     index = {f"{a}/{c}": i for i, (a, c) in enumerate(zip(alphabet, character))}
     missing = [n for n in names if n not in index]
     if missing:

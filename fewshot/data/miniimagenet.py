@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .core import RESIZE_FILTER, DatasetError, resize_images
+from .core import RECOPY, RESIZE_FILTER, DatasetError, resize_images, unreadable_file
 
 SUBDIRS = ("", "miniimagenet", "mini-imagenet", "mini_imagenet")
 PKL_NAME = "mini-imagenet-cache-{split}.pkl"
@@ -69,8 +69,9 @@ def _load_pkl(path: Path, image_size: int):
         class_dict = data["class_dict"]
         names = sorted(class_dict)
         rows = [np.asarray(class_dict[n], dtype=np.int64).reshape(-1) for n in names]
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError,
-            AttributeError) as e:
+    except (OSError, pickle.UnpicklingError, EOFError) as e:
+        raise unreadable_file(path, e, RECOPY) from e
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise DatasetError(
             f"malformed Mini-ImageNet pickle {path}: {e!r}; expected a dict with 'image_data' "
             "uint8 [N, 84, 84, 3] and 'class_dict' {class_name: [row indices]}"
@@ -91,11 +92,14 @@ def _load_pkl(path: Path, image_size: int):
 
 
 def _decode(path: Path, image_size: int) -> np.ndarray:
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.size != (image_size, image_size):
-            im = im.resize((image_size, image_size), RESIZE_FILTER)
-        return np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), RESIZE_FILTER)
+            return np.asarray(im)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated / not an image
+        raise unreadable_file(path, e, "delete or replace it") from e
 
 
 def _load_folder(root: Path, image_size: int):

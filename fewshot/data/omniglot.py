@@ -20,13 +20,14 @@ import concurrent.futures
 import functools
 import json
 import os
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .core import DatasetError, resize_images
+from .core import REDOWNLOAD, DatasetError, resize_images, unreadable_file
 
 NATIVE_SIZE = 105
 IMAGE_FOLDERS = ("images_background", "images_evaluation")
@@ -130,11 +131,13 @@ def _read_npz(path: str, mtime: float) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as d:
             arrays = {k: d[k] for k in ("images", "labels", "alphabet", "character")}
-    except (OSError, ValueError, KeyError, EOFError, zlib.error) as e:
+    except KeyError as e:
         raise DatasetError(
             f"malformed Omniglot npz {path}: {e!r}; expected arrays images (uint8 [N, 105, 14] "
             "bit-packed), labels, alphabet, character (see the data README)"
         ) from e
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+        raise unreadable_file(path, e, REDOWNLOAD) from e
     images, labels = arrays["images"], arrays["labels"]
     if images.dtype != np.uint8 or images.ndim != 3 or labels.shape != images.shape[:1]:
         raise DatasetError(
@@ -166,9 +169,13 @@ def _load_npz(data_dir: Path, names: list[str]) -> tuple[list[np.ndarray], np.nd
 
 
 def _decode_png(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        # torchmeta: Image.open(...).convert('L') then ImageOps.invert.
-        return 255 - np.asarray(im.convert("L"), dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            # torchmeta: Image.open(...).convert('L') then ImageOps.invert.
+            return 255 - np.asarray(im.convert("L"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated / not an image
+        raise unreadable_file(path, e, "delete or replace it (extract the original archive "
+                              "again)") from e
 
 
 def _load_png(data_dir: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:

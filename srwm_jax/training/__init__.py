@@ -8,7 +8,9 @@ One module per job, none of them model-specific:
     run_config    config.json save/load, merged onto the defaults the caller passes; config
                   fingerprints (stored with every checkpoint, checked at restore)
     workdir       opening a run directory: a used one is resumed with its own config only,
-                  refused, or deleted (--overwrite)
+                  refused, or deleted (--overwrite, only a folder with our run marker)
+    run_context   the lifecycle of a training run around its loop: workdir lock, stop signals
+                  (SIGTERM / SIGUSR1 -> checkpoint and exit 0), divergence guard, closing
     config_schema per-field config rules (Int, Float, Choice, ...) and their check
     cli           the shared start of every CLI: one-line flag and config errors, exit 2
     mesh          the data-parallel device mesh, its shardings, parameter counting

@@ -20,16 +20,20 @@ checkpoint of another run) and warns for steps written before fingerprints were 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 
 import jax
 import orbax.checkpoint as ocp
 
 FINGERPRINT_KEY = "config_fingerprint"
+GLOB_CHARACTERS = "[]*?"
 log = logging.getLogger(__name__)
 
 
@@ -99,6 +103,45 @@ class CheckpointError(RuntimeError):
     message names the step folder and what to do."""
 
 
+class NonFiniteError(RuntimeError):
+    """Training diverged: a loss or a parameter is NaN or infinite. Raised instead of saving
+    such a tree, so every checkpoint on disk holds finite values only."""
+
+
+class DiskFullError(OSError):
+    """A checkpoint could not be written because its disk (or the process's file-size limit)
+    is full; the message names the folder. Older checkpoints are intact (saves are atomic)."""
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_DISK_FULL_TEXTS = ("No space left on device", "File too large", "Disk quota exceeded")
+
+
+def disk_full(error: BaseException | None) -> bool:
+    """True if `error` or an exception in its cause / context chain is a full disk (ENOSPC,
+    EDQUOT, or EFBIG from a file-size limit), as an errno or in the message (TensorStore
+    reports the OS error as text)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(t in str(error) for t in _DISK_FULL_TEXTS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def finite(tree) -> bool:
+    """True if every floating-point leaf of `tree` is finite (NaN and +-inf are not)."""
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "dtype")
+              and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+              and jnp.issubdtype(x.dtype, jnp.inexact)]
+    return all(bool(jnp.isfinite(x).all()) for x in leaves)
+
+
 class Checkpoints:
     """Periodic and (optionally) best checkpoints under `workdir`.
 
@@ -115,7 +158,19 @@ class Checkpoints:
     def __init__(self, workdir: str, keep: int = 2, best: bool = True,
                  fingerprint: str | None = None, read_only: bool = False):
         workdir = os.path.abspath(workdir)
+        self._workdir, self._alias_dir = workdir, None
+        if any(c in workdir for c in GLOB_CHARACTERS):
+            # orbax finds a step's files with glob patterns joined onto the folder's path, so
+            # a folder named like "run[1]" saves but never restores: it works through a
+            # symlink with a plain name instead (removed by close()).
+            if not read_only:
+                os.makedirs(workdir, exist_ok=True)
+            self._alias_dir = tempfile.mkdtemp(prefix="srwm_jax_run_")
+            os.symlink(workdir, os.path.join(self._alias_dir, "run"))
+            workdir = os.path.join(self._alias_dir, "run")
+        self._opened_as = workdir
         self.fingerprint = fingerprint
+        self._pending: dict[int, int] = {}  # id(manager) -> step of its newest save
         self._best_info = os.path.join(workdir, "best", "best.json")
 
         def manager(sub, max_to_keep):
@@ -131,20 +186,53 @@ class Checkpoints:
 
     @property
     def directory(self) -> str:
-        return str(self.periodic.directory)
+        return self._shown(self.periodic.directory)
+
+    def _shown(self, path) -> str:
+        """`path` under the run directory's own name (not the glob-free alias)."""
+        return str(path).replace(self._opened_as, self._workdir, 1)
 
     def latest_step(self) -> int | None:
         """Newest periodic step, or None if there is none."""
         return self.periodic.latest_step()
 
+    @contextlib.contextmanager
+    def _disk_errors(self, manager, step=None):
+        """A full disk inside (a save, or the wait for an asynchronous one) as DiskFullError."""
+        try:
+            yield
+        except DiskFullError:
+            raise
+        except Exception as e:  # noqa: BLE001 - orbax / TensorStore wrap the OS error variously
+            if not disk_full(e):
+                raise
+            where = self._shown(manager.directory)
+            try:
+                free = f", {shutil.disk_usage(where).free / 2**20:.1f} MiB free"
+            except OSError:
+                free = ""
+            step = self._pending.get(id(manager)) if step is None else step
+            what = f"checkpoint {step}" if step is not None else "a checkpoint"
+            raise DiskFullError(
+                f"the disk is full: {what} could not be written to {where} "
+                f"({_summary(e, 120)}{free}); older checkpoints are intact. Free space there (or "
+                "raise the file-size limit) and run the same command to resume.") from None
+
     def _save(self, manager, step: int, tree) -> bool:
         if step in manager.all_steps():
             return False
+        if not finite(tree):
+            raise NonFiniteError(
+                f"training diverged: the state at step {step} holds NaN or infinite values, so "
+                "it was not saved (the newest checkpoint is the last good state). Lower the "
+                "learning rate or clip gradients, then start a fresh --workdir.")
         metadata = {FINGERPRINT_KEY: self.fingerprint} if self.fingerprint else None
         # force: bypasses orbax's save-interval policy (which would skip any step below the
         # newest); the check above is what keeps a step from being written twice.
-        return manager.save(step, args=ocp.args.StandardSave(tree), force=True,
-                            custom_metadata=metadata)
+        self._pending[id(manager)] = step
+        with self._disk_errors(manager, step), _orbax_quiet():
+            return manager.save(step, args=ocp.args.StandardSave(tree), force=True,
+                                custom_metadata=metadata)
 
     def save(self, step: int, tree) -> bool:
         """Saves `tree` as periodic checkpoint `step` (asynchronous; see `close`).
@@ -167,7 +255,8 @@ class Checkpoints:
         if self.best is None:
             raise ValueError("this Checkpoints was made with best=False")
         saved = self._save(self.best, int(step), tree)
-        self.best.wait_until_finished()
+        with self._disk_errors(self.best, step):
+            self.best.wait_until_finished()
         if jax.process_index() == 0:  # several processes: one writer, then all read it back
             tmp = f"{self._best_info}.tmp"
             with open(tmp, "w") as f:
@@ -199,8 +288,8 @@ class Checkpoints:
             raise FileNotFoundError("no best checkpoints are kept for this run")
         step = manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
-        where = f"{manager.directory}/{step}"
+            raise FileNotFoundError(f"no {which} checkpoint in {self._shown(manager.directory)}")
+        where = f"{self._shown(manager.directory)}/{step}"
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         _hide_orbax_unraisable()
         try:
@@ -230,13 +319,21 @@ class Checkpoints:
                 "two runs. Evaluate it with its own config.json, or delete the stale checkpoints.")
 
     def wait_until_finished(self) -> None:
+        """Waits for the asynchronous saves. Raises DiskFullError if one hit a full disk."""
         for manager in (self.periodic, self.best):
             if manager is not None:
-                manager.wait_until_finished()
+                with self._disk_errors(manager), _orbax_quiet():
+                    manager.wait_until_finished()
 
     def close(self) -> None:
         """Waits for pending asynchronous saves, then releases the managers."""
-        self.wait_until_finished()
-        for manager in (self.periodic, self.best):
-            if manager is not None:
-                manager.close()
+        try:
+            self.wait_until_finished()
+        finally:
+            for manager in (self.periodic, self.best):
+                if manager is not None:
+                    with contextlib.suppress(Exception):  # after a failed save: its error is out
+                        manager.close()
+            if self._alias_dir is not None:
+                shutil.rmtree(self._alias_dir, ignore_errors=True)  # the symlink, not the run
+                self._alias_dir = None

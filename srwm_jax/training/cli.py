@@ -29,8 +29,9 @@ def one_line(message: str) -> str:
     return " ".join(lines)
 
 
-def exit_with_error(message: str) -> None:
-    """Prints `error: <message>` (one line) on stderr and exits with status 2 at once.
+def exit_with_error(message: str, status: int = 2) -> None:
+    """Prints `error: <message>` (one line) on stderr and exits with `status` at once (2: bad
+    input; 1: a run that failed, e.g. diverged or a full disk).
 
     At once (os._exit after flushing): the interpreter's normal shutdown would let background
     threads of libraries (orbax's asyncio loop after a failed restore) print their own
@@ -39,7 +40,7 @@ def exit_with_error(message: str) -> None:
     print(f"error: {one_line(message)}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(2)
+    os._exit(status)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
@@ -90,6 +91,18 @@ def errors_exit_2(*errors: type[BaseException]):
         yield
     except errors as e:
         exit_with_error(str(e))
+
+
+@contextlib.contextmanager
+def run_failures_exit_1():
+    """A run that fails after it started (non-finite loss or parameters, a full disk during a
+    save) ends with one `error:` line and exit status 1 (its workdir was closed on the way)."""
+    from .checkpoints import DiskFullError, NonFiniteError  # noqa: PLC0415 - orbax import
+
+    try:
+        yield
+    except (NonFiniteError, DiskFullError) as e:
+        exit_with_error(str(e), status=1)
 
 
 def error_lines(error: BaseException, frames: int = 2) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 
@@ -43,28 +44,38 @@ def _in_range(v, lo, hi, lo_open, hi_open) -> bool:
     return not (hi is not None and (v >= hi if hi_open else v > hi))
 
 
+# The largest int any field may take unless its rule says less: a signed 64-bit integer, what
+# NumPy and jax (random keys, array conversions) accept; Python ints are unbounded.
+INT64_MAX = 2**63 - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Int:
-    """An int (not a bool) in [lo, hi] (None: unbounded)."""
+    """An int (not a bool) in [lo, hi] (hi None: up to INT64_MAX, the most the code takes)."""
     lo: int | None = None
     hi: int | None = None
 
     def __call__(self, v):
         if not _is_int(v) or not _in_range(v, self.lo, self.hi, False, False):
             return f"must be an {_range_text('int', self.lo, self.hi)}"
+        if self.hi is None and v > INT64_MAX:
+            return "must be an int < 2**63 (a signed 64-bit integer, the most the code takes)"
         return None
 
 
 @dataclasses.dataclass(frozen=True)
 class Float:
-    """A real number (an int is accepted, a bool is not) in the range given; `*_open` excludes
-    that bound."""
+    """A finite real number (an int is accepted, a bool, NaN and +-inf are not) in the range
+    given; `*_open` excludes that bound."""
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
     hi_open: bool = False
 
     def __call__(self, v):
+        if _is_number(v) and v == v and not math.isfinite(v):
+            return "must be a finite " + _range_text("number", self.lo, self.hi, self.lo_open,
+                                                     self.hi_open)
         if not _is_number(v) or v != v or not _in_range(v, self.lo, self.hi, self.lo_open,
                                                          self.hi_open):
             return ("must be a "

@@ -9,7 +9,8 @@ on GPUs, gloo on CPUs). Each process feeds only the batch rows of its own device
 
     initialize(...)            start the runtime from flags / environment (no-op for 1 process)
     define_flags()             the CLIs' --coordinator_address, --num_processes, --process_id,
-                               --distributed, --heartbeat_timeout_seconds
+                               --distributed, --heartbeat_timeout_seconds,
+                               --initialization_timeout_seconds
     initialize_from_flags()    initialize(...) from those flags
     is_main_process()          process 0: the one that writes logs, config.json, CSVs, plots
     main_process_only(name)    a block only process 0 runs (an evaluation) while the others wait
@@ -29,6 +30,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import sys
+import threading
+import time
 import zlib
 
 import jax
@@ -66,7 +70,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         when num_processes is not given.
       heartbeat_timeout_seconds: how long the runtime waits for a silent process before it
         stops the others (JAX's default, 100 s, when None).
-      initialization_timeout: seconds to wait for all processes to connect (JAX's default).
+      initialization_timeout: seconds to wait for all processes to connect (default 300):
+        meanwhile a progress line on stderr every tenth of it (at most 30 s); past it one
+        `error:` line naming the process(es) that never joined, and exit status 1.
       shutdown_timeout_seconds: how long a process that finished waits at exit for the others
         (JAX's default, 300 s, when None).
     Returns:
@@ -97,10 +103,16 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                   process_id=process_id, heartbeat_timeout_seconds=heartbeat_timeout_seconds,
                   initialization_timeout=initialization_timeout,
                   shutdown_timeout_seconds=shutdown_timeout_seconds)
+    # Our bound ends the wait with a message naming who is missing; jax's own deadline (which
+    # aborts the process in C++ blaming "another task") is set past it.
+    bound = float(initialization_timeout or DEFAULT_JOIN_TIMEOUT_SECONDS)
+    kwargs["initialization_timeout"] = int(bound) + JOIN_MARGIN_SECONDS
     # Pass only what this jax version accepts (the timeouts are newer than the rest).
     accepted = inspect.signature(jax.distributed.initialize).parameters
     kwargs = {k: v for k, v in kwargs.items() if v is not None and k in accepted}
     _use_gloo_on_cpu()
+    watch = _JoinWatch(bound, process_id, num_processes, coordinator_address)
+    watch.start()
     try:
         jax.distributed.initialize(**kwargs)
     except (RuntimeError, ValueError) as e:  # jax's XlaRuntimeError is a RuntimeError
@@ -108,7 +120,56 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         raise DistributedError(f"jax.distributed could not start ({first}); check "
                                "--coordinator_address, --num_processes and --process_id (or the "
                                "cluster environment for --distributed).") from e
+    finally:
+        watch.stop()
     return jax.process_count() > 1
+
+
+DEFAULT_JOIN_TIMEOUT_SECONDS = 300  # jax's own default initialization_timeout
+JOIN_MARGIN_SECONDS = 30
+
+
+class _JoinWatch(threading.Thread):
+    """While jax.distributed connects: a progress line every `bound / 10` seconds (at most 30),
+    and at `bound` one `error:` line naming the process(es) that never joined, then exit 1
+    (jax would abort later, in C++, blaming "another task")."""
+
+    def __init__(self, bound, process_id, num_processes, address):
+        super().__init__(daemon=True, name="srwm_jax_join_watch")
+        self.bound, self.address = bound, address or "the cluster's coordinator"
+        self.process_id, self.num_processes = process_id, num_processes
+        self._done = threading.Event()
+
+    def missing(self) -> str:
+        if self.process_id is None or self.num_processes is None:
+            return "at least one process"
+        if self.process_id != 0:
+            return (f"process 0 (the coordinator, {self.address}) or another of the "
+                    f"{self.num_processes} processes")
+        others = list(range(1, self.num_processes))
+        return (f"process {others[0]}" if len(others) == 1 else
+                f"one or more of processes {others[0]}..{others[-1]}")
+
+    def run(self):
+        start = time.monotonic()
+        every = max(1.0, min(30.0, self.bound / 10))
+        who = f"process {self.process_id if self.process_id is not None else '?'}"
+        while not self._done.wait(every):
+            elapsed = time.monotonic() - start
+            if elapsed >= self.bound:
+                print(f"error: jax.distributed: {self.missing()} never joined within "
+                      f"{self.bound:g} s ({who} of {self.num_processes or '?'} waited at "
+                      f"{self.address}). Check that it was started, with the same "
+                      "--coordinator_address and --num_processes and its own --process_id, and "
+                      "that it can reach that address (firewall, host name); raise the bound with "
+                      "--initialization_timeout_seconds.", file=sys.stderr, flush=True)
+                os._exit(1)
+            print(f"jax.distributed: {who} waiting for {self.missing()} to join at "
+                  f"{self.address} ({elapsed:.0f} s of {self.bound:g} s)", file=sys.stderr,
+                  flush=True)
+
+    def stop(self):
+        self._done.set()
 
 
 def _use_gloo_on_cpu() -> None:
@@ -133,6 +194,9 @@ def define_flags() -> None:
                          "(default: $JAX_PROCESS_ID).")
     flags.DEFINE_bool("distributed", False, "Start jax.distributed from the cluster environment "
                       "(SLURM, Open MPI, ...), which fills the three flags above.")
+    flags.DEFINE_integer("initialization_timeout_seconds", DEFAULT_JOIN_TIMEOUT_SECONDS,
+                         "Seconds to wait for every process to join jax.distributed before "
+                         "stopping with the missing process named (progress lines meanwhile).")
     flags.DEFINE_integer("heartbeat_timeout_seconds", None, "Seconds before the others stop when "
                          "a process goes silent (JAX's default when unset: 100).")
 
@@ -155,7 +219,8 @@ def initialize_from_flags(flag_values=None) -> bool:
         flag_values = flags.FLAGS
     return initialize(flag_values.coordinator_address, flag_values.num_processes,
                       flag_values.process_id, auto=flag_values.distributed,
-                      heartbeat_timeout_seconds=flag_values.heartbeat_timeout_seconds)
+                      heartbeat_timeout_seconds=flag_values.heartbeat_timeout_seconds,
+                      initialization_timeout=flag_values.initialization_timeout_seconds)
 
 
 def is_main_process() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,16 +31,18 @@ class MetricWriter:
     def write(self, step: int, scalars: Mapping[str, float], prefix: str, jsonl: bool = True):
         """Logs `scalars` ({name: float}) as `prefix/name` at `step`.
 
-        The jsonl record is {"step", "time", "split": prefix, name: value, ...}; jsonl=False
+        The jsonl record is {"step", "time", "split": prefix, name: value, ...} (strict JSON:
+        a NaN or infinite value is written as null); jsonl=False
         writes TensorBoard only (for high-rate series such as per-episode returns)."""
         record = {"step": int(step), "time": time.time(), "split": prefix}
         for name, value in scalars.items():
             value = float(value)
-            record[name] = value
+            # Strict JSON has no NaN / Infinity: a non-finite value is written as null.
+            record[name] = value if math.isfinite(value) else None
             if self._tb is not None:
                 self._tb.add_scalar(f"{prefix}/{name}", value, int(step))
         if jsonl:
-            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
             self.flush()
 
     def flush(self) -> None:
@@ -51,6 +54,7 @@ class MetricWriter:
         self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
 
 
 class NullWriter:

@@ -4,7 +4,9 @@ A workdir *holds a run* when it has a config.json or a checkpoint step (checkpoi
 best/<n>/). `open_run_dir`, called by both trainers before anything is written:
 
   - fresh directory (or one without a run): writes config.json;
-  - holds a run and `overwrite`: deletes the whole directory first, then as fresh;
+  - holds a run and `overwrite`: deletes the directory's contents first, then as fresh;
+  - holds a config.json that is not ours (no marker; not beside metrics or checkpoints): refused,
+    with or without `overwrite` (a project folder is never trained into nor deleted);
   - holds a run and not `resume`: refused;
   - holds a run and `resume`: the new config must be the run's config. Only the fields the
     trainer lists as `resumable` (logging / checkpoint intervals, data location, ...) may
@@ -23,6 +25,7 @@ as for any older run.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -34,6 +37,81 @@ from .run_config import (CONFIG_FILE, RunConfigError, config_data, config_finger
                          read_config_data, save_config, write_config_data)
 
 CHECKPOINT_DIRS = ("checkpoints", "best")
+# Written at a run's creation: {"kind": "fewshot" | "rl"}; what makes a folder ours.
+MARKER_FILE = "srwm_jax_run.json"
+LOCK_FILE = "run.lock"  # the trainer's lock (run_context.RunLock); kept by --overwrite
+# Commands that train and evaluate each kind of run (for messages naming the right tool).
+KIND_COMMANDS = {"fewshot": ("fewshot.train", "fewshot.evaluate"),
+                 "rl": ("rl.impala", "rl.evaluate")}
+
+
+def run_kind(workdir: str) -> str | None:
+    """"fewshot" or "rl" for a run directory of ours (its marker, or for runs made before the
+    marker, the fields of its config.json), None otherwise."""
+    try:
+        with open(os.path.join(workdir, MARKER_FILE)) as f:
+            return json.load(f).get("kind")
+    except (OSError, ValueError, AttributeError):
+        pass
+    data = read_config_data(workdir) if is_ours(workdir) else None
+    if not isinstance(data, dict):
+        return None
+    if "games" in data and "agent" in data:
+        return "rl"
+    if "n_way" in data and "model" in data:
+        return "fewshot"
+    return None
+
+
+def is_ours(workdir: str) -> bool:
+    """True if `workdir` was made by a trainer of this project: it has the marker, or (runs
+    made before the marker) metrics or checkpoints."""
+    if os.path.exists(os.path.join(workdir, MARKER_FILE)):
+        return True
+    return any(os.path.exists(os.path.join(workdir, d))
+               for d in ("metrics.jsonl", *CHECKPOINT_DIRS))
+
+
+def check_kind(workdir: str, kind: str) -> None:
+    """Raises RunConfigError if `workdir` holds a run of another kind than `kind`, naming its
+    kind and the command that evaluates it."""
+    found = run_kind(workdir)
+    if found is not None and found != kind and found in KIND_COMMANDS:
+        train, evaluate = KIND_COMMANDS[found]
+        raise RunConfigError(f"{workdir} holds a {found} run (trained by {train}), not a {kind} "
+                             f"run: evaluate it with `python -m {evaluate} --workdir {workdir}`.")
+
+
+def _check_ours(workdir: str, kind: str | None) -> None:
+    """Refuses (RunConfigError) a `workdir` holding a run that is not ours, or of another kind."""
+    if not is_ours(workdir):
+        raise RunConfigError(f"{workdir} holds a {CONFIG_FILE} that no trainer of this project "
+                             "wrote (no run marker, metrics or checkpoints): it is not a run "
+                             "directory, so it is neither trained into nor deleted; use another "
+                             "--workdir.")
+    found = run_kind(workdir)
+    if kind is not None and found is not None and found != kind:
+        train, _ = KIND_COMMANDS.get(found, ("?", "?"))
+        raise RunConfigError(f"{workdir} holds a {found} run (trained by {train}), not a {kind} "
+                             "run: use another --workdir.")
+
+
+def _write_marker(workdir: str, kind: str | None) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, MARKER_FILE), "w") as f:
+        json.dump({"kind": kind}, f)
+
+
+def _clear(workdir: str) -> None:
+    """Deletes everything in `workdir` but the trainer's lock file."""
+    for name in os.listdir(workdir):
+        path = os.path.join(workdir, name)
+        if name == LOCK_FILE:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def holds_run(workdir: str) -> bool:
@@ -56,10 +134,12 @@ def _set_dotted(data: dict, dotted: str, value) -> None:
 
 def open_run_dir(workdir: str, config: ml_collections.ConfigDict, *, resume: bool,
                  overwrite: bool, resumable: Sequence[str],
-                 locked: Mapping[str, str] | None = None) -> tuple[str, list[str]]:
+                 locked: Mapping[str, str] | None = None,
+                 kind: str | None = None) -> tuple[str, list[str]]:
     """Prepares `workdir` for training `config` (see the module docstring); with several
     processes, all check and process 0 writes (arguments, returns and errors as `_open`)."""
-    kwargs = dict(resume=resume, overwrite=overwrite, resumable=resumable, locked=locked)
+    kwargs = dict(resume=resume, overwrite=overwrite, resumable=resumable, locked=locked,
+                  kind=kind)
     if jax.process_count() == 1:
         return _open(workdir, config, write=True, **kwargs)
     from jax.experimental import multihost_utils  # noqa: PLC0415
@@ -73,7 +153,7 @@ def open_run_dir(workdir: str, config: ml_collections.ConfigDict, *, resume: boo
 
 
 def _open(workdir: str, config: ml_collections.ConfigDict, *, resume: bool, overwrite: bool,
-          resumable: Sequence[str], locked: Mapping[str, str] | None,
+          resumable: Sequence[str], locked: Mapping[str, str] | None, kind: str | None,
           write: bool) -> tuple[str, list[str]]:
     """Checks `workdir` for `config` and, if `write`, deletes / writes what the module
     docstring says (write=False: the same checks and return value, nothing touched).
@@ -86,6 +166,8 @@ def _open(workdir: str, config: ml_collections.ConfigDict, *, resume: bool, over
       resumable: dotted fields a resumed run may change; the fingerprint leaves them out.
       locked: {field: why it cannot change} for fields refused on resume with a reason (they
         may also be in `resumable`, which they then override for this config).
+      kind: "fewshot" | "rl", recorded in the marker of a new run; a run of another kind is
+        refused.
     Returns:
       (fingerprint of the run's config for Checkpoints, ["field: old -> new", ...] the
       resumable fields this resume changed).
@@ -104,13 +186,16 @@ def _open(workdir: str, config: ml_collections.ConfigDict, *, resume: bool, over
             raise RunConfigError(f"--overwrite would delete {workdir}, which also holds other runs "
                                  f"({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''}); "
                                  "check --workdir, or delete it yourself.")
+        _check_ours(workdir, kind)
         if not write:
             return fingerprint, []
-        shutil.rmtree(workdir)
+        _clear(workdir)  # (the lock file stays: this trainer holds it)
     if not holds_run(workdir):
         if write:
+            _write_marker(workdir, kind)
             save_config(workdir, config)
         return fingerprint, []
+    _check_ours(workdir, kind)
     if not resume:
         raise RunConfigError(f"{workdir} already holds a run (config.json or checkpoints): resume "
                              "it (without --noresume), pass --overwrite to delete it, or use a "

@@ -1,0 +1,70 @@
+"""The README's main job (configs/fewshot/omniglot_srwm_cpu.py) computes what its figures were
+measured with (issue 24 kind 14): the losses and gradient norms of its first steps, on its own
+seed and episode stream, match values recorded from the code that measured them.
+
+A change to what the main command computes (the episode stream, an initialisation, the model,
+the loss, the optimiser or schedule, the data-parallel split) fails here. Then re-measure the
+README / benchmarks/RESULTS.md figures of the main job and record the new values below on
+purpose (run this file with SRWM_RECORD_MAIN_JOB=1 to print them).
+
+Two CPU devices, as `cpu_devices=0` gives on the 2-core machines the figures come from (the
+split changes the float sums). The tolerance covers the rounding differences between CPUs
+(XLA compiles for the host's vector instructions); a changed computation moves these values by
+far more.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import OMNIGLOT_DIR
+from killable import python_env, run_bounded
+
+STEPS = 12
+# Recorded 2026-12-07 at the commit that adds this test (jax 0.10.2, CPU, 2 devices); the same
+# values as commit 9c30d27, which measured the README's 90.64 (checked bit for bit).
+# (loss, grad_norm, accuracy) per step.
+RECORDED = [
+    (2.100217819213867, 11.621373176574707, 0.17499999701976776),
+    (11.02383804321289, 44.75230026245117, 0.20000000298023224),
+    (4.78828239440918, 28.436264038085938, 0.20000000298023224),
+    (3.921990156173706, 18.741830825805664, 0.21875),
+    (3.0703699588775635, 17.933053970336914, 0.18125000596046448),
+    (2.051888942718506, 10.517189025878906, 0.1875),
+    (2.4414174556732178, 14.492335319519043, 0.19375000894069672),
+    (2.228778600692749, 11.79069995880127, 0.23125000298023224),
+    (2.080291509628296, 9.74030590057373, 0.16875000298023224),
+    (1.929311990737915, 11.085197448730469, 0.19375000894069672),
+    (1.8771008253097534, 7.851723670959473, 0.20624999701976776),
+    (2.0966525077819824, 11.738801002502441, 0.17499999701976776),
+]
+
+PROGRAM = """
+import json, sys
+import jax
+from configs.fewshot.omniglot_srwm_cpu import get_config
+from fewshot import trainer
+c = get_config()
+c.data_dir = sys.argv[1]
+model, optimizer, mesh, train_step, _ = trainer.build(c)
+sampler = trainer.make_sampler(c, "train", c.seed)
+state = trainer.initial_state(c, model, optimizer, mesh, sampler.sample(1, 0))
+key = jax.random.fold_in(jax.random.key(c.seed), 1)
+out = []
+for step, batch in sampler.iterate(c.batch_size, start_step=0, num_steps=int(sys.argv[2])):
+    state, m = train_step(state, mesh.put_process_batch(batch), key)
+    out.append([float(m["loss"]), float(m["grad_norm"]), float(m["accuracy"])])
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.omniglot
+def test_main_job_first_steps_match_the_recorded_values():
+    r = run_bounded(["-c", PROGRAM, OMNIGLOT_DIR, STEPS],
+                    python_env(JAX_NUM_CPU_DEVICES=2), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    values = json.loads(r.stdout.split("RESULT ")[-1])
+    if os.environ.get("SRWM_RECORD_MAIN_JOB"):
+        print("RECORDED =", json.dumps(values))
+    np.testing.assert_allclose(np.array(values), np.array(RECORDED), rtol=2e-4, atol=1e-6)
