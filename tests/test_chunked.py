@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from reference_helpers import rel_err, to64
-from test_cells import make_delta_inputs, saved_residual_bytes
+from test_ops import make_delta_inputs, saved_residual_bytes
 
 import srwm_jax
 from srwm_jax.reference import delta_rule_reference
