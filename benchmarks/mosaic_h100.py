@@ -41,7 +41,8 @@ class MosaicCase:
 
     @property
     def name(self) -> str:
-        parts = [f"delta dk{self.dk}-dv{self.dv}", {"float32": "f32", "bfloat16": "bf16"}[self.dtype]]
+        short = {"float32": "f32", "bfloat16": "bf16"}[self.dtype]
+        parts = [f"delta dk{self.dk}-dv{self.dv}", short]
         return " ".join(parts + (["reset"] if self.reset else []))
 
 
@@ -94,7 +95,8 @@ def compile_case(case: MosaicCase, dump: Path, seq_len: int = 76) -> list[dict]:
     from kernels.delta_rule.mosaic_ops import default_mosaic_delta_config, delta_rule_mosaic
     batch, heads = 128, 16
     dt = jnp.dtype(case.dtype)
-    args = [on_h100((batch, seq_len, heads, case.dk), dt), on_h100((batch, seq_len, heads, case.dk), dt),
+    args = [on_h100((batch, seq_len, heads, case.dk), dt),
+            on_h100((batch, seq_len, heads, case.dk), dt),
             on_h100((batch, seq_len, heads, case.dv), dt), on_h100((batch, seq_len, heads), dt),
             on_h100((batch, heads, case.dk, case.dv), jnp.float32)]
     kwargs = {}
@@ -172,7 +174,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in occ:
         print(f"| {r['shape']} | {r['case']} | {r['launch']} | {r['grid']} | {r['threads']} "
-              f"| {r['registers']} | {r['shared_bytes']} | {r['blocks_per_sm']} | {r['warps_per_sm']} "
+              f"| {r['registers']} | {r['shared_bytes']} | {r['blocks_per_sm']} "
+              f"| {r['warps_per_sm']} "
               f"| {r['limited_by']} | {r['waves']} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "occupancy": occ,

@@ -171,7 +171,8 @@ def meta_train(config: OnlineConfig, episodes, *, log=None, log_every=50):
     Returns (model, params, history: list of (step, loss, accuracy, seconds))."""
     model = OnlineLearner(config)
     x0, y0 = episodes.sample(config.batch_size, 0)
-    params = model.init(jax.random.key(config.seed), x0, previous_labels(y0, config.n_way))["params"]
+    params = model.init(jax.random.key(config.seed), x0,
+                        previous_labels(y0, config.n_way))["params"]
     opt = optax.adam(config.learning_rate)
     if config.clip_grad_norm:
         opt = optax.chain(optax.clip_by_global_norm(config.clip_grad_norm), opt)

@@ -209,7 +209,8 @@ def run_sgd(args):
              f"({wall:.0f} s) to imitate online SGD (lr {lr}) of a linear softmax classifier; "
              "then free-running on unseen tasks (256 episodes of "
              f"{length} steps). Accuracy averaged over steps 1-5, 6-15, 16-{length}.", "",
-             "| test tasks | learner | steps 1-5 | 6-15 | 16-30 | logit MSE vs SGD (SGD logit var) |",
+             "| test tasks | learner | steps 1-5 | 6-15 | 16-30 "
+             "| logit MSE vs SGD (SGD logit var) |",
              "|---|---|---|---|---|---|"]
     for test_name, c in curves.items():
         for learner in ("sgd", "vsml"):

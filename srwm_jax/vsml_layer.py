@@ -92,8 +92,9 @@ class VSMLLayer(nn.Module):
     forget_offset: float = 5.0
     input_offset: float = -5.0
     chunk: int = 16                # steps per checkpointed chunk of the gradient's time scan
-    STATE_DOC: ClassVar[str] = ("VSMLNetworkState: lstm (per layer VSMLState h, c [B, A_l, O_l, s]), "
-                                "bwd (L-1 backward messages [B, O_l, m]), out [B, O]")
+    STATE_DOC: ClassVar[str] = ("VSMLNetworkState: lstm (per layer VSMLState h, c "
+                                "[B, A_l, O_l, s]), bwd (L-1 backward messages [B, O_l, m]), "
+                                "out [B, O]")
 
     def sizes(self):
         return (self.in_features, *self.hidden, self.out_features)

@@ -32,8 +32,8 @@ def test_resolve_impl(monkeypatch):
     ok_args, bad_args = _srwm_args(16), _srwm_args(3)  # d=3: no kernel for that head dim
     assert resolve_impl("srwm", "scan", "srwm_supported", *bad_args) == "scan"
     assert resolve_impl("srwm", "auto", "srwm_supported", *ok_args) == "scan"  # not on a GPU
-    assert resolve_impl("srwm", "pallas_interpret", "srwm_supported", *ok_args) == "triton_interpret"
-    assert resolve_impl("srwm", "triton_interpret", "srwm_supported", *ok_args) == "triton_interpret"
+    for impl in ("pallas_interpret", "triton_interpret"):
+        assert resolve_impl("srwm", impl, "srwm_supported", *ok_args) == "triton_interpret"
     with pytest.raises(ValueError, match=r"impl='pallas_interpret' does not support .*d=3"):
         resolve_impl("srwm", "pallas_interpret", "srwm_supported", *bad_args)
     assert resolve_impl("delta_rule", "chunked", "delta_rule_supported") == "chunked"
@@ -74,7 +74,8 @@ def test_resolve_backend_by_gpu_generation(monkeypatch, caplog):
         assert resolve_impl("delta_rule", impl, "delta_rule_supported", *delta_big) == "triton"
         assert resolve_impl("srwm", impl, "srwm_supported", *_srwm_args(16)) == "triton"
     reset = jnp.zeros((1, 2), bool)  # masked calls stay on Triton (kernels/README.md)
-    assert resolve_impl("delta_rule", "pallas", "delta_rule_supported", *delta_ok, reset) == "triton"
+    masked = (*delta_ok, reset)
+    assert resolve_impl("delta_rule", "pallas", "delta_rule_supported", *masked) == "triton"
     dispatch._logged.clear()
     caplog.clear()
     with caplog.at_level("WARNING", logger="srwm_jax"):
@@ -84,7 +85,8 @@ def test_resolve_backend_by_gpu_generation(monkeypatch, caplog):
     why = "dk=64" if mosaic_ok else "needs jax >= 0.11"
     with pytest.raises(ValueError, match=rf"impl='mosaic' does not support .*{why}"):
         resolve_impl("delta_rule", "mosaic", "delta_rule_supported", *delta_big)
-    with pytest.raises(ValueError, match=r"impl='mosaic_interpret' does not support .*SRWM"):  # any jax
+    # any jax version
+    with pytest.raises(ValueError, match=r"impl='mosaic_interpret' does not support .*SRWM"):
         resolve_impl("srwm", "mosaic_interpret", "srwm_supported", *_srwm_args(16))
     assert resolve_impl("delta_rule", "triton", "delta_rule_supported", *delta_ok) == "triton"
     monkeypatch.setenv("SRWM_JAX_MOSAIC", "0")  # opt out of Mosaic GPU

@@ -152,7 +152,8 @@ def test_bad_shapes_are_refused():
     params, fwd, bwd, state = _setup(jax.random.key(0))
     with pytest.raises(ValueError, match=r"fwd_in has shape \[2, 7, 5\], expected \[B, T, A, m\]"):
         vsml_network(params, fwd[..., 0], bwd, state)
-    with pytest.raises(ValueError, match=r"bwd_in has shape \[2, 7, 4, 3\], expected \[2, 7, 3, 3\]"):
+    with pytest.raises(ValueError,
+                       match=r"bwd_in has shape \[2, 7, 4, 3\], expected \[2, 7, 3, 3\]"):
         vsml_network(params, fwd, bwd[:, :, :1].repeat(4, 2), state)
     with pytest.raises(ValueError, match=r"fwd has shape \[2, 6, 3\].*\n?|state.h has shape"):
         vsml_network(params, jnp.zeros((B, T, 6, m)), bwd, state)

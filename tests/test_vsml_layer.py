@@ -77,8 +77,8 @@ def test_bad_inputs_are_refused():
     layer = _layer()
     x, fb = _inputs()
     variables = layer.init(jax.random.key(1), x, feedback=fb)
-    with pytest.raises(ValueError, match=r"VSMLLayer: x has shape \[2, 6, 5\], expected \[B, T, D\] "
-                                         r"with D = 4 \(in_features"):
+    with pytest.raises(ValueError, match=r"VSMLLayer: x has shape \[2, 6, 5\], expected "
+                                         r"\[B, T, D\] with D = 4 \(in_features"):
         layer.apply(variables, jnp.zeros((B, T, A + 1)), feedback=fb)
     with pytest.raises(ValueError, match=r"VSMLLayer: reset has shape \[6, 2\]"):
         layer.apply(variables, x, None, jnp.zeros((T, B), bool), feedback=fb)

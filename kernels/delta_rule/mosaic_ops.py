@@ -90,8 +90,9 @@ def delta_rule_mosaic_supported(q, k, v, beta, S0, reset=None, *unused_args, **u
     if dv < MIN_BLOCK_V:
         return False, f"dv={dv} < {MIN_BLOCK_V} (WGMMA register tiles need 8-column multiples)"
     if reset is not None:
-        return False, ("reset masks: the masked Mosaic GPU forward runs in interpret mode, but its "
-                       "sm_90a compile did not finish Mosaic's layout inference (kernels/README.md)")
+        return False, ("reset masks: the masked Mosaic GPU forward runs in interpret mode, but "
+                       "its sm_90a compile did not finish Mosaic's layout inference "
+                       "(kernels/README.md)")
     if _STATE_FLOATS_FWD * 2 // dk < MIN_BLOCK_V:
         return False, (f"dk={dk} > {_STATE_FLOATS_FWD * 2 // MIN_BLOCK_V}: the state (dk [64, 8] "
                        "register tiles, dk*4 floats per thread) would not fit in registers")
@@ -198,7 +199,8 @@ def delta_rule_mosaic(q, k, v, beta, S0, *, reset=None, reset_state=None,
         mask = _to_kernel(per_head[..., None], t_pad, n_pad, False)[..., 0]
     y, s_final = _delta_core(config, bool(interpret))(
         (_to_kernel(q, t_pad, n_pad, True), _to_kernel(k, t_pad, n_pad, True),
-         _to_kernel(v, t_pad, n_pad, False), _to_kernel(beta[..., None], t_pad, n_pad, False)[..., 0],
+         _to_kernel(v, t_pad, n_pad, False),
+         _to_kernel(beta[..., None], t_pad, n_pad, False)[..., 0],
          state_to_kernel(S0), fresh), mask)
     y = _common.from_sequence_major(y[:seq_len, :n], batch, heads)
     return y, jnp.swapaxes(s_final, 0, 1)[:n].reshape(batch, heads, dk, dv)

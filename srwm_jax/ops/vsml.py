@@ -184,8 +184,8 @@ def check_vsml_shapes(params, fwd, bwd, state):
         a = getattr(state, name)
         if tuple(a.shape) != (B, A, n_out, s):
             raise ValueError(f"state.{name} has shape {list(a.shape)}, expected [B, A, O, s] = "
-                             f"{[B, A, n_out, s]} (B batch and A inputs from fwd, O outputs from bwd, "
-                             "s state size from params).")
+                             f"{[B, A, n_out, s]} (B batch and A inputs from fwd, O outputs "
+                             "from bwd, s state size from params).")
 
 
 def _error_feedback(out_prev, target, m):
