@@ -462,3 +462,25 @@ def test_a_peer_that_never_joins_is_named_with_progress_meanwhile():
     line = one_error_line(r.stderr)
     assert "process 1 never joined within 6 s" in line and "--initialization_timeout_seconds" in line
     assert "another task died" not in r.stderr
+
+
+@pytest.mark.omniglot
+def test_fewshot_cli_stops_on_a_full_disk_with_one_line(tmp_path, cache_dir):
+    """The file-size limit (RLIMIT_FSIZE) stands in for a full disk: a checkpoint's array file
+    cannot be written; the trainer stops there with one line and exit 1."""
+    import resource  # noqa: PLC0415
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+    workdir = tmp_path / "run"
+    args = [sys.executable, "-m", "fewshot.train", *FEWSHOT_FLAGS, "--config.total_steps=12",
+            "--config.checkpoint_every_steps=4", "--workdir", str(workdir)]
+    r = subprocess.run(args, cwd=REPO, env=python_env(), capture_output=True, text=True,
+                       timeout=BOUND * 2, preexec_fn=limit)
+    assert r.returncode == 1, (r.stdout + r.stderr)[-3000:]
+    line = one_error_line(r.stderr)
+    failed = int(re.search(r"the disk is full: checkpoint (\d+) could not be written", line)[1])
+    assert str(workdir / "checkpoints") in line
+    # (Which save hits the limit first depends on how TensorStore batches its writes.)
+    assert all(s < failed for s in step_dirs(workdir / "checkpoints"))  # older ones intact
+    assert max(_logged_steps(workdir)) <= failed + 4  # stopped at the failed save

@@ -50,6 +50,43 @@ def _orbax_quiet():
         logger.setLevel(level)
 
 
+# Exceptions of orbax's background save threads, taken from its error logs (orbax logs some
+# of them and does not raise them again): Checkpoints reports them after each wait.
+_BACKGROUND_ERRORS: list[BaseException] = []
+_BACKGROUND_LOG = (("future.py", "raised an exception"), ("async_checkpointer.py", "Failed to run"),
+                   ("checkpoint_manager.py", "Save Finalize thread"))
+
+
+class _DropBackgroundSaveErrors(logging.Filter):
+    """Keeps orbax's error logs of a failed background save (with their tracebacks) out of the
+    output and records their exceptions: Checkpoints raises them where the save is waited for,
+    once (one line for a full disk)."""
+
+    def filter(self, record):
+        text = str(record.msg)
+        if record.levelno >= logging.ERROR and any(
+                record.pathname.endswith(f) and w in text for f, w in _BACKGROUND_LOG):
+            error = record.exc_info[1] if record.exc_info else None
+            _BACKGROUND_ERRORS.append(error if error is not None else RuntimeError(
+                record.getMessage()))
+            return False
+        return True
+
+
+def _drop_background_save_errors() -> None:
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DropBackgroundSaveErrors) for f in logger.filters):
+        logger.addFilter(_DropBackgroundSaveErrors())
+
+
+def _raise_background_errors() -> None:
+    """Raises the first exception a background save logged since the last call (if any)."""
+    if _BACKGROUND_ERRORS:
+        errors = list(_BACKGROUND_ERRORS)
+        _BACKGROUND_ERRORS.clear()
+        raise next((e for e in errors if disk_full(e)), errors[0])
+
+
 def _summary(error: BaseException, limit: int = 200) -> str:
     """`Type: first line of the message`, cut at `limit` characters (TensorStore's messages
     run to a hundred lines of its spec)."""
@@ -171,6 +208,10 @@ class Checkpoints:
         self._opened_as = workdir
         self.fingerprint = fingerprint
         self._pending: dict[int, int] = {}  # id(manager) -> step of its newest save
+        # A failed save (a full disk) leaves TensorStore threads printing the same failure
+        # many times over; the one DiskFullError line reports it.
+        _hide_orbax_unraisable()
+        _drop_background_save_errors()
         self._best_info = os.path.join(workdir, "best", "best.json")
 
         def manager(sub, max_to_keep):
@@ -229,6 +270,10 @@ class Checkpoints:
         metadata = {FINGERPRINT_KEY: self.fingerprint} if self.fingerprint else None
         # force: bypasses orbax's save-interval policy (which would skip any step below the
         # newest); the check above is what keeps a step from being written twice.
+        # A failed earlier (asynchronous) save surfaces here, reported with its own step.
+        with self._disk_errors(manager), _orbax_quiet():
+            manager.wait_until_finished()
+            _raise_background_errors()
         self._pending[id(manager)] = step
         with self._disk_errors(manager, step), _orbax_quiet():
             return manager.save(step, args=ocp.args.StandardSave(tree), force=True,
@@ -257,6 +302,7 @@ class Checkpoints:
         saved = self._save(self.best, int(step), tree)
         with self._disk_errors(self.best, step):
             self.best.wait_until_finished()
+            _raise_background_errors()
         if jax.process_index() == 0:  # several processes: one writer, then all read it back
             tmp = f"{self._best_info}.tmp"
             with open(tmp, "w") as f:
@@ -324,6 +370,7 @@ class Checkpoints:
             if manager is not None:
                 with self._disk_errors(manager), _orbax_quiet():
                     manager.wait_until_finished()
+                    _raise_background_errors()
 
     def close(self) -> None:
         """Waits for pending asynchronous saves, then releases the managers."""
