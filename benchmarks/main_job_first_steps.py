@@ -1,6 +1,7 @@
 """What the README's main job computes in its first steps, at any checkout (issue 24 kind 14).
 
-    JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES=2 python benchmarks/main_job_first_steps.py CHECKOUT [STEPS]
+    JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES=2 \
+        python benchmarks/main_job_first_steps.py CHECKOUT [STEPS]
 
 CHECKOUT is a source tree of this project (e.g. `git worktree add /tmp/old 9c30d27`); it is put
 first on the path, so the same command compares two commits under one jax. Prints a hash of
