@@ -8,7 +8,7 @@
   "auto"             "pallas" on GPU when the kernel supports the configuration; otherwise
                      "scan", except that the delta rule takes "chunked" where the crossover
                      measured by benchmarks/scan_vs_chunked.py says it is faster
-                     (`srwm_jax.ops.delta_rule.auto_prefers_chunked`)
+                     (`srwm_jax.ops.delta_rule.CHUNKED_CROSSOVER`; none on CPU so far)
 
 Setting the environment variable SRWM_JAX_AUTO_KERNEL=0 makes "auto" always choose "scan".
 """
