@@ -18,6 +18,8 @@ import os
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the plugins must not look for real devices
+# Several processes may load libtpu at once (tests beside a benchmark); no chip is opened.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
