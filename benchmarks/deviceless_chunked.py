@@ -77,6 +77,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=["tpu", "h100"], default="tpu")
     parser.add_argument("--chunk", type=int, default=64)
+    parser.add_argument("--small", action="store_true", help="one small case (for the tests)")
     args = parser.parse_args(argv)
     if args.target == "h100":
         from benchmarks.h100 import h100_mesh  # noqa: PLC0415
@@ -89,7 +90,8 @@ def main(argv=None):
     print("| case | program | compile s | argument MiB | output MiB | temp MiB |")
     print("|---|---|---|---|---|---|")
     rows = []
-    for name, B, T, H, d, dtype in CASES:
+    cases = [("B=2 T=300 H=2 d=64 bf16", 2, 300, 2, 64, jnp.bfloat16)] if args.small else CASES
+    for name, B, T, H, d, dtype in cases:
         for prog, fn in programs(args.chunk).items():
             seconds, mem = compile_case(args.target, mesh, fn, structs(mesh, B, T, H, d, dtype))
             mib = lambda n: n / 2**20  # noqa: E731
