@@ -4,6 +4,7 @@
     python benchmarks/scan_vs_chunked.py --quick         # 3 repeats
     python benchmarks/scan_vs_chunked.py --only delta_rule --shapes table
     python benchmarks/scan_vs_chunked.py --before /work/main   # + the scan path of another checkout
+    python benchmarks/scan_vs_chunked.py --crossover     # delta rule fwd+bwd, scan vs chunked grid
 
 Prints one markdown table: per op and shape, the fastest of the repeated calls (CPU ms of this
 process, one XLA thread by default: the least disturbed by other jobs on a shared machine) of
@@ -109,6 +110,22 @@ def time_fla(peer, q, k, v, beta, repeats, chunk):
     return out
 
 
+def crossover(repeats):
+    """Delta rule fwd+bwd, scan vs chunked (L = 32, 64) over d, B*H and T: where chunked wins."""
+    print("| d | B*H | T | scan fwd+bwd | chunked L=32 | chunked L=64 | chunked best / scan |")
+    print("|---|---|---|---|---|---|---|")
+    key = jax.random.key(0)
+    for d in (16, 64, 128):
+        for bh in (4, 32):
+            for T in (256, 1024):
+                inputs = delta_args(1, T, bh, d, key)
+                scan = fwd_and_fwd_bwd(lambda *a: srwm_jax.delta_rule(*a, impl="scan"), inputs, repeats)[1]
+                ch = [fwd_and_fwd_bwd(lambda *a, L=L: srwm_jax.delta_rule(*a, impl="chunked", chunk_size=L),
+                                      inputs, repeats)[1] for L in (32, 64)]
+                print(f"| {d} | {bh} | {T} | {scan:.2f} | {ch[0]:.2f} | {ch[1]:.2f} | {min(ch) / scan:.2f} |",
+                      flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 5")
@@ -118,12 +135,17 @@ def main():
     parser.add_argument("--names", default="", help="comma-separated shape names to keep (default all)")
     parser.add_argument("--before", default=None, help="a checkout whose scan path is timed too")
     parser.add_argument("--wall", action="store_true", help="wall-clock time instead of CPU time")
+    parser.add_argument("--crossover", action="store_true", help="only the scan-vs-chunked grid")
     args = parser.parse_args()
     if args.wall:
         global CLOCK
         CLOCK = time.perf_counter
     repeats = 3 if args.quick else 5
     shapes = {"cells": CELL_SHAPES, "table": TABLE_SHAPES, "all": CELL_SHAPES + TABLE_SHAPES}[args.shapes]
+    if args.crossover:
+        print(f"jax {jax.__version__}, backend {jax.default_backend()}; best CPU ms of {repeats}, "
+              f"XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
+        return crossover(repeats)
     if args.names:
         shapes = [s for s in shapes if s[0] in args.names.split(",")]
     peer = fla_reference()

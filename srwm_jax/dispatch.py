@@ -13,7 +13,8 @@
   "auto"             "pallas" on GPU when a kernel supports the configuration (each fallback
                      is logged once); otherwise "scan", except that the delta rule takes
                      "chunked" where the crossover measured by benchmarks/scan_vs_chunked.py
-                     says it is faster (`srwm_jax.ops.delta_rule.auto_prefers_chunked`)
+                     says it is faster (`srwm_jax.ops.delta_rule.CHUNKED_CROSSOVER`; none on
+                     CPU so far)
 
 Setting the environment variable SRWM_JAX_AUTO_KERNEL=0 makes "auto" always choose "scan";
 SRWM_JAX_MOSAIC=0 makes "auto" and "pallas" skip Mosaic GPU (Triton on every GPU).

@@ -128,3 +128,19 @@ def test_chunked_bad_arguments_raise_clear_errors():
     W = srwm_jax.SRWMWeights(*(jnp.zeros((1, 1, 8, n)) for n in (8, 8, 8, 4)))
     with pytest.raises(ValueError, match="impl='chunked' exists for the delta rule only"):
         srwm_jax.srwm(x, W, impl="chunked")
+
+
+def test_auto_follows_the_measured_crossover(monkeypatch):
+    from srwm_jax.ops import delta_rule as module
+
+    calls = []
+    monkeypatch.setattr(module, "delta_rule_chunked", lambda *a, **k: calls.append(k) or "chunked")
+    inputs = make_delta_inputs(1, 8, 2, 4, 4)
+    monkeypatch.setattr(module, "CHUNKED_CROSSOVER", None)        # measured on CPU: never
+    assert srwm_jax.delta_rule(*inputs)[0].shape == (1, 8, 2, 4) and not calls
+    monkeypatch.setattr(module, "CHUNKED_CROSSOVER", (8, 4, 2))
+    if jax.default_backend() != "gpu":
+        assert srwm_jax.delta_rule(*inputs, chunk_size=5) == "chunked"
+        assert calls[-1]["chunk_size"] == 5
+    monkeypatch.setattr(module, "CHUNKED_CROSSOVER", (9, 4, 2))    # T=8 below the crossover
+    assert srwm_jax.delta_rule(*inputs)[0].shape == (1, 8, 2, 4) and len(calls) <= 1

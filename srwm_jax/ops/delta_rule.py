@@ -271,15 +271,20 @@ def _validate(q, k, v, beta, S0, reset, reset_state):
         check_shape("reset_state", reset_state, (B, H, dk, dv), legend)
 
 
-# Where "auto" takes the chunked form on a backend without the kernel: measured on CPU by
-# `python -m benchmarks.scan_vs_chunked --crossover` (benchmarks/RESULTS.md, "Scan vs chunked").
-CHUNKED_MIN_T = 64
-CHUNKED_MIN_D = 32
+# Where "auto" takes the chunked form on a backend without the kernel: (min T, min max(dk, dv),
+# min B*H), or None. Measured on the 2-core CPU by `python -m benchmarks.scan_vs_chunked
+# --crossover` (benchmarks/RESULTS.md, "Scan vs chunked delta rule"): with the hand-derived scan
+# backward, chunked (L = 32 or 64) was slower for fwd+bwd at every point of the grid
+# (d 16/64/128, B*H 4/32, T 256/1024), so "auto" keeps the scan there.
+CHUNKED_CROSSOVER = None
 
 
-def auto_prefers_chunked(T, dk, dv):
-    """Whether impl="auto" runs the chunked form (when the GPU kernel is not used)."""
-    return T >= CHUNKED_MIN_T and max(dk, dv) >= CHUNKED_MIN_D
+def auto_prefers_chunked(T, dk, dv, n_seq):
+    """Whether impl="auto" runs the chunked form when the GPU kernel is not used."""
+    if CHUNKED_CROSSOVER is None:
+        return False
+    min_T, min_d, min_n = CHUNKED_CROSSOVER
+    return T >= min_T and max(dk, dv) >= min_d and n_seq >= min_n
 
 
 def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = "auto",
@@ -317,7 +322,7 @@ def delta_rule(q, k, v, beta, S0, *, reset=None, reset_state=None, impl: Impl = 
         raise ValueError(f"chunk_size={chunk_size!r}: pass a positive int (steps per chunk).")
     which = resolve_impl("delta_rule", impl, "delta_rule_supported", q, k, v, beta, S0, reset)
     if which == "scan" and impl == "auto" and auto_prefers_chunked(
-            q.shape[1], q.shape[-1], v.shape[-1]):
+            q.shape[1], q.shape[-1], v.shape[-1], q.shape[0] * q.shape[2]):
         which = "chunked"
     if which == "chunked":
         return delta_rule_chunked(q, k, v, beta, S0, reset=reset, reset_state=reset_state,
