@@ -453,7 +453,7 @@ def kernels_take_reset() -> bool:
     """Whether the kernels take per-step reset masks (``reset``; SRWM also ``reset_weights``)."""
     import inspect
 
-    import kernels
+    from srwm_jax import kernels
     srwm = inspect.signature(kernels.srwm_pallas).parameters
     delta = inspect.signature(kernels.delta_rule_pallas).parameters
     return "reset" in srwm and "reset_weights" in srwm and "reset" in delta
@@ -465,7 +465,7 @@ def delta_code_paths():
     A delta-rule kernel's code depends on dk and the block config (BB, BV, warps), not on dv
     itself (dv only sets strides and the grid), so pairs with an already-seen config add nothing.
     """
-    from kernels.delta_rule import default_delta_rule_config
+    from srwm_jax.kernels.delta_rule import default_delta_rule_config
     dims = (16, 32, 64, 128)
     seen_fwd, seen_bwd, pairs = set(), set(), []
     for dk in dims:
@@ -526,7 +526,7 @@ def case_programs(case: KernelCase) -> dict:
     import jax
     import jax.numpy as jnp
 
-    import kernels
+    from srwm_jax import kernels
     from srwm_jax import SRWMWeights
 
     dtype = jnp.dtype(case.dtype)
@@ -585,7 +585,7 @@ def spilling_program(rows: int = 256, cols: int = 64):
     import jax.numpy as jnp
     from jax.experimental import pallas as pl
 
-    from kernels import _common
+    from srwm_jax.kernels import _common
 
     def kernel(x_ref, o_ref):
         x = x_ref[...]

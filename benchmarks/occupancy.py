@@ -141,8 +141,8 @@ def alternative_rows(log):
     import jax
     import jax.numpy as jnp
 
-    import kernels
-    from kernels.srwm import SRWMBlockConfig
+    from srwm_jax import kernels
+    from srwm_jax.kernels.srwm import SRWMBlockConfig
     from srwm_jax import SRWMWeights
     b, h, t = SHAPES["few-shot"]
     rows = []

@@ -25,7 +25,6 @@ from typing import Literal, get_args
 
 import jax
 
-from srwm_jax.own_kernels import KernelsUnavailable, own_kernels
 
 Impl = Literal["auto", "scan", "pallas", "pallas_interpret", "triton", "triton_interpret",
                "mosaic", "mosaic_interpret", "chunked"]
@@ -42,6 +41,38 @@ def _log_once(msg):
     if msg not in _logged:
         _logged.add(msg)
         _log.warning(msg)
+
+
+class KernelsUnavailable(ImportError):
+    """srwm_jax's own Pallas kernel package (`srwm_jax.kernels`) is missing or fails to import."""
+
+
+# What srwm_jax.kernels must offer; a folder without it is someone else's `kernels`.
+KERNEL_API = ("srwm_pallas", "srwm_supported", "delta_rule_pallas", "delta_rule_supported")
+
+
+def own_kernels():
+    """The `srwm_jax.kernels` package (imported on first use: `import srwm_jax` stays free of
+    Pallas). An installed srwm-jax has it from pyproject's package-dir; in a clone it is the
+    repository's top-level kernels/ folder (see srwm_jax/__init__.py). Never a top-level
+    `kernels` (Hugging Face's has that name).
+
+    Raises:
+      KernelsUnavailable: the package is missing, fails to import, or is not ours.
+    """
+    try:
+        import srwm_jax.kernels as kernels  # noqa: PLC0415
+    except ImportError as e:
+        if getattr(e, "name", None) == "srwm_jax.kernels":
+            raise KernelsUnavailable(
+                "srwm_jax's Pallas kernels are missing (no srwm_jax.kernels): reinstall srwm-jax "
+                "(pip install srwm-jax, or pip install -e . from a clone)") from e
+        raise KernelsUnavailable(f"srwm_jax's Pallas kernels fail to import: {e!r}") from e
+    missing = [name for name in KERNEL_API if not hasattr(kernels, name)]
+    if missing:
+        raise KernelsUnavailable(f"{kernels.__file__} is not srwm_jax's kernels (it lacks "
+                                 f"{', '.join(missing)}): reinstall srwm-jax")
+    return kernels
 
 
 def _kernel_support(supported_name, args, impl):

@@ -98,11 +98,8 @@ def test_resolve_backend_by_gpu_generation(monkeypatch, caplog):
 
 
 def kernels_mosaic_available():
-    import sys
-
-    from srwm_jax.own_kernels import NAME, own_kernels
-    own_kernels()
-    return sys.modules[NAME + ".delta_rule.mosaic_ops"].mosaic_available()[0]
+    from srwm_jax.kernels.delta_rule.mosaic_ops import mosaic_available
+    return mosaic_available()[0]
 
 
 # Issue 24 kind 10: an empty batch (B = 0) or no heads (H = 0) on every impl, "auto" included:

@@ -28,10 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import kernels
+from srwm_jax import kernels
 import srwm_jax
-from kernels.delta_rule import DeltaRuleBlockConfig
-from kernels.srwm import SRWMBlockConfig
+from srwm_jax.kernels.delta_rule import DeltaRuleBlockConfig
+from srwm_jax.kernels.srwm import SRWMBlockConfig
 from srwm_jax import jax_compat
 from srwm_jax.reference import delta_rule_reference, srwm_reference
 
@@ -521,9 +521,9 @@ def test_masked_delta_rule_lowers_for_cuda(dk, dv):
 def test_srwm_residuals_are_linear_in_head_dim(with_reset):
     """Saved for the backward per step and sequence: O(d) floats, not O(d^2), with or
     without a reset mask (which adds one int per step and one reset-weights set)."""
-    from kernels import _common
-    from kernels.srwm import ops as srwm_ops
-    from kernels.srwm.fwd import srwm_forward
+    from srwm_jax.kernels import _common
+    from srwm_jax.kernels.srwm import ops as srwm_ops
+    from srwm_jax.kernels.srwm.fwd import srwm_forward
     T, n, d = 1024, 4, 64
     config = srwm_ops.default_srwm_config(d, n)
     x = jax.ShapeDtypeStruct((T, n, d), jnp.float32)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import kernels
+from srwm_jax import kernels
 import srwm_jax
 from benchmarks.h100 import delta_code_paths
 
@@ -119,7 +119,7 @@ def test_delta_rule_kernel_matches_scan_on_gpu(dk, dv, dtype, seq_len):
 
 
 def _mosaic_runs_here():
-    from kernels.delta_rule.mosaic_ops import mosaic_available
+    from srwm_jax.kernels.delta_rule.mosaic_ops import mosaic_available
     ok, why = mosaic_available()
     if ok and jax.default_backend() == "gpu":
         capability = float(getattr(jax.devices()[0], "compute_capability", "0"))

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 import srwm_jax
-from kernels.delta_rule import mosaic_ops
-from kernels.delta_rule.mosaic_ops import MosaicDeltaConfig, delta_rule_mosaic
+from srwm_jax.kernels.delta_rule import mosaic_ops
+from srwm_jax.kernels.delta_rule.mosaic_ops import MosaicDeltaConfig, delta_rule_mosaic
 from srwm_jax.reference import delta_rule_reference
 
 _MOSAIC_OK, _MOSAIC_WHY = mosaic_ops.mosaic_available()

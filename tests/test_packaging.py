@@ -83,7 +83,7 @@ def test_missing_own_kernels_is_a_clear_error(tmp_path, foreign):
         "sys.meta_path[:] = [f for f in sys.meta_path\n"
         "                    if not getattr(f, '__module__', '').startswith('__editable__')]\n"
         "import jax.numpy as jnp, srwm_jax\n"
-        "from srwm_jax.own_kernels import KernelsUnavailable\n"
+        "from srwm_jax.dispatch import KernelsUnavailable\n"
         "a = (jnp.ones((1, 4, 1, 8)),) * 3 + (jnp.ones((1, 4, 1)), jnp.zeros((1, 1, 8, 8)))\n"
         "srwm_jax.delta_rule(*a, impl='scan')\n"
         "try:\n"

@@ -107,7 +107,7 @@ def _to_kernel(a, t_pad, n_pad, keys_minor):
 
 def _reference(args, aux):
     """The scan reference on kernel-layout arrays (second-order derivatives, reset VJPs)."""
-    from srwm_jax.ops.delta_rule import delta_rule_scan  # noqa: PLC0415
+    from srwm_jax.ops.delta_rule_scan import delta_rule_scan  # noqa: PLC0415
     qT, kT, v, beta, s0, fresh = args
     seq = lambda a: jnp.swapaxes(a, 0, 1)[:, :, None]  # noqa: E731  [T, N, ...] -> [N, T, 1, ...]
     state = lambda s: jnp.swapaxes(s, 0, 1)[:, None]  # noqa: E731  [dk, N, dv] -> [N, 1, dk, dv]

@@ -98,7 +98,8 @@ def _launch_args(config: DeltaRuleBlockConfig, interpret: bool, backward: bool =
 
 def _reference(args, aux):
     """The scan reference (srwm_jax) on kernel-layout arrays, for derivatives past the first."""
-    from srwm_jax.ops.delta_rule import delta_rule_scan  # noqa: PLC0415 (kernels -> srwm_jax only here)
+    # The scan path's own module (not the public op, which imports the kernels): no cycle.
+    from srwm_jax.ops.delta_rule_scan import delta_rule_scan  # noqa: PLC0415
     q, k, v, beta, s0, fresh = args
     ref = lambda a: jnp.swapaxes(a, 0, 1)[:, :, None]  # noqa: E731  [T, N, ...] -> [N, T, 1, ...]
     reset = None if aux is None else jnp.swapaxes(aux, 0, 1) > 0

@@ -92,7 +92,8 @@ def _launch_args(config: SRWMBlockConfig, interpret: bool, backward: bool = Fals
 
 def _reference(args, aux, *, input_softmax):
     """The scan reference (srwm_jax) on kernel-layout arrays, for derivatives past the first."""
-    from srwm_jax.ops.srwm import SRWMWeights, srwm_scan  # noqa: PLC0415 (kernels -> srwm_jax only here)
+    # The scan path's own module (not the public op, which imports the kernels): no cycle.
+    from srwm_jax.ops.srwm_scan import SRWMWeights, srwm_scan  # noqa: PLC0415
     x, w0, fresh = args
 
     def to_ref(w):  # (wy, wq, wk, wb [N, 4, d]) -> SRWMWeights of [N, 1, d, *]

@@ -1,8 +1,9 @@
 """Chunkwise-parallel delta rule (the UT / WY form): matmuls inside chunks, a scan across them.
 
 Legend: B batch, T time, H heads, dk key dim, dv value dim, L chunk size, n = ceil(T / L).
-Same definition as `srwm_jax.ops.delta_rule` (S_t = S_{t-1} + outer(k_t, beta_t (v_t - k_t S_{t-1})),
-y_t = q_t S_t, resets replace S_{t-1} by the reset state before step t).
+Same definition as `srwm_jax.ops.delta_rule`
+(S_t = S_{t-1} + outer(k_t, beta_t (v_t - k_t S_{t-1})), y_t = q_t S_t, resets replace S_{t-1}
+by the reset state before step t).
 
 Within a chunk that starts from S, the inserts ins_t = beta_t (v_t - k_t S_{t-1}) satisfy
     (I + N) INS = diag(beta) (V - K S),   N[t, s] = beta_t <k_t, k_s> for s < t,
