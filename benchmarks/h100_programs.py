@@ -2,7 +2,7 @@
 
     python -m benchmarks.h100_programs [--programs NAME,...]   # all four by default, ~5 min
 
-Deviceless AOT compile (``benchmarks/h100.py``) of the library's own programs with the
+Deviceless AOT compile (``tests/h100_gate.py``) of the library's own programs with the
 Pallas kernels inside:
   fewshot_omniglot      few-shot train step, configs/fewshot/table1.py:omniglot,srwm,1
                         (5-way 1-shot, batch 128, Conv-4 64 channels, 2 x 256 SRWM, 16 heads),
@@ -31,7 +31,7 @@ import sys
 import time
 from unittest import mock
 
-from benchmarks import h100
+from tests import h100_gate as h100
 
 PROGRAMS = ("fewshot_omniglot", "fewshot_miniimagenet", "rl_learner", "rl_actor")
 
@@ -143,7 +143,7 @@ def compile_program(name: str) -> dict:
     fn, args, label, context = BUILDERS[name]()
     start = time.perf_counter()
     with context:
-        # Our kernels' spills are the kernel-case gate's (benchmarks.h100); a whole program also
+        # Our kernels' spills are the kernel-case gate's (tests.h100_gate); a whole program also
         # holds XLA's own fusions, which are not ours to tune, so spills do not fail it here.
         program = h100.compile_for(fn, *args, fail_on_spills=False)
     seconds = time.perf_counter() - start

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs jax's CUDA 12 PJRT plugin of exactly the installed jax version, for deviceless H100
-# compilation on a machine without a GPU (benchmarks/h100.py, tests/test_h100_compile.py),
+# compilation on a machine without a GPU (tests/h100_gate.py, tests/test_h100_compile.py),
 # unless a CUDA plugin (cuda12 or cuda13, e.g. the GPU nodes' jax-cuda13-plugin) of that
 # version is already installed.
 # Never upgrades or downgrades jax (--no-deps; the plugin's CUDA wheels are not needed to
@@ -23,4 +23,4 @@ fi
 if ! command -v ptxas >/dev/null 2>&1; then
   "$PYTHON" -m pip install --no-deps nvidia-cuda-nvcc-cu12
 fi
-"$PYTHON" -c 'import jax; from benchmarks import h100; assert h100.cuda_plugin_installed(); print("jax", jax.__version__, "CUDA plugin installed; ptxas:", h100.find_ptxas())'
+"$PYTHON" -c 'import jax; from tests import h100_gate as h100; assert h100.cuda_plugin_installed(); print("jax", jax.__version__, "CUDA plugin installed; ptxas:", h100.find_ptxas())'

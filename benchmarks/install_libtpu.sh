@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A venv for the deviceless TPU compile of impl="chunked" (tests/test_deviceless_chunked.py,
-# benchmarks/deviceless_chunked.py): jax 0.11.2 with its libtpu wheel (0.0.48.1 here), Python 3.12.
+# tests/deviceless_chunked.py): jax 0.11.2 with its libtpu wheel (0.0.48.1 here), Python 3.12.
 #   benchmarks/install_libtpu.sh VENV [PYTHON]
 #   PYTHONPATH=. JAX_PLATFORMS=cpu VENV/bin/python -m pytest -q tests/test_deviceless_chunked.py
 # srwm_jax is used from the checkout (PYTHONPATH): the chunked op needs only jax and numpy.

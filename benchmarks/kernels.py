@@ -264,6 +264,8 @@ def describe(name, result: Result, pallas: Result) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
+    parser.add_argument("--list", action="store_true",
+                        help="print the shapes (group B H d T, one a line) and exit")
     parser.add_argument("--interpret", action="store_true",
                         help="without a GPU, run Pallas rows in interpret mode (B capped at 2)")
     parser.add_argument("--original-cuda", metavar="PATH",
@@ -272,6 +274,10 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.list:
+        for c in all_cases(args.quick):
+            print(c.group, c.B, c.H, c.d, c.T)
+        return
 
     on_gpu = jax.default_backend() == "gpu"
     dtype = jnp.dtype(args.dtype)

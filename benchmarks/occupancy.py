@@ -5,7 +5,7 @@
     python -m benchmarks.occupancy --json OUT      # also write our rows (with the jax version)
     python -m benchmarks.occupancy --compare A.json B.json ...   # per-version table, no compile
 
-Compiles every kernel for an H100 without a GPU (``benchmarks/h100.py``: XLA + Triton + ptxas
+Compiles every kernel for an H100 without a GPU (``tests/h100_gate.py``: XLA + Triton + ptxas
 for sm_90a), reads registers per thread, threads per block and shared memory per block, and
 computes resident blocks and warps per SM from the H100's limits (65,536 registers, 2,048
 threads, 32 blocks, 228 KB shared memory per SM; 1 KB reserved per block; 132 SMs) and the
@@ -29,7 +29,7 @@ import argparse
 import dataclasses
 import sys
 
-from benchmarks import h100
+from tests import h100_gate as h100
 
 SHAPES = {  # name: (batch, heads, seq_len)
     "few-shot": (128, 16, 6),

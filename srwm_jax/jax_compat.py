@@ -40,7 +40,7 @@ def abstract_gpu_mesh(device_kind: str = H100_DEVICE_KIND, axis: str = "x"):
     """A one-device ``jax.sharding.AbstractMesh`` of an absent CUDA GPU (no plugin needed).
 
     Enough to *lower* for CUDA (``lower(lowering_platforms=("cuda",))``); compiling needs a
-    described device (``benchmarks/h100.py`` uses the CUDA plugin's topology mesh instead).
+    described device (``tests/h100_gate.py`` uses the CUDA plugin's topology mesh instead).
     """
     from jax.sharding import AbstractDevice, AbstractMesh  # noqa: PLC0415 (absent before 0.11)
     device = AbstractDevice(device_kind=device_kind, num_cores=None, platform="cuda")

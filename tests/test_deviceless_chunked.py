@@ -22,7 +22,7 @@ def test_chunked_compiles_for_tpu_v5e():
     _libtpu_or_skip()
     import jax.numpy as jnp
 
-    from benchmarks import deviceless_chunked as dc
+    from tests import deviceless_chunked as dc
 
     mesh = dc.tpu_mesh()
     for name, prog in dc.programs(64).items():

@@ -1,10 +1,10 @@
 """Every Pallas kernel compiles for an H100 (no GPU needed) without register spills.
 
-Deviceless AOT compilation (``benchmarks/h100.py``) runs XLA, Triton and ptxas for sm_90a on
-this CPU machine; the cases are ``benchmarks.h100.kernel_cases()`` (every code path: SRWM
+Deviceless AOT compilation (``tests/h100_gate.py``) runs XLA, Triton and ptxas for sm_90a on
+this CPU machine; the cases are ``tests.h100_gate.kernel_cases()`` (every code path: SRWM
 d x input_softmax x dtype, the delta-rule (dk, dv) pairs with distinct block configs, T in
 {1, 50, 76, 4096}, each as a forward program and a jax.grad program; masked variants too when
-the kernels take ``reset``, see ``benchmarks.h100.kernels_take_reset``). All are compiled once,
+the kernels take ``reset``, see ``tests.h100_gate.kernels_take_reset``). All are compiled once,
 in one subprocess with JAX_PLATFORMS=cpu (the CUDA plugin must not try to load CUDA in the test
 process), and the per-kernel table is printed. A compile error fails the case; so does any
 spill: XLA discards a spilling program (``xla_gpu_fail_ptx_compilation_on_register_spilling``)
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import h100
+from tests import h100_gate as h100
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,14 +71,14 @@ def compiled_rows(gate, tmp_path_factory, request):
     for k in range(shards):
         with open(logs[k], "w") as log:
             runs.append(subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.h100", "--json", str(outs[k]),
+                [sys.executable, "-m", "tests.h100_gate", "--json", str(outs[k]),
                  "--shard", f"{k}/{shards}"], cwd=REPO, env=_compile_env(),
                 stdout=subprocess.DEVNULL, stderr=log))
     rows = []
     for run, out, log in zip(runs, outs, logs):
         run.wait(timeout=1800)
         if not out.exists():
-            pytest.fail(f"benchmarks.h100 crashed (exit {run.returncode}):\n"
+            pytest.fail(f"tests.h100_gate crashed (exit {run.returncode}):\n"
                         f"{log.read_text()[-4000:]}")
         rows += json.loads(out.read_text())
     capture = request.config.pluginmanager.get_plugin("capturemanager")
@@ -110,10 +110,10 @@ def test_kernel_compiles_for_h100_without_spills(compiled_rows, case, program):
 
 
 def test_gate_fails_on_a_spilling_kernel(gate, tmp_path):
-    """A kernel made to spill (benchmarks.h100.spilling_program) fails the gate's compile, and
+    """A kernel made to spill (tests.h100_gate.spilling_program) fails the gate's compile, and
     ptxas on the PTX XLA assembled reports its spills: the gate can fail on this jax."""
     out = tmp_path / "probe.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.h100", "--spill-probe", "--json",
+    result = subprocess.run([sys.executable, "-m", "tests.h100_gate", "--spill-probe", "--json",
                              str(out)], cwd=REPO, env=_compile_env(), capture_output=True,
                             text=True, timeout=600)
     assert out.exists(), f"spill probe crashed (exit {result.returncode}):\n{result.stderr[-4000:]}"
@@ -174,7 +174,7 @@ def test_gate_skip_is_a_failure_under_ci(tmp_path):
     """With CI=true and no CUDA plugin importable, the gate fails instead of skipping."""
     test = tmp_path / "test_probe.py"
     test.write_text("from tests.test_h100_compile import gate  # noqa: F401\n"
-                    "from benchmarks import h100\n"
+                    "from tests import h100_gate as h100\n"
                     "h100.cuda_plugin_installed = lambda: False\n"
                     "def test_needs_gate(gate):\n    pass\n")
     for ci, outcome, code in (("true", "1 error", 1), ("", "1 skipped", 0)):
@@ -212,7 +212,7 @@ def test_actor_policy_program_compiles_for_h100_with_the_kernel_inside(gate):
 
 def test_chunked_delta_rule_compiles_for_h100(gate):
     """impl="chunked" (plain XLA, no kernel) compiles for an H100, forward and jax.grad."""
-    result = subprocess.run([sys.executable, "-m", "benchmarks.deviceless_chunked", "--target",
+    result = subprocess.run([sys.executable, "-m", "tests.deviceless_chunked", "--target",
                              "h100", "--small"], cwd=REPO, env=_compile_env(), capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

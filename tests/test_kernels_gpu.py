@@ -8,7 +8,7 @@ in interpret mode on CPU. This file checks what interpret mode cannot: the Trito
 Cases (19; sized for gpu_check's 8-minute budget), at small, awkward sizes (B*H = 15, not a
 multiple of any block): SRWM d in {16, 32, 64} with (input softmax, float32) and (no softmax,
 bf16) at T=76 (two checkpoint chunks at d=16), T=1 and T=4096 at d=16; the delta-rule (dk, dv)
-pairs with distinct block configs (``benchmarks.h100.delta_code_paths``, 9 pairs), bf16 at
+pairs with distinct block configs (``tests.h100_gate.delta_code_paths``, 9 pairs), bf16 at
 (128, 32), T=4096 at (16, 16); on Hopper (sm_90+, jax >= 0.11) also the Mosaic GPU delta rule
 (5 cases: dk 8/16/32, bf16, T=4096; no resets, which run on Triton), skipped with the reason
 elsewhere.
@@ -27,7 +27,7 @@ import pytest
 
 from srwm_jax import kernels
 import srwm_jax
-from benchmarks.h100 import delta_code_paths
+from tests.h100_gate import delta_code_paths
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "gpu",
                                 reason="needs a GPU (run benchmarks/gpu_check.py on one)")

@@ -178,8 +178,8 @@ def _cuda_plugin() -> bool:
                     reason="needs ptxas")
 def test_h100_compile_every_mosaic_case_without_spills(tmp_path):
     """The dk = dv = 16 kernels (forward, forward + residuals, backward) compile for sm_90a with
-    0 spill bytes; every case: ``python -m benchmarks.mosaic_h100``."""
-    from benchmarks import mosaic_h100  # noqa: PLC0415
+    0 spill bytes; every case: ``python -m tests.mosaic_h100_gate``."""
+    from tests import mosaic_h100_gate as mosaic_h100  # noqa: PLC0415
     dump = mosaic_h100.setup_dump(str(tmp_path))
     rows = []
     for case in mosaic_h100.mosaic_cases(quick=True):

@@ -1,8 +1,8 @@
 """Deviceless H100 (sm_90a) compile of every Mosaic GPU kernel case, with ptxas resources.
 
-    MOSAIC_GPU_DUMP_PTXAS=1 python -m benchmarks.mosaic_h100 [--json OUT] [--quick]
+    MOSAIC_GPU_DUMP_PTXAS=1 python -m tests.mosaic_h100_gate [--json OUT] [--quick]
 
-Same technique as ``benchmarks/h100.py`` (a described H100 as a one-device topology, the
+Same technique as ``tests/h100_gate.py`` (a described H100 as a one-device topology, the
 abstract mesh in context so Pallas targets sm_90a), but the Mosaic GPU pipeline runs ptxas
 itself: with ``MOSAIC_GPU_DUMP_PTXAS=1`` and ``MOSAIC_GPU_DUMP_TO=<existing dir>`` (this script
 sets both before jax starts) it writes each kernel's ``<name>_<n>.ptxas`` (registers, spills)
@@ -10,7 +10,7 @@ and ``<name>_<n>.resources.txt`` (SMEM scratch bytes) there. Every Mosaic kernel
 warpgroup (128 threads) per CTA; grid = (N / 64) x (dv / BV) with N = B*H padded to 64.
 
 Needs jax >= 0.11 with the CUDA plugin of the same version (jax-cuda12-plugin or
-jax-cuda13-plugin) and ``JAX_PLATFORMS=cpu``. Blocks/SM and waves: ``benchmarks.h100.occupancy``.
+jax-cuda13-plugin) and ``JAX_PLATFORMS=cpu``. Blocks/SM and waves: ``tests.h100_gate.occupancy``.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def compile_case(case: MosaicCase, dump: Path, seq_len: int = 76) -> list[dict]:
     import jax
     import jax.numpy as jnp
 
-    from benchmarks.h100 import _mesh_context, on_h100
+    from tests.h100_gate import _mesh_context, on_h100
     from srwm_jax.kernels.delta_rule.mosaic_ops import default_mosaic_delta_config, delta_rule_mosaic
     batch, heads = 128, 16
     dt = jnp.dtype(case.dtype)
@@ -130,7 +130,7 @@ def compile_case(case: MosaicCase, dump: Path, seq_len: int = 76) -> list[dict]:
 
 
 def occupancy_rows(rows: list[dict]) -> list[dict]:
-    from benchmarks.h100 import occupancy
+    from tests.h100_gate import occupancy
     out = []
     for shape, (batch, heads, _) in SHAPES.items():
         n_pad = -(-batch * heads // 64) * 64

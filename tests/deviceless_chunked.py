@@ -1,7 +1,7 @@
 """Deviceless ahead-of-time compile of the chunked delta rule for a TPU v5e and an H100.
 
-    python -m benchmarks.deviceless_chunked --target tpu     # needs the libtpu wheel
-    python -m benchmarks.deviceless_chunked --target h100    # needs benchmarks/install_cuda_plugin.sh
+    python -m tests.deviceless_chunked --target tpu     # needs the libtpu wheel
+    python -m tests.deviceless_chunked --target h100    # needs benchmarks/install_cuda_plugin.sh
 
 Compiles `srwm_jax.delta_rule(..., impl="chunked")` forward and forward+backward (gradient
 w.r.t. every input) for a described device on this CPU machine and prints, per case, the
@@ -11,7 +11,7 @@ TPU: `jax.experimental.topologies.get_topology_desc(topology_name="v5e:2x2", pla
 describes a v5e slice; one of its devices makes a one-device mesh. A program too big for the
 chip's memory (or VMEM) fails its compile. Works with jax 0.11.2 + the libtpu wheel that
 `pip install "jax[tpu]==0.11.2"` brings (Python 3.12 venv here; see benchmarks/RESULTS.md).
-H100: the mesh and compile of `benchmarks/h100.py` (XLA's whole GPU pipeline, no GPU needed).
+H100: the mesh and compile of `tests/h100_gate.py` (XLA's whole GPU pipeline, no GPU needed).
 """
 import argparse
 import os
@@ -63,7 +63,7 @@ def programs(chunk_size):
 def compile_case(target, mesh, fn, args):
     start = time.perf_counter()
     if target == "h100":
-        from benchmarks.h100 import compile_for  # noqa: PLC0415
+        from tests.h100_gate import compile_for  # noqa: PLC0415
 
         compiled = compile_for(fn, *args, pallas_only=True).compiled
     else:
@@ -80,7 +80,7 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true", help="one small case (for the tests)")
     args = parser.parse_args(argv)
     if args.target == "h100":
-        from benchmarks.h100 import h100_mesh  # noqa: PLC0415
+        from tests.h100_gate import h100_mesh  # noqa: PLC0415
 
         mesh = h100_mesh()
     else:

@@ -1,7 +1,7 @@
 """Deviceless ahead-of-time compilation for an NVIDIA H100 on a machine without a GPU.
 
-    python -m benchmarks.h100 [--json OUT] [--only NAME,...] [--shard K/N]  # every kernel case
-    python -m benchmarks.h100 --spill-probe    # a kernel made to spill must fail the gate
+    python -m tests.h100_gate [--json OUT] [--only NAME,...] [--shard K/N]  # every kernel case
+    python -m tests.h100_gate --spill-probe    # a kernel made to spill must fail the gate
 
 jax compiles for a *described* GPU: ``jax.experimental.topologies.get_topology_desc`` with
 ``platform="cuda"`` and an XLA ``GpuTargetConfigProto`` (text below) gives a one-device mesh;
@@ -264,7 +264,7 @@ def pallas_kernel_names(lowered_text: str) -> set[str]:
 
 
 _PTXAS_WRAPPER = """#!/bin/sh
-# Written by benchmarks/h100.py: keeps a copy of each PTX file XLA assembles, then runs ptxas.
+# Written by tests/h100_gate.py: keeps a copy of each PTX file XLA assembles, then runs ptxas.
 for a in "$@"; do
   case "$a" in -*) ;; *) if [ -f "$a" ] && grep -q '^\\.target' "$a" 2>/dev/null; then
     cp "$a" "$(mktemp "{capture}/ptx.XXXXXXXX")"; fi ;; esac
@@ -676,7 +676,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     use_cpu_platform()
     if not cuda_plugin_installed():
-        sys.exit("benchmarks.h100: jax's CUDA plugin is not installed; run "
+        sys.exit("tests.h100_gate: jax's CUDA plugin is not installed; run "
                  "benchmarks/install_cuda_plugin.sh")
     if args.spill_probe:
         return spill_probe(args.json)
