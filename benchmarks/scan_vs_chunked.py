@@ -21,7 +21,8 @@ import os
 import time
 
 # One thread, as in the table, unless XLA_FLAGS says otherwise (before jax starts).
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("XLA_FLAGS",
+                      "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -119,20 +120,25 @@ def crossover(repeats):
         for bh in (4, 32):
             for T in (256, 1024):
                 inputs = delta_args(1, T, bh, d, key)
-                scan = fwd_and_fwd_bwd(lambda *a: srwm_jax.delta_rule(*a, impl="scan"), inputs, repeats)[1]
-                ch = [fwd_and_fwd_bwd(lambda *a, L=L: srwm_jax.delta_rule(*a, impl="chunked", chunk_size=L),
-                                      inputs, repeats)[1] for L in (32, 64)]
-                print(f"| {d} | {bh} | {T} | {scan:.2f} | {ch[0]:.2f} | {ch[1]:.2f} | {min(ch) / scan:.2f} |",
-                      flush=True)
+                scan = fwd_and_fwd_bwd(lambda *a: srwm_jax.delta_rule(*a, impl="scan"), inputs,
+                                       repeats)[1]
+                ch = [fwd_and_fwd_bwd(
+                    lambda *a, L=L: srwm_jax.delta_rule(*a, impl="chunked", chunk_size=L),
+                    inputs, repeats)[1] for L in (32, 64)]
+                print(f"| {d} | {bh} | {T} | {scan:.2f} | {ch[0]:.2f} | {ch[1]:.2f} "
+                      f"| {min(ch) / scan:.2f} |", flush=True)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 5")
     parser.add_argument("--only", choices=["srwm", "delta_rule"], default=None)
     parser.add_argument("--shapes", choices=["cells", "table", "all"], default="all")
-    parser.add_argument("--chunk", type=int, default=64, help="chunk size of impl='chunked' and fla")
-    parser.add_argument("--names", default="", help="comma-separated shape names to keep (default all)")
+    parser.add_argument("--chunk", type=int, default=64,
+                        help="chunk size of impl='chunked' and fla")
+    parser.add_argument("--names", default="",
+                        help="comma-separated shape names to keep (default all)")
     parser.add_argument("--before", default=None, help="a checkout whose scan path is timed too")
     parser.add_argument("--wall", action="store_true", help="wall-clock time instead of CPU time")
     parser.add_argument("--crossover", action="store_true", help="only the scan-vs-chunked grid")
@@ -141,7 +147,8 @@ def main():
         global CLOCK
         CLOCK = time.perf_counter
     repeats = 3 if args.quick else 5
-    shapes = {"cells": CELL_SHAPES, "table": TABLE_SHAPES, "all": CELL_SHAPES + TABLE_SHAPES}[args.shapes]
+    shapes = {"cells": CELL_SHAPES, "table": TABLE_SHAPES,
+              "all": CELL_SHAPES + TABLE_SHAPES}[args.shapes]
     if args.crossover:
         print(f"jax {jax.__version__}, backend {jax.default_backend()}; best CPU ms of {repeats}, "
               f"XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
@@ -149,12 +156,14 @@ def main():
     if args.names:
         shapes = [s for s in shapes if s[0] in args.names.split(",")]
     peer = fla_reference()
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, device {jax.devices()[0].device_kind}, "
-          f"fla {'present' if peer else 'absent'}; best (min) {'wall' if args.wall else 'CPU'} ms of {repeats} "
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
+          f"device {jax.devices()[0].device_kind}, fla {'present' if peer else 'absent'}; "
+          f"best (min) {'wall' if args.wall else 'CPU'} ms of {repeats} "
           f"calls, XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
     before = load_before(args.before) if args.before else None
-    header = ("| op | shape | B,T,H,d | before fwd+bwd | scan fwd | scan fwd+bwd | scan (fwd+bwd)/fwd | chunked fwd "
-              "| chunked fwd+bwd | fla fwd | fla fwd+bwd | fla / best fwd+bwd |")
+    header = ("| op | shape | B,T,H,d | before fwd+bwd | scan fwd | scan fwd+bwd "
+              "| scan (fwd+bwd)/fwd | chunked fwd | chunked fwd+bwd | fla fwd | fla fwd+bwd "
+              "| fla / best fwd+bwd |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     key = jax.random.key(0)
@@ -163,12 +172,14 @@ def main():
         for name, B, T, H, d in shapes:
             if op == "srwm":
                 inputs = srwm_args(B, T, H, d, key)
-                sf, sfb = fwd_and_fwd_bwd(lambda x, W: srwm_jax.srwm(x, W, impl="scan"), inputs, repeats)
+                sf, sfb = fwd_and_fwd_bwd(lambda x, W: srwm_jax.srwm(x, W, impl="scan"), inputs,
+                                          repeats)
                 bfb = fwd_and_fwd_bwd(before[0], inputs, repeats)[1] if before else float("nan")
                 cf = cfb = ff = ffb = float("nan")
             else:
                 inputs = delta_args(B, T, H, d, key)
-                sf, sfb = fwd_and_fwd_bwd(lambda *a: srwm_jax.delta_rule(*a, impl="scan"), inputs, repeats)
+                sf, sfb = fwd_and_fwd_bwd(lambda *a: srwm_jax.delta_rule(*a, impl="scan"), inputs,
+                                          repeats)
                 bfb = fwd_and_fwd_bwd(before[1], inputs, repeats)[1] if before else float("nan")
                 cf = cfb = ff = ffb = float("nan")
                 if "chunked" in srwm_jax.dispatch.IMPLS:
@@ -178,8 +189,9 @@ def main():
                 if peer is not None:
                     ff, ffb = time_fla(peer, *inputs[:4], repeats, args.chunk)
             best = np.nanmin([sfb, cfb])
-            print(f"| {op} | {name} | {B},{T},{H},{d} | {bfb:.2f} | {sf:.2f} | {sfb:.2f} | {sfb / sf:.2f} | {cf:.2f} "
-                  f"| {cfb:.2f} | {ff:.2f} | {ffb:.2f} | {ffb / best:.2f} |", flush=True)
+            print(f"| {op} | {name} | {B},{T},{H},{d} | {bfb:.2f} | {sf:.2f} | {sfb:.2f} "
+                  f"| {sfb / sf:.2f} | {cf:.2f} | {cfb:.2f} | {ff:.2f} | {ffb:.2f} "
+                  f"| {ffb / best:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

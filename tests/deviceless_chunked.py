@@ -74,7 +74,8 @@ def compile_case(target, mesh, fn, args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=["tpu", "h100"], default="tpu")
     parser.add_argument("--chunk", type=int, default=64)
     parser.add_argument("--small", action="store_true", help="one small case (for the tests)")
@@ -95,8 +96,8 @@ def main(argv=None):
         for prog, fn in programs(args.chunk).items():
             seconds, mem = compile_case(args.target, mesh, fn, structs(mesh, B, T, H, d, dtype))
             mib = lambda n: n / 2**20  # noqa: E731
-            row = (name, prog, seconds, mib(mem.argument_size_in_bytes), mib(mem.output_size_in_bytes),
-                   mib(mem.temp_size_in_bytes))
+            row = (name, prog, seconds, mib(mem.argument_size_in_bytes),
+                   mib(mem.output_size_in_bytes), mib(mem.temp_size_in_bytes))
             rows.append(row)
             print("| {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} |".format(*row), flush=True)
     return rows

@@ -92,7 +92,8 @@ def compile_case(case: MosaicCase, dump: Path, seq_len: int = 76) -> list[dict]:
     import jax.numpy as jnp
 
     from tests.h100_gate import _mesh_context, on_h100
-    from srwm_jax.kernels.delta_rule.mosaic_ops import default_mosaic_delta_config, delta_rule_mosaic
+    from srwm_jax.kernels.delta_rule.mosaic_ops import (default_mosaic_delta_config,
+                                                        delta_rule_mosaic)
     batch, heads = 128, 16
     dt = jnp.dtype(case.dtype)
     args = [on_h100((batch, seq_len, heads, case.dk), dt),

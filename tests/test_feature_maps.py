@@ -155,7 +155,8 @@ def _softmax_ref(row):
 def test_softmax_and_sigmoid_used_by_the_layers(dtype):
     """The layers and kernels also apply softmax (SRWM q, k, input; SR-DeltaNet q, k) and
     sigmoid (beta, LSTM gates): jax.nn's and the kernels' own must stay finite and exact."""
-    from srwm_jax.kernels import _common  # the Pallas kernels' in-kernel softmax/sigmoid (plain jnp)
+    # the Pallas kernels' in-kernel softmax/sigmoid (plain jnp)
+    from srwm_jax.kernels import _common
 
     x, x64 = _as(_rows(), dtype)
     want = np.stack([_softmax_ref(r) for r in x64])
