@@ -23,7 +23,10 @@
 #   - Hugging Face's `kernels` installed next to srwm-jax: both import, and srwm_jax's dispatch
 #     runs its own kernels (impl="pallas_interpret") from another directory;
 #   - site-packages gets no top-level name from srwm-jax but srwm_jax.
-# pip's cache (~/.cache/pip) is reused between runs. Usage: bash .ci/python_versions.sh
+# pip's cache (~/.cache/pip) is reused between runs. Usage: bash .ci/python_versions.sh [PHASE]
+# PHASE: setup (make the venvs and install; no tests), test (the tests, in venvs a setup made),
+# or all (default: both, leg by leg). .ci/legs.sh runs setup in the background while the main
+# suite runs, then test.
 # Environment: LEGS, TESTS (the pytest arguments), CI_VENVS (default /tmp/srwm_jax_ci_venvs).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,7 +34,10 @@ VENVS=${CI_VENVS:-/tmp/srwm_jax_ci_venvs}
 LEGS=${LEGS:-"3.12.1:0.11.2 3.13.0:0.12.1"}
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 DATA=$ROOT/../shared/data
-TESTS=${TESTS:-"tests/test_ops.py tests/test_feature_maps.py tests/test_sequential.py tests/test_kernels.py
+PHASE=${1:-all}
+case $PHASE in setup|test|all) ;; *) echo "usage: python_versions.sh [setup|test|all]"; exit 2;; esac
+TESTS=${TESTS:-"tests/test_ops.py tests/test_chunked.py tests/test_mosaic_kernels.py
+ tests/test_deviceless_chunked.py tests/test_feature_maps.py tests/test_sequential.py tests/test_kernels.py
  tests/test_layers.py tests/test_layer_validation.py tests/test_dispatch.py tests/test_h100_compile.py
  tests/test_jax_compat.py tests/test_rl_envs.py tests/test_download.py
  tests/test_rl_sebulba.py::test_procgen_two_actor_threads_end_to_end"}
@@ -41,11 +47,12 @@ summary=""
 for leg in $LEGS; do
   version=${leg%%:*} jax=${leg##*:}
   leg_start=$(date +%s)
-  echo "=== Python $version, jax $jax"
+  echo "=== Python $version, jax $jax ($PHASE)"
   venv=$VENVS/py$version-jax$jax
+  py=$venv/bin/python
+  if [ "$PHASE" != test ]; then
   rm -rf "$venv"
   "$(pyenv prefix "$version")/bin/python" -m venv "$venv"
-  py=$venv/bin/python
   pins=$venv/jax-pins.txt
   printf 'jax==%s\njaxlib==%s\njax-cuda13-plugin==%s\njax-cuda13-pjrt==%s\n' "$jax" "$jax" "$jax" "$jax" > "$pins"
   "$py" -m pip install -q -c "$pins" "jax==$jax" "jaxlib==$jax" "jax-cuda13-plugin==$jax" "jax-cuda13-pjrt==$jax"
@@ -59,6 +66,13 @@ for leg in $LEGS; do
   if grep -q 'ERROR' "$log"; then echo "FAIL: install_procgen.sh printed an ERROR"; exit 1; fi
   after=$("$py" -m pip list --format=freeze 2>/dev/null | grep -Ei '^(numpy|jax|jaxlib)==')
   if [ "$before" != "$after" ]; then echo "FAIL: numpy/jax changed: $before -> $after"; exit 1; fi
+  PYTHON=$py bash "$ROOT/benchmarks/install_libtpu.sh"
+  fi
+  if [ "$PHASE" = setup ]; then
+    echo "=== Python $version jax $jax set up in $(( $(date +%s) - leg_start )) s"
+    continue
+  fi
+  if [ ! -x "$py" ]; then echo "FAIL: no venv $venv (run the setup phase first)"; exit 1; fi
   log=$(mktemp)
   set +e
   # shellcheck disable=SC2086
