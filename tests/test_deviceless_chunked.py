@@ -12,7 +12,9 @@ import pytest
 
 def _libtpu_or_skip():
     if importlib.util.find_spec("libtpu") is None:
-        reason = "libtpu is not installed (pip install 'jax[tpu]==0.11.2')"
+        if unavailable := os.environ.get("SRWM_JAX_LIBTPU_UNAVAILABLE"):
+            pytest.skip(unavailable)  # the wheel this jax pins is not served (CI says so)
+        reason = "libtpu is not installed (bash benchmarks/install_libtpu.sh)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}: CI must install it")
         pytest.skip(reason)
