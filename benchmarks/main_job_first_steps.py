@@ -29,9 +29,12 @@ def main(root: str, steps: int) -> None:
     import numpy as np  # noqa: PLC0415
     from configs.fewshot.omniglot_srwm_cpu import get_config  # noqa: PLC0415
     try:
-        from fewshot import trainer as t  # noqa: PLC0415
-    except ImportError:  # before the run-layer refactor
-        from fewshot import train as t  # noqa: PLC0415
+        from fewshot import training as t  # noqa: PLC0415
+    except ImportError:  # before the module renames
+        try:
+            from fewshot import trainer as t  # noqa: PLC0415
+        except ImportError:  # before the run-layer refactor
+            from fewshot import train as t  # noqa: PLC0415
     c = get_config()
     c.data_dir = os.environ.get("SRWM_JAX_DATA_OMNIGLOT", "/work/shared/data/omniglot")
     data = json.loads(c.to_json_best_effort())

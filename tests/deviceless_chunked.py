@@ -65,7 +65,9 @@ def compile_case(target, mesh, fn, args):
     if target == "h100":
         from tests.h100_gate import compile_for  # noqa: PLC0415
 
-        compiled = compile_for(fn, *args, pallas_only=True).compiled
+        # Plain XLA, no Pallas kernel of ours: every launch is XLA's own fusions, whose
+        # registers are not ours to tune (as benchmarks/h100_programs.py's whole programs).
+        compiled = compile_for(fn, *args, pallas_only=False, fail_on_spills=False).compiled
     else:
         compiled = jax.jit(fn).trace(*args).lower().compile()
     seconds = time.perf_counter() - start

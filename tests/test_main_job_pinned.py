@@ -44,12 +44,12 @@ PROGRAM = """
 import json, sys
 import jax
 from configs.fewshot.omniglot_srwm_cpu import get_config
-from fewshot import trainer
+from fewshot import training
 c = get_config()
 c.data_dir = sys.argv[1]
-model, optimizer, mesh, train_step, _ = trainer.build(c)
-sampler = trainer.make_sampler(c, "train", c.seed)
-state = trainer.initial_state(c, model, optimizer, mesh, sampler.sample(1, 0))
+model, optimizer, mesh, train_step, _ = training.build(c)
+sampler = training.make_sampler(c, "train", c.seed)
+state = training.initial_state(c, model, optimizer, mesh, sampler.sample(1, 0))
 key = jax.random.fold_in(jax.random.key(c.seed), 1)
 out = []
 for step, batch in sampler.iterate(c.batch_size, start_step=0, num_steps=int(sys.argv[2])):
