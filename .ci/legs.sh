@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The jax legs beside the main suite, so that CI's 2 cores are not idle while pip installs:
-#   bash .ci/legs.sh start    # in the background: the two jax legs (.ci/python_versions.sh:
-#                             # venvs, installs and their tests) and the offline-node check
+#   bash .ci/legs.sh start    # in the background: the two jax legs' venvs and installs
+#                             # (.ci/python_versions.sh setup) and the offline-node check
 #                             # (.ci/offline_node.sh); logs in $CI_VENVS/logs
-#   bash .ci/legs.sh finish   # waits for them (each bounded by `timeout`), prints their logs
-#                             # and fails if either failed
-# Between the two, the README's test command runs the main suite on the system Python: its
-# many subprocess-bound tests leave a core free for the legs' compiles.
+#   bash .ci/legs.sh finish   # waits for them (each bounded by `timeout`), prints their logs,
+#                             # fails if either failed, then runs the legs' tests
+#                             # (.ci/python_versions.sh test)
+# Between the two, the README's test command runs the main suite on the system Python. The legs'
+# tests run after it, not beside it: their compiles would load the 2 cores while the suite's
+# timing-bound tests (heartbeats, stop signals, hung actors) run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENVS=${CI_VENVS:-/tmp/srwm_jax_ci_venvs}
@@ -16,8 +18,7 @@ case ${1:-} in
     rm -rf "$LOGS"
     mkdir -p "$LOGS"
     # setsid + timeout: each job ends by itself (30 min) even if the caller is gone.
-    JAX_PLATFORMS=cpu setsid timeout 2400 bash "$ROOT/.ci/python_versions.sh" all \
-      > "$LOGS/setup.log" 2>&1 &
+    setsid timeout 1800 bash "$ROOT/.ci/python_versions.sh" setup > "$LOGS/setup.log" 2>&1 &
     echo $! > "$LOGS/setup.pid"
     JAX_PLATFORMS=cpu setsid timeout 1800 bash "$ROOT/.ci/offline_node.sh" > "$LOGS/offline.log" 2>&1 &
     echo $! > "$LOGS/offline.pid"
@@ -37,7 +38,7 @@ case ${1:-} in
       esac
     done
     if [ $failed = 1 ]; then echo "legs.sh: a background job failed (logs above)"; exit 1; fi
-    echo "legs.sh: both jax legs and the offline-node check passed"
+    JAX_PLATFORMS=cpu bash "$ROOT/.ci/python_versions.sh" test
     ;;
   *) echo "usage: bash .ci/legs.sh start|finish"; exit 2 ;;
 esac
