@@ -5,6 +5,9 @@
     repo_root      the repository root (cwd of subprocess-based tests)
     x64            runs the test with jax_enable_x64 on (float64 references)
 """
+import http.server
+import socket
+import threading
 from pathlib import Path
 
 import jax
@@ -46,3 +49,45 @@ def x64():
     """float64 inside the test (restored afterwards)."""
     with jax.enable_x64(True):
         yield
+
+
+# --- a local file server for the download tests (no test reaches the network) ---
+
+class _Server(http.server.ThreadingHTTPServer):
+    files: dict[str, bytes]
+    truncate: bool = False
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        body = self.server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.server.truncate:  # the server dies mid-transfer
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server (127.0.0.1, ephemeral port) for download tests: set `server.files`
+    {path: bytes}; `server.truncate = True` makes it die mid-transfer. URL: `server.url`."""
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.files = {}
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.shutdown()
+    srv.server_close()

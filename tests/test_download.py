@@ -9,13 +9,11 @@ CIFAR-100-format tar.gz. The real URLs stay in the code; the tests pass their ow
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import pickle
 import socket
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -31,44 +29,6 @@ needs_omniglot = pytest.mark.skipif(
     not (OMNIGLOT / "omniglot.npz").is_file(), reason=f"real Omniglot data not found at {OMNIGLOT}")
 # Two small background alphabets and one small evaluation alphabet.
 ALPHABETS = ("Blackfoot_(Canadian_Aboriginal_Syllabics)", "Tagalog", "Angelic")
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    files: dict[str, bytes]
-    truncate: bool = False
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        body = self.server.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.server.truncate:  # the server dies mid-transfer
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    srv = _Server(("127.0.0.1", 0), _Handler)
-    srv.files = {}
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def _raw():

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
-import threading
 
 import numpy as np
 import pytest
@@ -69,34 +67,6 @@ def test_malformed_files_are_refused(tmp_path):
         load_mnist_family("mnist", tmp_path, "train")
     with pytest.raises(ValueError, match="'train' and 'test'"):
         load_mnist_family("mnist", tmp_path, "val")
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        body = self.server.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files = {}
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def test_download_checks_md5_and_reads_back(server, tmp_path):
