@@ -170,6 +170,34 @@ def test_ptx_threads_parser():
     assert h100.parse_ptx_threads(ptx) == {"srwm_fwd": 32, "srwm_bwd": 128}
 
 
+def test_kernel_resources_picks_the_autotuned_candidate_that_runs(tmp_path, monkeypatch):
+    """XLA's autotuner assembles several candidates of one fusion under one name (seen on jax
+    0.12.1: a gemm fusion at 64 and at 128 threads); the candidate read is the one whose threads
+    match the launch, and no candidate matching is an error, never a silent pick."""
+    dump, ptx_dir = tmp_path / "dump", tmp_path / "ptx"
+    dump.mkdir()
+    ptx_dir.mkdir()
+    (dump / "m.thunk_sequence.txt").write_text(
+        "005: kCustomKernel [prev=004 (1) | next=006 (1)] kernel=gemm_fusion_dot_29, "
+        "profile_annotation=x, launch dimensions=blocks: {8, 1, 1}, "
+        "threads/block: {128, 1, 1}, cluster_dim=nullopt, shmem_bytes=0, use_pdl=false\n")
+
+    def ptx(threads):
+        return (".version 8.7\n.target sm_90a\n.visible .entry gemm_fusion_dot_29(\n"
+                f" .param .u64 a\n)\n.reqntid {threads}, 1, 1\n{{\n ret;\n}}\n")
+    registers = {64: 40, 128: 90}
+    monkeypatch.setattr(h100, "run_ptxas", lambda path, _: {"gemm_fusion_dot_29": dict(
+        registers=registers[int(path.read_text().split(".reqntid ")[1].split(",")[0])],
+        stack_bytes=0, spill_stores=0, spill_loads=0)})
+    (ptx_dir / "ptx.0").write_text(ptx(64))
+    (ptx_dir / "ptx.1").write_text(ptx(128))
+    [kernel] = h100.kernel_resources(dump, ptx_dir, "ptxas")
+    assert (kernel.threads, kernel.registers) == (128, 90)
+    (ptx_dir / "ptx.1").unlink()
+    with pytest.raises(RuntimeError, match="launches 128 threads per block, the PTX declares 64"):
+        h100.kernel_resources(dump, ptx_dir, "ptxas")
+
+
 def test_gate_skip_is_a_failure_under_ci(tmp_path):
     """With CI=true and no CUDA plugin importable, the gate fails instead of skipping."""
     test = tmp_path / "test_probe.py"
