@@ -25,8 +25,8 @@
 #   - site-packages gets no top-level name from srwm-jax but srwm_jax.
 # pip's cache (~/.cache/pip) is reused between runs. Usage: bash .ci/python_versions.sh [PHASE]
 # PHASE: setup (make the venvs and install; no tests), test (the tests, in venvs a setup made),
-# or all (default: both, leg by leg). .ci/legs.sh runs setup in the background while the main
-# suite runs, then test.
+# or all (default: both, leg by leg). .ci/legs.sh runs setup, then test, in the background
+# beside the main suite.
 # Environment: LEGS, TESTS (the pytest arguments), CI_VENVS (default /tmp/srwm_jax_ci_venvs).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
