@@ -14,6 +14,9 @@ number of waves (grid blocks / (blocks per SM x 132)) at the paper's shapes:
   few-shot   B=128 H=16 d=16 T=6     (Omniglot 5-way 1-shot, batch 128, 16 heads of 16)
   RL         B=32 / 64 H=8 d=16 T=50 (IMPALA unrolls of 50 steps, 8 heads of 16)
   long       B=16 H=16 d=16 T=4096   (a long-sequence stress shape; waves do not depend on T)
+  gate T=76  B=128 H=16 T=76         (the H100 gate's shape: SRWM d=16 with input softmax and
+                                      d=64 masked with input softmax, whose registers jax 0.12
+                                      changed)
 
 The original kernels (supervised_learning/self_ref_v0/self_ref_v0.cu and
 fast_weight/fast_weight_cuda.cu) are not compiled here (they need PyTorch's headers); their
@@ -42,7 +45,8 @@ PROGRAM_LABEL = {("forward", "fwd"): "forward", ("grad", "fwd"): "forward + resi
 
 
 def our_cases():
-    """(shape name, KernelCase): every head size at the few-shot shape, d=16 at all shapes."""
+    """(shape name, KernelCase): every head size at the few-shot shape, d=16 at all shapes,
+    and two input-softmax SRWM kernels at the gate's shape."""
     cases = []
     for shape, (b, h, t) in SHAPES.items():
         for d in ((16, 32, 64) if shape == "few-shot" else (16,)):
@@ -50,6 +54,10 @@ def our_cases():
                                                  input_softmax=False)))
         for d in ((16, 32, 64, 128) if shape == "few-shot" else (16,)):
             cases.append((shape, h100.KernelCase("delta", d, d, seq_len=t, batch=b, heads=h)))
+    # The two kernels whose registers moved with jax 0.12's Triton (kernels/README.md, occupancy
+    # per jax version), at the H100 gate's shape (B=128 H=16 T=76, tests/h100_gate.py).
+    cases.append(("gate T=76", h100.KernelCase("srwm", 16, input_softmax=True)))
+    cases.append(("gate T=76", h100.KernelCase("srwm", 64, input_softmax=True, reset=True)))
     return cases
 
 
@@ -184,7 +192,15 @@ def alternatives_table(rows) -> str:
 
 
 def _case_label(case):
-    return f"srwm d={case.d}" if case.op == "srwm" else f"delta {case.d}x{case.dv}"
+    if case.op != "srwm":
+        return f"delta {case.d}x{case.dv}"
+    return (f"srwm d={case.d}" + (" input softmax" if case.input_softmax else "")
+            + (" masked" if case.reset else ""))
+
+
+def _part(kernel: str) -> str:
+    """"fwd" or "bwd" from a kernel name (``srwm_fwd``, ``srwm_bwd_reset__1``, ...)."""
+    return "fwd" if "fwd" in kernel.split("__")[0] else "bwd"
 
 
 def table(rows_ours, rows_original) -> str:
@@ -193,7 +209,7 @@ def table(rows_ours, rows_original) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for shape, case, r in rows_ours:
         occ = h100.Occupancy(r["blocks_per_sm"], r["warps_per_sm"], r["limited_by"])
-        part = "fwd" if r["kernel"].split("__")[0].endswith("fwd") else "bwd"
+        part = _part(r["kernel"])
         launch = PROGRAM_LABEL[(r["program"], part)]
         lines.append(f"| {shape} | {_case_label(case)} | ours | {launch} "
                      f"| {r['grid']} | {r['threads']} | {r['registers']} | {r['shared_bytes']} "
@@ -260,7 +276,7 @@ def main(argv=None):
     if args.json:
         rows = []
         for shape, case, r in rows_ours:
-            part = "fwd" if r["kernel"].split("__")[0].endswith("fwd") else "bwd"
+            part = _part(r["kernel"])
             rows.append(dict(r, shape=shape, label=_case_label(case),
                              launch=PROGRAM_LABEL[(r["program"], part)]))
         Path(args.json).write_text(json.dumps({"jax": jax.__version__, "rows": rows}, indent=1))

@@ -9,6 +9,8 @@ and 0.12.x (the newest). Code elsewhere calls these helpers instead of checking 
   using AbstractDevice"); 0.10 assumes compute capability 9.0 and needs none.
 - ``jax.sharding.SingleDeviceSharding`` is deprecated in 0.12: a ``NamedSharding`` on a
   one-device mesh places an array on one device on every version.
+- Pallas's Triton lowering in jax 0.12 gives the SRWM d=64 masked forward more registers than
+  0.10/0.11 did; its block config widens there (:func:`pallas_triton_needs_wider_srwm_blocks`).
 - jax's CUDA PJRT plugin is ``jax_plugins.xla_cuda12`` (jax-cuda12-plugin) or
   ``jax_plugins.xla_cuda13`` (jax-cuda13-plugin, the GPU nodes' CUDA 13 build).
 """
@@ -56,6 +58,19 @@ def gpu_lowering_context(abstract_mesh=None):
     if not needs_abstract_gpu_mesh():
         return contextlib.nullcontext()
     return jax.sharding.use_abstract_mesh(abstract_mesh or abstract_gpu_mesh())
+
+
+def pallas_triton_needs_wider_srwm_blocks() -> bool:
+    """Whether SRWM d=64's masked forward needs 16 warps per block, not 8 (jax >= 0.12).
+
+    Measured (deviceless H100 compiles, ``tests/h100_gate.py``; kernels/README.md, occupancy
+    per jax version): jax 0.12.1's Triton gives that kernel 179 registers on 8 warps (128 on jax
+    0.10.2 and 0.11.2 with input softmax), so 1 block and 8 warps per SM instead of 2 and 16;
+    on 16 warps it takes 123-128 registers, 16 warps per SM, no spill.
+    ``kernels.srwm.default_srwm_config`` uses this; on 0.10/0.11 the config stays at 8 warps
+    (16 would halve the resident blocks of its input-softmax variant there).
+    """
+    return JAX_VERSION[:2] >= (0, 12)
 
 
 def single_device_sharding(device):

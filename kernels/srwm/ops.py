@@ -44,13 +44,19 @@ def default_srwm_config(d: int, num_sequences: int, masked: bool = False) -> SRW
     masked: the call has a reset mask. d=64's masked backward then runs on 8 warps, not 16:
     at 16 warps ptxas caps it at 128 registers and, from jax 0.12's Triton, it spills; at 8 it
     fits in 255 registers, still one block per SM (kernels/README.md, occupancy per version).
+    On jax >= 0.12 (``jax_compat.pallas_triton_needs_wider_srwm_blocks``) d=64's masked
+    *forward* runs on 16 warps, not 8: that Triton gives it 179 registers on 8 warps (1 block,
+    8 warps per SM; 128 registers and 2 blocks, 16 warps on jax 0.10/0.11 with input softmax),
+    and 123-128 on 16 warps, 16 warps per SM again, with no spill.
     """
+    from srwm_jax import jax_compat  # noqa: PLC0415 (as in _reference: kernels/ stay relative)
+    wider = jax_compat.pallas_triton_needs_wider_srwm_blocks()
     if d <= 16:
         block_seqs, warps, warps_bwd = 1, 1, 1
     elif d <= 32:
         block_seqs, warps, warps_bwd = 1, 2, 4
     else:
-        block_seqs, warps, warps_bwd = 1, 8, (8 if masked else 16)
+        block_seqs, warps, warps_bwd = 1, (16 if wider and masked else 8), (8 if masked else 16)
     # Keep at least one program per ~2 sequences when N is tiny (RL: B*H can be small).
     block_seqs = max(1, min(block_seqs, 1 << max(0, (num_sequences - 1).bit_length() - 1)))
     return SRWMBlockConfig(block_seqs=block_seqs, num_warps=warps, num_warps_bwd=warps_bwd,
@@ -158,7 +164,7 @@ def srwm_pallas(x, W, *, input_softmax: bool, reset=None, reset_weights=None,
         before step t (see ``srwm_jax.srwm``).
       reset_weights: like W; default W.
       interpret: run the same kernels in Pallas interpret mode (any backend).
-      config: block sizes; ``default_srwm_config(d, B*H)`` when None.
+      config: block sizes; ``default_srwm_config(d, B*H, masked=reset is not None)`` when None.
 
     Returns:
       y [B, T, H, d] in x's dtype and W_T (same type as W, float32). Differentiable
