@@ -17,15 +17,15 @@ per tile row, ``WGMMA.reduce(1)``):
 a, q, k are used as column vectors (one value per tile column, ``WGMMA.reduce(0)``,
 broadcast over rows). q and k come out of the first read as rows of o, so o takes an SMEM
 round trip: stored as a row vector, reloaded as the column vectors o[d:2d], o[2d:3d] and
-o[3d:4d] (the sigmoid rates, spread onto the rows by the constant selector
-``sel[j, m] = (j // d == m)``). Softmaxes over d run on the broadcast [R, d] tile (max and
-sum as row reductions; every row holds the same values). Why this mapping is in
-kernels/README.md ("Mosaic GPU").
+o[3d:3d+8] (the sigmoid rates, spread onto the rows by the constant selector
+``sel[j, m] = (j // d == m)``, [R, 8]). Softmaxes run on [d] column vectors (whose
+reductions stay inside each thread's quad of lanes); broadcasting a column vector over rows
+costs no registers. Why this mapping is in kernels/README.md ("Mosaic GPU").
 
 Kernel layout (prepared by ``kernels/srwm/mosaic_ops.py``), sequence-major; Tp = T padded to a
 multiple of the time block TB (padded steps are computed but leave G unchanged):
 
-  x    [N, Tp, d]   input dtype     g0  [N, R, d]  float32     sel [R, d] float32
+  x    [N, Tp, d]   input dtype     g0  [N, R, d]  float32     sel [R, 8] float32
 
 Outputs: the logits o [N, Tp, R] float32 (y_t = o[:, t, :d]); G after every ``chunk`` steps
 [N, NC * R, d] float32 (chunk c at rows c*R...; the last is G_T); with ``save_residuals`` the
@@ -43,6 +43,8 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from ..delta_rule.mosaic_fwd import call_kernel
 
+SEL_COLS = 8  # columns of the selector tile: the 4 rates, padded to a WGMMA column group
+
 
 def stacked_rows(d: int) -> int:
     """R: rows of the stacked tile (3d + 4 outputs, padded to a multiple of 64)."""
@@ -54,16 +56,21 @@ def load_tile(ref):
     return plgpu.load(ref, layout=plgpu.Layout.WGMMA).astype(jnp.float32)
 
 
-def load_cols(ref, rows):
-    """[d] SMEM vector -> [rows, d] float32 tile, every row the vector (WGMMA column layout)."""
-    v = plgpu.load(ref, layout=plgpu.Layout.WGMMA.reduce(0)).astype(jnp.float32)
-    return jnp.broadcast_to(v[None, :], (rows, v.shape[0]))
+def load_col(ref):
+    """[d] SMEM vector -> float32 column vector (one value per tile column, WGMMA.reduce(0)),
+    broadcast over rows as ``v[None, :]``."""
+    return plgpu.load(ref, layout=plgpu.Layout.WGMMA.reduce(0)).astype(jnp.float32)
 
 
-def softmax_cols(t):
-    """Softmax over the columns of a [R, d] tile (each row on its own)."""
-    e = jnp.exp(t - jnp.max(t, axis=1)[:, None])
-    return e / jnp.sum(e, axis=1)[:, None]
+def load_row(ref):
+    """[R] SMEM vector -> float32 row vector (one value per tile row, WGMMA.reduce(1))."""
+    return plgpu.load(ref, layout=plgpu.Layout.WGMMA.reduce(1)).astype(jnp.float32)
+
+
+def softmax(v):
+    """Softmax of a column vector (its reductions stay inside each thread's quad)."""
+    e = jnp.exp(v - jnp.max(v))
+    return e / jnp.sum(e)
 
 
 def sigmoid(t):
@@ -72,15 +79,15 @@ def sigmoid(t):
 
 def read_step(g, a, o_ref, sel_ref, d):
     """The reads of one step from G: stores the logits o in ``o_ref`` ([R] SMEM) and returns
-    (q, k) as [R, d] column tiles, the per-row rates [R] and u = rowsum(G (q - k)) [R]."""
-    rows = g.shape[0]
-    o_ref[...] = jnp.sum(g * a, axis=1)
-    q = softmax_cols(load_cols(o_ref.at[pl.ds(d, d)], rows))
-    k = softmax_cols(load_cols(o_ref.at[pl.ds(2 * d, d)], rows))
-    rates_cols = sigmoid(load_cols(o_ref.at[pl.ds(3 * d, d)], rows))
-    rates = jnp.sum(load_tile(sel_ref) * rates_cols, axis=1)
-    u = jnp.sum(g * (q - k), axis=1)
-    return q, k, rates, u
+    q, k ([d] column vectors), the sigmoid rates s ([8] column vector, entries 4.. unused), the
+    per-row rates [R] and u = rowsum(G (q - k)) [R]."""
+    o_ref[...] = jnp.sum(g * a[None, :], axis=1)
+    q = softmax(load_col(o_ref.at[pl.ds(d, d)]))
+    k = softmax(load_col(o_ref.at[pl.ds(2 * d, d)]))
+    s = sigmoid(load_col(o_ref.at[pl.ds(3 * d, SEL_COLS)]))
+    rates = jnp.sum(load_tile(sel_ref) * s[None, :], axis=1)
+    u = jnp.sum(g * (q - k)[None, :], axis=1)
+    return q, k, s, rates, u
 
 
 def _fwd_kernel(*refs, d, seq_len, time_block, num_blocks, chunk_blocks, input_softmax,
@@ -126,13 +133,13 @@ def _fwd_kernel(*refs, d, seq_len, time_block, num_blocks, chunk_blocks, input_s
                 # A 0/1 blend (as the delta-rule kernel): G (1 - m) + F m, exact for finite G.
                 m = reset_s[j]
                 g = g * (1.0 - m) + load_tile(fresh_s) * m
-            a = load_cols(x_s.at[j], rows)
+            a = load_col(x_s.at[j])
             if input_softmax:
-                a = softmax_cols(a)
-            _, k, rates, u = read_step(g, a, o_s.at[j], sel_s, d)
+                a = softmax(a)
+            _, k, _, rates, u = read_step(g, a, o_s.at[j], sel_s, d)
             # Steps past T (the padded tail of the last time block) leave G unchanged.
             valid = ((b * time_block + j) < seq_len).astype(jnp.float32)
-            g = g + ((rates * u) * valid)[:, None] * k
+            g = g + ((rates * u) * valid)[:, None] * k[None, :]
             if save_residuals:
                 u_s[j] = u
             return g
@@ -177,7 +184,7 @@ def srwm_forward_mosaic(x, g0, sel, *, seq_len, input_softmax, save_residuals, c
     scratch = [plgpu.SMEM((time_block, d), x.dtype),
                plgpu.SMEM((time_block, rows), f32),
                plgpu.SMEM((rows, d), f32),
-               plgpu.SMEM((rows, d), f32)]
+               plgpu.SMEM((rows, SEL_COLS), f32)]
     if save_residuals:
         scratch.append(plgpu.SMEM((time_block, rows), f32))
     if resets is not None:

@@ -16,10 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _autodiff, _common
-from .mosaic_fwd import stacked_rows
+from .mosaic_fwd import SEL_COLS, stacked_rows
 
-# One d=64 backward would hold G and dL/dG (2 x 128 floats per thread) in registers: ptxas
-# caps a thread at 255, so d=64 runs forward only on Mosaic (gradients: see supported()).
 MOSAIC_HEAD_DIMS = (16, 32, 64)
 
 
@@ -27,16 +25,20 @@ MOSAIC_HEAD_DIMS = (16, 32, 64)
 class MosaicSRWMConfig:
     """time_block: steps staged in SMEM per TMA round (>= 4: the reset mask's TMA box is
     time_block float32 values, at least 16 bytes); chunk: checkpoint spacing (a multiple of
-    time_block)."""
+    time_block); in_smem: the backward keeps G and dL/dG in SMEM instead of registers."""
     time_block: int
     chunk: int
+    in_smem: bool = False
 
 
 def default_mosaic_srwm_config(d: int) -> MosaicSRWMConfig:
     """TB = 8; chunk = 4d rounded up to TB (as the Triton kernels' 4d: the checkpoints,
-    R*d floats per chunk, stay below the per-step residuals, 2R floats per step)."""
+    R*d floats per chunk, stay below the per-step residuals, 2R floats per step).
+    in_smem from d = 32: in registers G and dL/dG (2 x 32 floats per thread) plus the step's
+    temporaries spilled 8 bytes on sm_90a (jax 0.12.1); at d = 16 (8 floats each) they fit."""
     time_block = 8
-    return MosaicSRWMConfig(time_block=time_block, chunk=_common.round_up(4 * d, time_block))
+    return MosaicSRWMConfig(time_block=time_block, chunk=_common.round_up(4 * d, time_block),
+                            in_smem=d >= 32)
 
 
 def srwm_mosaic_supported(x, W, reset=None, *unused_args, **unused_kwargs) -> tuple[bool, str]:
@@ -59,16 +61,13 @@ def srwm_mosaic_supported(x, W, reset=None, *unused_args, **unused_kwargs) -> tu
     return True, "ok"
 
 
-def _constants(d: int):
-    """sel [R, d] (sel[j, m] = 1 where row j belongs to weight m: rows of W_y^T -> 0, W_q^T -> 1,
-    W_k^T -> 2, W_b^T -> 3; padding rows 0) and the one-hot first row e0 [R]."""
-    rows = stacked_rows(d)
-    sel = np.zeros((rows, d), np.float32)
+def _selector(d: int):
+    """sel [R, 8]: sel[j, m] = 1 where row j of G belongs to weight m (rows of W_y^T -> 0,
+    W_q^T -> 1, W_k^T -> 2, W_b^T -> 3; padding rows and columns 4.. are 0)."""
+    sel = np.zeros((stacked_rows(d), SEL_COLS), np.float32)
     for j in range(3 * d + 4):
         sel[j, min(j // d, 3)] = 1.0
-    e0 = np.zeros((rows,), np.float32)
-    e0[0] = 1.0
-    return jnp.asarray(sel), jnp.asarray(e0)
+    return jnp.asarray(sel)
 
 
 def to_stacked(wy, wq, wk, wb):
@@ -107,7 +106,7 @@ def _srwm_core(input_softmax: bool, seq_len: int, config: MosaicSRWMConfig, inte
 
     def launch(args, aux, save_residuals, chunk):
         x, g0, fresh = args
-        sel, _ = _constants(x.shape[-1])
+        sel = _selector(x.shape[-1])
         resets = None if aux is None else (aux, fresh)
         return srwm_forward_mosaic(
             x, g0, sel, seq_len=seq_len, input_softmax=input_softmax,
@@ -132,12 +131,12 @@ def _srwm_core(input_softmax: bool, seq_len: int, config: MosaicSRWMConfig, inte
         x, g0, _ = args
         o, u, ckpt = residuals
         dy, dg_final = cotangents
-        sel, e0 = _constants(x.shape[-1])
+        sel = _selector(x.shape[-1])
         dx, dg0 = srwm_backward_mosaic(
-            x, dy.astype(x.dtype), o, u, ckpt, dg_final.astype(jnp.float32), sel, e0,
+            x, dy.astype(x.dtype), o, u, ckpt, dg_final.astype(jnp.float32), sel,
             seq_len=seq_len, input_softmax=input_softmax,
             chunk=min(config.chunk, x.shape[1]), time_block=config.time_block,
-            interpret=interpret)
+            interpret=interpret, in_smem=config.in_smem)
         return dx.astype(x.dtype), dg0, None
 
     return _autodiff.kernel_op(
