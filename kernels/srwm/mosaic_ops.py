@@ -56,8 +56,9 @@ def srwm_mosaic_supported(x, W, reset=None, *unused_args, **unused_kwargs) -> tu
     if d not in MOSAIC_HEAD_DIMS:
         return False, f"head dim d={d} is not one of {MOSAIC_HEAD_DIMS}"
     if reset is not None:
-        return False, ("reset masks: the masked Mosaic GPU SRWM forward runs in interpret mode "
-                       "only (no Mosaic backward with resets; kernels/README.md)")
+        return False, ("reset masks: no Mosaic GPU SRWM backward with resets yet (its gradients "
+                       "would run through the scan's VJP); the Triton kernels handle them "
+                       "(kernels/README.md)")
     return True, "ok"
 
 
