@@ -62,7 +62,8 @@ def mosaic_cases(quick: bool = False) -> list[MosaicCase]:
     # the input dtype.
     cases += [MosaicCase(16, 16, op="srwm")]
     cases += [] if quick else [MosaicCase(d, d, op="srwm") for d in (32, 64)] + [
-        MosaicCase(16, 16, "bfloat16", op="srwm")]
+        MosaicCase(16, 16, "bfloat16", op="srwm")] + [
+        MosaicCase(d, d, reset=True, op="srwm") for d in (16, 32)]  # masked: d <= 32
     return cases
 
 
@@ -104,14 +105,16 @@ def _srwm_programs(case: MosaicCase, seq_len: int):
     x = on_h100((batch, seq_len, heads, d), jnp.dtype(case.dtype))
     W = srwm_jax.SRWMWeights(*(on_h100((batch, heads, d, m), jnp.float32) for m in (d, d, d, 4)))
 
-    def forward(x, W):
-        return srwm_mosaic(x, W, input_softmax=True)
+    args = (x, W, on_h100((batch, seq_len), jnp.bool_)) if case.reset else (x, W)
 
-    def loss(x, W):
-        y, W_T = forward(x, W)
+    def forward(x, W, reset=None):
+        return srwm_mosaic(x, W, input_softmax=True, reset=reset)
+
+    def loss(x, W, reset=None):
+        y, W_T = forward(x, W, reset)
         return jnp.sum(y.astype(jnp.float32)) + sum(jnp.sum(w) for w in W_T)
 
-    return (x, W), forward, loss
+    return args, forward, loss
 
 
 def compile_case(case: MosaicCase, dump: Path, seq_len: int = 76) -> list[dict]:

@@ -76,7 +76,8 @@ def test_resolve_backend_by_gpu_generation(monkeypatch, caplog):
     reset = jnp.zeros((1, 2), bool)  # masked calls stay on Triton (kernels/README.md)
     masked = (*delta_ok, reset)
     assert resolve_impl("delta_rule", "pallas", "delta_rule_supported", *masked) == "triton"
-    srwm_masked = (*_srwm_args(16), reset)
+    srwm_masked = (*_srwm_args(64), reset)  # masked d=64: SMEM (kernels/README.md)
+    assert resolve_impl("srwm", "pallas", "srwm_supported", *_srwm_args(16), reset) == expect
     assert resolve_impl("srwm", "pallas", "srwm_supported", *srwm_masked) == "triton"
     dispatch._logged.clear()
     caplog.clear()
@@ -87,7 +88,7 @@ def test_resolve_backend_by_gpu_generation(monkeypatch, caplog):
     why = "dk=64" if mosaic_ok else "needs jax >= 0.11"
     with pytest.raises(ValueError, match=rf"impl='mosaic' does not support .*{why}"):
         resolve_impl("delta_rule", "mosaic", "delta_rule_supported", *delta_big)
-    why = "reset masks" if mosaic_ok else "needs jax >= 0.11"
+    why = "reset masks at d=64" if mosaic_ok else "needs jax >= 0.11"
     with pytest.raises(ValueError, match=rf"impl='mosaic_interpret' does not support .*{why}"):
         resolve_impl("srwm", "mosaic_interpret", "srwm_supported", *srwm_masked)
     assert resolve_impl("delta_rule", "triton", "delta_rule_supported", *delta_ok) == "triton"

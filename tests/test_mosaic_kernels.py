@@ -235,16 +235,24 @@ def test_srwm_gradients_match_float64(seq_len, d, dtype, input_softmax, config):
         _close(got, w, 1e-2 if bf16 else 1e-4, f"dW0.{name}")
 
 
-def test_srwm_resets_forward_and_gradients():
-    """Reset mask and reset weights: the forward kernel applies them; the gradient (the scan
-    reference's VJP on this path) matches float64 for x, W_0 and the reset weights."""
-    x, W = _srwm_inputs(2, 2, 5, 1, 16)
-    _, fresh = _srwm_inputs(3, 2, 5, 1, 16)
-    reset = jnp.array([[False, False, True, False, True], [True, False, False, True, True]])
+@pytest.mark.parametrize("d,config", [
+    (16, MosaicSRWMConfig(time_block=4, chunk=8)),                 # G in registers
+    (32, MosaicSRWMConfig(time_block=4, chunk=8, in_smem=True)),   # G, dG in SMEM
+])
+def test_srwm_resets_forward_and_gradients(d, config):
+    """Reset mask and reset weights, forward and backward kernels: T = 9 over two chunks of two
+    time blocks, so the backward rebuilds the weights before a reset from W_0 (steps 2, 6),
+    from a checkpoint (step 8) and across a time block (step 6); resets at consecutive steps
+    (0 and 1, 7 and 8) and at the first step. Values and the gradients of x, W_0 and the reset
+    weights against float64."""
+    x, W = _srwm_inputs(2, 2, 9, 1, d)
+    _, fresh = _srwm_inputs(3, 2, 9, 1, d)
+    reset = jnp.array([[False, False, True, False, False, False, True, False, True],
+                       [True, True, False, False, False, False, False, True, True]])
 
     def kernel(x, W, fresh):
         return srwm_mosaic(x, W, input_softmax=True, reset=reset, reset_weights=fresh,
-                           interpret=True, config=SRWM_SMALL_CHUNK)
+                           interpret=True, config=config)
 
     def reference(x, W, fresh):
         return srwm_reference(x, W, input_softmax=True, reset=reset, reset_weights=fresh)
@@ -291,8 +299,9 @@ def test_srwm_unsupported_configurations_raise_one_error():
     x, W = _srwm_inputs(6, 1, 2, 1, 8)
     with pytest.raises(ValueError, match=r"srwm_mosaic: unsupported configuration: head dim d=8"):
         srwm_mosaic(x, W, input_softmax=False, interpret=True)
-    x, W = _srwm_inputs(6, 1, 2, 1, 16)
-    with pytest.raises(ValueError, match=r"impl='mosaic_interpret' does not support .*reset"):
+    x, W = _srwm_inputs(6, 1, 2, 1, 64)
+    with pytest.raises(ValueError, match=r"impl='mosaic_interpret' does not support .*reset "
+                                         r"masks at d=64"):
         srwm_jax.srwm(x, W, reset=jnp.zeros((1, 2), bool), impl="mosaic_interpret")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -19,6 +18,7 @@ from .. import _autodiff, _common
 from .mosaic_fwd import SEL_COLS, stacked_rows
 
 MOSAIC_HEAD_DIMS = (16, 32, 64)
+MAX_RESET_HEAD_DIM = 32  # masked calls: d = 64's backward exceeds SMEM (srwm_mosaic_supported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +55,10 @@ def srwm_mosaic_supported(x, W, reset=None, *unused_args, **unused_kwargs) -> tu
     d = x.shape[-1]
     if d not in MOSAIC_HEAD_DIMS:
         return False, f"head dim d={d} is not one of {MOSAIC_HEAD_DIMS}"
-    if reset is not None:
-        return False, ("reset masks: no Mosaic GPU SRWM backward with resets yet (its gradients "
-                       "would run through the scan's VJP); the Triton kernels handle them "
-                       "(kernels/README.md)")
+    if reset is not None and d > MAX_RESET_HEAD_DIM:
+        return False, (f"reset masks at d={d}: the masked Mosaic GPU backward needs 321560 bytes "
+                       "of shared memory > 232448 (G, dL/dG, the reset weights and their "
+                       "gradient are one [4d, d] float32 tile each; kernels/README.md)")
     return True, "ok"
 
 
@@ -126,19 +126,17 @@ def _srwm_core(input_softmax: bool, seq_len: int, config: MosaicSRWMConfig, inte
         return outputs(args[0], o, ckpt), (o, u, ckpt)
 
     def backward(args, aux, residuals, cotangents):
-        if aux is not None:  # resets: no Mosaic backward (kernels/README.md)
-            ref = functools.partial(_reference, input_softmax=input_softmax, seq_len=seq_len)
-            return jax.vjp(lambda a: ref(a, aux), args)[1](cotangents)[0]
-        x, g0, _ = args
+        x, g0, fresh = args
         o, u, ckpt = residuals
         dy, dg_final = cotangents
         sel = _selector(x.shape[-1])
-        dx, dg0 = srwm_backward_mosaic(
+        out = srwm_backward_mosaic(
             x, dy.astype(x.dtype), o, u, ckpt, dg_final.astype(jnp.float32), sel,
             seq_len=seq_len, input_softmax=input_softmax,
             chunk=min(config.chunk, x.shape[1]), time_block=config.time_block,
-            interpret=interpret, in_smem=config.in_smem)
-        return dx.astype(x.dtype), dg0, None
+            interpret=interpret, in_smem=config.in_smem,
+            resets=None if aux is None else (aux, fresh, g0))
+        return out[0].astype(x.dtype), out[1], None if aux is None else out[2]
 
     return _autodiff.kernel_op(
         forward, forward_with_residuals, backward,
@@ -160,15 +158,15 @@ def srwm_mosaic(x, W, *, input_softmax: bool, reset=None, reset_weights=None,
 
     Returns:
       y [B, T, H, d] in x's dtype and W_T (same type as W, float32). Differentiable w.r.t.
-      x, W and reset_weights: first order by the Mosaic backward kernel without resets, by
-      the scan reference's VJP with resets; higher orders through the scan reference.
+      x, W and reset_weights: first order by the Mosaic backward kernel (with resets, it
+      rebuilds the weights before a reset from the chunk's start), higher orders through
+      the scan reference.
 
     Raises:
-      ValueError: configurations ``srwm_mosaic_supported`` rejects (resets excepted: they
-        run here, forward on the Mosaic kernel; dispatch keeps them on Triton).
+      ValueError: configurations ``srwm_mosaic_supported`` rejects.
     Reference: ``srwm_jax.reference.srwm_reference``.
     """
-    ok, reason = srwm_mosaic_supported(x, W)
+    ok, reason = srwm_mosaic_supported(x, W, reset)
     if not ok:
         raise ValueError(f"srwm_mosaic: unsupported configuration: {reason}")
     batch, seq_len, heads, d = x.shape
