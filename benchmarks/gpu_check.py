@@ -8,13 +8,13 @@ Writes OUT_DIR/gpu_check.md: the device, jax version, and for each step its comm
 status, wall time and output. Without an NVIDIA GPU it exits at once (status 2) with one line.
 
 Steps, in order, each in its own process with a time limit. The limits add up to 480 s, so
-the whole run ends within 8 minutes even when a step hangs; the estimates (~345 s in all) come
+the whole run ends within 8 minutes even when a step hangs; the estimates (~360 s in all) come
 from each step's work (number of jit compiles at ~1-3 s each on a GPU host, timed loops), not
 yet from a GPU run:
   kernels_gpu  pytest tests/test_kernels_gpu.py: 19 kernel code paths compiled by Triton (and on
-               Hopper 5 Mosaic GPU delta-rule cases) and run (not interpreted) against the scan
-               reference, forward and all gradients; each case is 4 compiles (kernel and scan,
-               forward and grad)                                        est. 110 s, limit 150 s
+               Hopper 5 Mosaic GPU delta-rule and 3 Mosaic GPU SRWM cases) and run (not
+               interpreted) against the scan reference, forward and all gradients; each case
+               is 4 compiles (kernel and scan, forward and grad)        est. 125 s, limit 150 s
   kernels      python -m benchmarks.kernels --quick: Pallas vs scan at the paper's shapes (+ the
                IDSIA CUDA kernels with --original-cuda, + fla when importable)
                                                                         est. 80 s, limit 120 s

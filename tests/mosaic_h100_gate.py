@@ -7,7 +7,8 @@ abstract mesh in context so Pallas targets sm_90a), but the Mosaic GPU pipeline 
 itself: with ``MOSAIC_GPU_DUMP_PTXAS=1`` and ``MOSAIC_GPU_DUMP_TO=<existing dir>`` (this script
 sets both before jax starts) it writes each kernel's ``<name>_<n>.ptxas`` (registers, spills)
 and ``<name>_<n>.resources.txt`` (SMEM scratch bytes) there. Every Mosaic kernel is one
-warpgroup (128 threads) per CTA; grid = (N / 64) x (dv / BV) with N = B*H padded to 64.
+warpgroup (128 threads) per CTA; delta rule: grid = (N / 64) x (dv / BV) with N = B*H padded
+to 64; SRWM: grid = N (one sequence per CTA).
 
 Needs jax >= 0.11 with the CUDA plugin of the same version (jax-cuda12-plugin or
 jax-cuda13-plugin) and ``JAX_PLATFORMS=cpu``. Blocks/SM and waves: ``tests.h100_gate.occupancy``.
@@ -34,15 +35,17 @@ SHAPES = {  # name: (batch, heads, seq_len), as benchmarks/occupancy.py
 
 @dataclasses.dataclass(frozen=True)
 class MosaicCase:
-    dk: int
+    dk: int            # SRWM: the head dim d (dv = d)
     dv: int
     dtype: str = "float32"
     reset: bool = False
+    op: str = "delta"  # "delta" or "srwm"
 
     @property
     def name(self) -> str:
         short = {"float32": "f32", "bfloat16": "bf16"}[self.dtype]
-        parts = [f"delta dk{self.dk}-dv{self.dv}", short]
+        head = f"srwm d{self.dk}" if self.op == "srwm" else f"delta dk{self.dk}-dv{self.dv}"
+        parts = [head, short]
         return " ".join(parts + (["reset"] if self.reset else []))
 
 
@@ -55,6 +58,12 @@ def mosaic_cases(quick: bool = False) -> list[MosaicCase]:
     # No masked case: the masked forward's sm_90a compile did not finish Mosaic's layout
     # inference (>10 min, jax 0.12.1), so reset masks run on Triton (kernels/README.md).
     cases += [] if quick else [MosaicCase(16, 16, "bfloat16")]
+    # SRWM: the kernels depend on d (G in registers at 16, in SMEM in the backward from 32) and
+    # the input dtype.
+    cases += [MosaicCase(16, 16, op="srwm")]
+    cases += [] if quick else [MosaicCase(d, d, op="srwm") for d in (32, 64)] + [
+        MosaicCase(16, 16, "bfloat16", op="srwm")] + [
+        MosaicCase(d, d, reset=True, op="srwm") for d in (16, 32)]  # masked: d <= 32
     return cases
 
 
@@ -85,13 +94,43 @@ def read_kernel(dump: Path, stem: str) -> dict:
             "shared_bytes": int(smem.group(1)) if smem else 0, "threads": 128}
 
 
+def _srwm_programs(case: MosaicCase, seq_len: int):
+    """(args, forward, loss) of the SRWM case at B=128, H=16 (input softmax on)."""
+    import jax.numpy as jnp
+
+    import srwm_jax
+    from tests.h100_gate import on_h100
+    from srwm_jax.kernels.srwm.mosaic_ops import srwm_mosaic
+    batch, heads, d = 128, 16, case.dk
+    x = on_h100((batch, seq_len, heads, d), jnp.dtype(case.dtype))
+    W = srwm_jax.SRWMWeights(*(on_h100((batch, heads, d, m), jnp.float32) for m in (d, d, d, 4)))
+
+    args = (x, W, on_h100((batch, seq_len), jnp.bool_)) if case.reset else (x, W)
+
+    def forward(x, W, reset=None):
+        return srwm_mosaic(x, W, input_softmax=True, reset=reset)
+
+    def loss(x, W, reset=None):
+        y, W_T = forward(x, W, reset)
+        return jnp.sum(y.astype(jnp.float32)) + sum(jnp.sum(w) for w in W_T)
+
+    return args, forward, loss
+
+
 def compile_case(case: MosaicCase, dump: Path, seq_len: int = 76) -> list[dict]:
     """Compiles the forward and the gradient program of ``case`` for an H100; one row per
     Mosaic kernel (forward, forward + residuals, backward)."""
     import jax
     import jax.numpy as jnp
 
-    from tests.h100_gate import _mesh_context, on_h100
+    if case.op == "srwm":
+        args, forward, loss = _srwm_programs(case, seq_len)
+        rows = []
+        for program, fn in (("forward", forward), ("grad", jax.grad(loss, argnums=(0, 1)))):
+            rows += _compile_program(fn, args, {}, dump, program, case, lambda backward: None)
+        return rows
+
+    from tests.h100_gate import on_h100
     from srwm_jax.kernels.delta_rule.mosaic_ops import (default_mosaic_delta_config,
                                                         delta_rule_mosaic)
     batch, heads = 128, 16
@@ -114,19 +153,30 @@ def compile_case(case: MosaicCase, dump: Path, seq_len: int = 76) -> list[dict]:
     config = default_mosaic_delta_config(case.dk, case.dv, dt.itemsize)
     rows = []
     for program, fn in (("forward", forward), ("grad", jax.grad(loss, argnums=range(5)))):
-        before = set(dump.glob("*.ptxas"))
-        start = time.perf_counter()
-        with _mesh_context():
-            jax.jit(fn).trace(*args, **kwargs).lower().compile()
-        seconds = time.perf_counter() - start
-        for path in sorted(set(dump.glob("*.ptxas")) - before):
-            row = read_kernel(dump, path.stem)
-            backward = "bwd" in row["kernel"]
-            launch = ("backward" if backward else
-                      "forward + residuals" if program == "grad" else "forward")
-            block_v = config.block_v_bwd if backward else config.block_v
-            rows.append(dict(row, case=case.name, launch=launch, block_v=block_v,
-                             seconds=round(seconds, 1)))
+        rows += _compile_program(
+            fn, args, kwargs, dump, program, case,
+            lambda backward: config.block_v_bwd if backward else config.block_v)
+    return rows
+
+
+def _compile_program(fn, args, kwargs, dump, program, case, block_v):
+    """Compiles ``fn`` for a described H100; one row per Mosaic kernel it dumped."""
+    import jax
+
+    from tests.h100_gate import _mesh_context
+    before = set(dump.glob("*.ptxas"))
+    start = time.perf_counter()
+    with _mesh_context():
+        jax.jit(fn).trace(*args, **kwargs).lower().compile()
+    seconds = time.perf_counter() - start
+    rows = []
+    for path in sorted(set(dump.glob("*.ptxas")) - before):
+        row = read_kernel(dump, path.stem)
+        backward = "bwd" in row["kernel"]
+        launch = ("backward" if backward else
+                  "forward + residuals" if program == "grad" else "forward")
+        rows.append(dict(row, case=case.name, launch=launch, block_v=block_v(backward),
+                         seconds=round(seconds, 1)))
     return rows
 
 
@@ -136,10 +186,14 @@ def occupancy_rows(rows: list[dict]) -> list[dict]:
     for shape, (batch, heads, _) in SHAPES.items():
         n_pad = -(-batch * heads // 64) * 64
         for row in rows:
-            if row["case"] not in ("delta dk16-dv16 f32", "delta dk32-dv32 f32"):
+            if row["case"] not in ("delta dk16-dv16 f32", "delta dk32-dv32 f32", "srwm d16 f32",
+                                   "srwm d32 f32", "srwm d64 f32"):
                 continue
-            dv = int(re.search(r"dv(\d+)", row["case"]).group(1))
-            grid = (n_pad // 64) * (dv // row["block_v"])
+            if row["case"].startswith("srwm"):
+                grid = batch * heads  # one sequence per CTA
+            else:
+                dv = int(re.search(r"dv(\d+)", row["case"]).group(1))
+                grid = (n_pad // 64) * (dv // row["block_v"])
             occ = occupancy(row["registers"], row["threads"], row["shared_bytes"])
             out.append(dict(row, shape=shape, grid=grid, blocks_per_sm=occ.blocks_per_sm,
                             warps_per_sm=occ.warps_per_sm, limited_by=occ.limited_by,
@@ -151,7 +205,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--quick", action="store_true",
-                        help="only dk=dv=16 f32")
+                        help="only delta dk=dv=16 f32 and SRWM d=16 f32")
     parser.add_argument("--dump", help="existing or new directory for Mosaic GPU's dumps")
     args = parser.parse_args(argv)
     dump = setup_dump(args.dump)
@@ -167,7 +221,8 @@ def main(argv=None) -> int:
     print("| case | launch | BV | threads | regs/thread | spill st/ld (B) | SMEM (B) | compile s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {r['launch']} | {r['block_v']} | {r['threads']} | {r['registers']} "
+        bv = r["block_v"] or "-"
+        print(f"| {r['case']} | {r['launch']} | {bv} | {r['threads']} | {r['registers']} "
               f"| {r['spill_stores']}/{r['spill_loads']} | {r['shared_bytes']} | {r['seconds']} |")
     occ = occupancy_rows(rows)
     print("\n| shape | kernel | launch | grid | threads | regs/thread | shared (B) | blocks/SM "

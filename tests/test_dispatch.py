@@ -72,10 +72,13 @@ def test_resolve_backend_by_gpu_generation(monkeypatch, caplog):
     for impl in ("pallas", "auto"):
         assert resolve_impl("delta_rule", impl, "delta_rule_supported", *delta_ok) == expect
         assert resolve_impl("delta_rule", impl, "delta_rule_supported", *delta_big) == "triton"
-        assert resolve_impl("srwm", impl, "srwm_supported", *_srwm_args(16)) == "triton"
+        assert resolve_impl("srwm", impl, "srwm_supported", *_srwm_args(16)) == expect
     reset = jnp.zeros((1, 2), bool)  # masked calls stay on Triton (kernels/README.md)
     masked = (*delta_ok, reset)
     assert resolve_impl("delta_rule", "pallas", "delta_rule_supported", *masked) == "triton"
+    srwm_masked = (*_srwm_args(64), reset)  # masked d=64: SMEM (kernels/README.md)
+    assert resolve_impl("srwm", "pallas", "srwm_supported", *_srwm_args(16), reset) == expect
+    assert resolve_impl("srwm", "pallas", "srwm_supported", *srwm_masked) == "triton"
     dispatch._logged.clear()
     caplog.clear()
     with caplog.at_level("WARNING", logger="srwm_jax"):
@@ -85,9 +88,9 @@ def test_resolve_backend_by_gpu_generation(monkeypatch, caplog):
     why = "dk=64" if mosaic_ok else "needs jax >= 0.11"
     with pytest.raises(ValueError, match=rf"impl='mosaic' does not support .*{why}"):
         resolve_impl("delta_rule", "mosaic", "delta_rule_supported", *delta_big)
-    # any jax version
-    with pytest.raises(ValueError, match=r"impl='mosaic_interpret' does not support .*SRWM"):
-        resolve_impl("srwm", "mosaic_interpret", "srwm_supported", *_srwm_args(16))
+    why = "reset masks at d=64" if mosaic_ok else "needs jax >= 0.11"
+    with pytest.raises(ValueError, match=rf"impl='mosaic_interpret' does not support .*{why}"):
+        resolve_impl("srwm", "mosaic_interpret", "srwm_supported", *srwm_masked)
     assert resolve_impl("delta_rule", "triton", "delta_rule_supported", *delta_ok) == "triton"
     monkeypatch.setenv("SRWM_JAX_MOSAIC", "0")  # opt out of Mosaic GPU
     assert resolve_impl("delta_rule", "pallas", "delta_rule_supported", *delta_ok) == "triton"

@@ -10,8 +10,8 @@ multiple of any block): SRWM d in {16, 32, 64} with (input softmax, float32) and
 bf16) at T=76 (two checkpoint chunks at d=16), T=1 and T=4096 at d=16; the delta-rule (dk, dv)
 pairs with distinct block configs (``tests.h100_gate.delta_code_paths``, 9 pairs), bf16 at
 (128, 32), T=4096 at (16, 16); on Hopper (sm_90+, jax >= 0.11) also the Mosaic GPU delta rule
-(5 cases: dk 8/16/32, bf16, T=4096; no resets, which run on Triton), skipped with the reason
-elsewhere.
+(5 cases: dk 8/16/32, bf16, T=4096; no resets, which run on Triton) and the Mosaic GPU SRWM
+(3 cases: d 16 at T=4096, d 32 bf16 with resets, d 64), skipped with the reason elsewhere.
 
 Tolerances, relative to the largest reference value of each quantity (as tests/test_kernels.py
 uses against scan): float32 1e-5 forward, 1e-4 gradients; bf16 inputs 2e-2 for bf16 outputs
@@ -153,5 +153,32 @@ def test_delta_rule_mosaic_kernel_matches_scan_on_gpu(dk, dv, dtype, seq_len, wi
     _assert_trees_close("forward", jax.jit(kernel)(*args), jax.jit(scan)(*args), tol_out)
     out, grads = _outputs_and_grads(kernel, args)
     out_ref, grads_ref = _outputs_and_grads(scan, args)
+    _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
+    _assert_trees_close("gradients", grads, grads_ref, tol_grad)
+
+
+# Mosaic GPU SRWM (Hopper): d = 16 (G in registers; T=4096), 32 (backward with G and dL/dG in
+# SMEM; bf16 x; reset mask, rebuilt weights), 64. (Masked d = 64 runs on Triton.)
+SRWM_MOSAIC_CASES = [(16, True, jnp.float32, 4096, False), (32, False, jnp.bfloat16, 76, True),
+                     (64, True, jnp.float32, 76, False)]
+
+
+@pytest.mark.parametrize("d, input_softmax, dtype, seq_len, with_reset", SRWM_MOSAIC_CASES)
+def test_srwm_mosaic_kernel_matches_scan_on_gpu(d, input_softmax, dtype, seq_len, with_reset):
+    ok, why = _mosaic_runs_here()
+    if not ok:
+        pytest.skip(why)
+    rng = np.random.default_rng(d + seq_len + 11)
+    x = jnp.asarray(rng.standard_normal((B, seq_len, H, d)), jnp.float32).astype(dtype)
+    W = srwm_jax.SRWMWeights(*(jnp.asarray(rng.standard_normal((B, H, d, n)) / np.sqrt(d),
+                                           jnp.float32) for n in (d, d, d, 4)))
+    reset = jnp.asarray(rng.random((B, seq_len)) < 0.05) if with_reset else None
+    kernel = functools.partial(kernels.srwm_mosaic, input_softmax=input_softmax, reset=reset)
+    scan = functools.partial(srwm_jax.srwm, input_softmax=input_softmax, reset=reset,
+                             impl="scan")
+    tol_out, tol_grad = _tolerances(dtype, seq_len)
+    _assert_trees_close("forward", jax.jit(kernel)(x, W), jax.jit(scan)(x, W), tol_out)
+    out, grads = _outputs_and_grads(kernel, (x, W))
+    out_ref, grads_ref = _outputs_and_grads(scan, (x, W))
     _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
     _assert_trees_close("gradients", grads, grads_ref, tol_grad)

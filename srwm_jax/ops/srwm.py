@@ -54,7 +54,8 @@ def srwm(x, W, *, input_softmax=False, reset=None, reset_weights=None, impl: Imp
         None (default) = no resets (the same computation as before resets existed).
       reset_weights: SRWMWeights shaped like W, the weights a reset restores (a layer passes
         its slow weights); default W itself. Gradients flow to it from every reset point.
-      impl: "auto" | "scan" | "pallas" | "triton" | "*_interpret" (srwm_jax.dispatch).
+      impl: "auto" | "scan" | "pallas" | "triton" | "mosaic" | "*_interpret"
+        (srwm_jax.dispatch).
 
     Returns:
       y: [B, T, H, dy] in x's dtype, and W_T (float32 SRWMWeights) to carry into the next call.
@@ -70,11 +71,14 @@ def srwm(x, W, *, input_softmax=False, reset=None, reset_weights=None, impl: Imp
       >>> y, W_T = srwm(jnp.ones((B, T, H, d)), W)
     """
     W, reset_weights = _validate(x, W, reset, reset_weights)
-    which = resolve_impl("srwm", impl, "srwm_supported", x, W)
+    which = resolve_impl("srwm", impl, "srwm_supported", x, W, reset)
     if which == "scan":
         return srwm_scan(x, W, input_softmax=input_softmax, reset=reset,
                          reset_weights=reset_weights)
     # Imported here, not at the top: `import srwm_jax` stays free of Pallas.
-    from srwm_jax.kernels import srwm_pallas  # noqa: PLC0415
+    from srwm_jax.kernels import srwm_mosaic, srwm_pallas  # noqa: PLC0415
+    if which.startswith("mosaic"):
+        return srwm_mosaic(x, W, input_softmax=bool(input_softmax), reset=reset,
+                           reset_weights=reset_weights, interpret=which == "mosaic_interpret")
     return srwm_pallas(x, W, input_softmax=bool(input_softmax), reset=reset,
                        reset_weights=reset_weights, interpret=which == "triton_interpret")
