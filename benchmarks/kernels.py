@@ -5,6 +5,9 @@ Usage:
     python -m benchmarks.kernels --quick          # fewer shapes and repeats
     python -m benchmarks.kernels --quick --interpret   # CPU: Pallas rows in interpret mode
     python -m benchmarks.kernels --original-cuda /path/to/modern-srwm   # + IDSIA CUDA (torch)
+    python -m benchmarks.kernels --ops delta_rule --backends scan,triton,mosaic [--json OUT]
+                                                  # GPU: backends side by side (see below)
+    python -m benchmarks.kernels --from-json OUT  # print a saved --backends table again
 
 Shapes (B batch, H heads, d head dim, T time; delta rule uses dk = dv = d):
     few-shot  B=128 H=16 d=16 T=6, 26, 76
@@ -27,15 +30,26 @@ also caps B at 2 to stay quick). ``--original-cuda PATH`` times IDSIA/modern-srw
 ``self_ref_v0`` CUDA kernel when torch with CUDA is importable and PATH holds
 ``supervised_learning/self_ref_v0`` (that code is loaded from PATH, never copied
 here). fla's ``fused_recurrent_delta_rule`` is timed when ``fla`` is importable.
+
+``--backends a,b,...`` (any of scan, triton, mosaic; the kernels' interpreters with
+``--interpret``) times each backend at the backend-comparison shapes (few-shot B=128 H=16
+d=16 T=26, RL B=32 H=8 d=16 T=50 and T=1, long B=8 H=16 d=16 T=4096; ``--list`` shows them),
+forward and fwd+bwd, all in this process, and prints one row per shape and mode: each
+backend's median ms, then one ratio column per pair "a/b" = a's ms / b's ms (above 1: b is
+faster; "-" where either failed, with the reason at the end of the row; fla's time there too
+when importable). Mosaic GPU runs on
+Hopper (sm_90+) only; its kernels cover the delta rule, not SRWM (kernels/README.md).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 # Leave GPU memory to torch too when the original kernels are timed in this process.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -244,6 +258,84 @@ def bench_fla(fn, case, mode, dtype, repeats) -> Result:
         return Result(note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
 
 
+# --- backends side by side --------------------------------------------------------------------
+
+BACKENDS = ("scan", "triton", "mosaic")
+
+
+def backend_cases() -> list[Case]:
+    """The shapes of the backend comparison: few-shot, RL (a learner unroll and an actor step)
+    and long T, all at d = 16 (the configs' head size; Mosaic GPU takes dk <= 32)."""
+    return [Case("few-shot", 128, 16, 16, 26), Case("rl", 32, 8, 16, 50),
+            Case("rl", 32, 8, 16, 1), Case("long", 8, 16, 16, 4096)]
+
+
+def backend_impl(backend: str, interpret: bool) -> str:
+    """The ``impl`` string that runs ``backend`` (its interpreter when ``interpret``)."""
+    return f"{backend}_interpret" if interpret and backend != "scan" else backend
+
+
+def compare_backends(op, cases, backends, dtype, repeats, interpret=False, log=print,
+                     others=None):
+    """Times ``op`` with every backend at every case, forward and fwd+bwd, in this process.
+
+    others: optional {name: f(case, mode) -> Result} timed beside them (fla's kernel).
+    Returns rows ``{"op", "shape", "mode", "ms": {backend: ms or None},
+    "notes": {backend or other: why it has no time, or the other's time}}`` (the --json
+    format); ``log`` gets each formatted row as it is measured.
+    """
+    rows = []
+    for case in cases:
+        for mode in ("fwd", "fwd+bwd"):
+            row = dict(op=op, shape=case.label(), mode=mode, ms={}, notes={})
+            for backend in backends:
+                result = bench_jax(op, backend_impl(backend, interpret), case, mode, dtype,
+                                   repeats)
+                row["ms"][backend] = result.ms
+                if result.note:
+                    row["notes"][backend] = result.note
+            for name, bench in (others or {}).items():
+                result = bench(case, mode)
+                row["notes"][name] = (f"{result.ms:.3f}ms" if result.ms is not None
+                                      else result.note)
+            rows.append(row)
+            log(format_backend_rows([row], backends, header=False))
+    return rows
+
+
+def backend_pairs(backends) -> list[tuple[str, str]]:
+    """Every ordered pair (a, b) with a listed before b: the ratio columns a/b."""
+    return [(a, b) for i, a in enumerate(backends) for b in backends[i + 1:]]
+
+
+def format_backend_rows(rows, backends, header=True) -> str:
+    """The backend table as text: ms per backend, then a/b = a's ms / b's ms for every pair
+    (above 1: b is faster); '-' where a backend has no time, its note at the end of the row."""
+    pairs = backend_pairs(backends)
+    lines = []
+    if header:
+        head = (f"{'op':<10} {'shape':<34} {'mode':<8} | "
+                + " ".join(f"{b + ' ms':>11}" for b in backends) + " | "
+                + " ".join(f"{a + '/' + b:>13}" for a, b in pairs) + " | notes")
+        lines += [head, "-" * len(head)]
+    for row in rows:
+        ms = row["ms"]
+        ratios = [ms[a] / ms[b] if ms.get(a) and ms.get(b) else None for a, b in pairs]
+        notes = "; ".join(f"{b} {note}" for b, note in row["notes"].items())
+        lines.append(f"{row['op']:<10} {row['shape']:<34} {row['mode']:<8} | "
+                     + " ".join(fmt(ms.get(b), "11.3f") for b in backends) + " | "
+                     + " ".join(fmt(r, "13.3g") for r in ratios) + f" | {notes}")
+    return "\n".join(lines)
+
+
+def _parse_backends(text, parser):
+    backends = tuple(b for b in text.split(",") if b)
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or len(set(backends)) != len(backends) or not backends:
+        parser.error(f"--backends: give distinct backends of {BACKENDS}, got {text!r}")
+    return backends
+
+
 # --- main --------------------------------------------------------------------------------------
 
 def fmt(value, spec):
@@ -273,9 +365,21 @@ def main(argv=None):
     parser.add_argument("--ops", default="srwm,delta_rule", help="comma-separated operators")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--backends", metavar="A,B,...",
+                        help=f"time these backends side by side (of {', '.join(BACKENDS)}) at "
+                             "the backend-comparison shapes")
+    parser.add_argument("--json", metavar="PATH", help="with --backends: also write the rows here")
+    parser.add_argument("--from-json", metavar="PATH",
+                        help="print the table of rows saved by --backends --json; time nothing")
     args = parser.parse_args(argv)
+    backends = _parse_backends(args.backends, parser) if args.backends else None
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        print(saved["header"])
+        print(format_backend_rows(saved["rows"], tuple(saved["backends"])))
+        return
     if args.list:
-        for c in all_cases(args.quick):
+        for c in backend_cases() if backends else all_cases(args.quick):
             print(c.group, c.B, c.H, c.d, c.T)
         return
 
@@ -286,6 +390,34 @@ def main(argv=None):
     cases = all_cases(args.quick)
     if not on_gpu and args.interpret:
         cases = [dataclasses.replace(c, B=min(c.B, 2)) for c in cases]
+
+    if backends:
+        if not on_gpu and not args.interpret:
+            parser.error("--backends: no GPU here (pass --interpret for the interpreters)")
+        cases = backend_cases()
+        if not on_gpu:
+            cases = [dataclasses.replace(c, B=min(c.B, 2)) for c in cases]
+        header = (f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+                  f"jax {jax.__version__}, dtype {dtype.name}, repeats {repeats}"
+                  + (", INTERPRET mode (correctness only, not GPU timings)" if not on_gpu
+                     else ""))
+        print(header)
+        print(format_backend_rows([], backends))
+        fla_fn, fla_why = load_fla()
+        if fla_fn is None:
+            print(f"fla skipped: {fla_why}")
+        rows = []
+        for op in args.ops.split(","):
+            others = ({"fla": lambda c, m: bench_fla(fla_fn, c, m, dtype, repeats)}
+                      if fla_fn is not None and op == "delta_rule" else None)
+            rows += compare_backends(op, cases, backends, dtype, repeats,
+                                     interpret=not on_gpu, log=lambda t: print(t, flush=True),
+                                     others=others)
+        print("a/b = a's ms / b's ms (above 1: b is faster).")
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                dict(header=header, backends=list(backends), rows=rows), indent=1))
+        return
 
     original, original_why = (None, "not requested")
     if args.original_cuda:

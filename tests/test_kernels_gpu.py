@@ -10,8 +10,10 @@ multiple of any block): SRWM d in {16, 32, 64} with (input softmax, float32) and
 bf16) at T=76 (two checkpoint chunks at d=16), T=1 and T=4096 at d=16; the delta-rule (dk, dv)
 pairs with distinct block configs (``tests.h100_gate.delta_code_paths``, 9 pairs), bf16 at
 (128, 32), T=4096 at (16, 16); on Hopper (sm_90+, jax >= 0.11) also the Mosaic GPU delta rule
-(5 cases: dk 8/16/32, bf16, T=4096; no resets, which run on Triton) and the Mosaic GPU SRWM
-(3 cases: d 16 at T=4096, d 32 bf16 with resets, d 64), skipped with the reason elsewhere.
+(5 cases: dk 8/16/32, bf16, T=4096; no resets, which run on Triton), the Mosaic GPU SRWM
+(3 cases: d 16 at T=4096, d 32 bf16 with resets, d 64) and the dispatch check
+(impl="pallas"/"auto" pick Mosaic there, Triton for reset masks; the public op matches the scan
+both ways), skipped with the reason elsewhere.
 
 Tolerances, relative to the largest reference value of each quantity (as tests/test_kernels.py
 uses against scan): float32 1e-5 forward, 1e-4 gradients; bf16 inputs 2e-2 for bf16 outputs
@@ -19,6 +21,7 @@ and gradients (bf16 rounding 4e-3 plus accumulated float32 differences), 1e-3 fo
 state and its gradient; T=4096: 1e-3 (float32 drift over thousands of steps, both sides).
 """
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -182,3 +185,33 @@ def test_srwm_mosaic_kernel_matches_scan_on_gpu(d, input_softmax, dtype, seq_len
     out_ref, grads_ref = _outputs_and_grads(scan, (x, W))
     _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
     _assert_trees_close("gradients", grads, grads_ref, tol_grad)
+
+
+def test_pallas_picks_mosaic_on_hopper_and_matches_scan():
+    """On Hopper, impl="pallas" (and "auto") run the delta rule on Mosaic GPU, reset masks on
+    Triton; the public op then matches the scan (forward and every gradient), resets too."""
+    ok, why = _mosaic_runs_here()
+    if not ok:
+        pytest.skip(why)
+    if os.environ.get("SRWM_JAX_MOSAIC", "1") == "0":
+        pytest.skip("SRWM_JAX_MOSAIC=0 keeps pallas/auto on Triton")
+    from srwm_jax.dispatch import resolve_impl
+    rng = np.random.default_rng(11)
+    seq_len, dk, dv = 37, 16, 32
+    q, k = (jnp.asarray(rng.standard_normal((B, seq_len, H, dk)) / dk, jnp.float32)
+            for _ in range(2))
+    v = jnp.asarray(rng.standard_normal((B, seq_len, H, dv)), jnp.float32)
+    beta = jnp.asarray(1.0 / (1.0 + np.exp(-rng.standard_normal((B, seq_len, H)))), jnp.float32)
+    args = (q, k, v, beta, jnp.asarray(rng.standard_normal((B, H, dk, dv)) / 4, jnp.float32))
+    reset = jnp.asarray(rng.random((B, seq_len)) < 0.1)
+    for impl in ("pallas", "auto"):
+        assert resolve_impl("delta_rule", impl, "delta_rule_supported", *args, None) == "mosaic"
+        assert resolve_impl("delta_rule", impl, "delta_rule_supported", *args, reset) == "triton"
+    tol_out, tol_grad = _tolerances(jnp.float32, seq_len)
+    for mask in (None, reset):
+        kernel = functools.partial(srwm_jax.delta_rule, reset=mask, impl="pallas")
+        scan = functools.partial(srwm_jax.delta_rule, reset=mask, impl="scan")
+        out, grads = _outputs_and_grads(kernel, args)
+        out_ref, grads_ref = _outputs_and_grads(scan, args)
+        _assert_trees_close("outputs", out, out_ref, tol_out)
+        _assert_trees_close("gradients", grads, grads_ref, tol_grad)
