@@ -64,11 +64,14 @@ def fwd_and_fwd_bwd(fn, args, repeats):
 
 
 def load_before(checkout):
-    """The scan ops (`srwm_scan`, `delta_rule_scan`) of another checkout, e.g. before a change."""
+    """The scan ops (`srwm_scan`, `delta_rule_scan`) of another checkout, e.g. before a change.
+
+    Loads the scan modules themselves (they import only jax): loading the public `srwm.py` /
+    `delta_rule.py` would import this checkout's scan modules through `srwm_jax`."""
     mods = {}
     for name in ("srwm", "delta_rule"):
         spec = importlib.util.spec_from_file_location(
-            f"before_{name}", os.path.join(checkout, "srwm_jax", "ops", f"{name}.py"))
+            f"before_{name}", os.path.join(checkout, "srwm_jax", "ops", f"{name}_scan.py"))
         mods[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mods[name])
     return mods["srwm"].srwm_scan, mods["delta_rule"].delta_rule_scan
