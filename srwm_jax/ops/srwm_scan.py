@@ -46,13 +46,6 @@ def _read(x, w):
 def srwm_step(W, x_t, input_softmax):
     """One SRWM step. W: SRWMWeights (float32, [B,H,d,*]); x_t: [B, H, d]
     -> (W_t, y_t [B, H, dy])."""
-    new, y, _ = _step(W, x_t, input_softmax)
-    return new, y
-
-
-def _step(W, x_t, input_softmax):
-    """srwm_step that also returns the step's vectors (q, k, b, u): u = (q - k) W_{t-1} per
-    matrix (a tuple of four), saved for the backward."""
     xs = jax.nn.softmax(x_t, axis=-1) if input_softmax else x_t
     y = _read(xs, W.y)
     q = jax.nn.softmax(_read(xs, W.q), axis=-1)
@@ -62,27 +55,24 @@ def _step(W, x_t, input_softmax):
     def update(w, rate):
         # q W - k W computed as (q - k) W: one mat-vec, same value up to rounding.
         diff = _read(q - k, w)
-        return w + k[..., :, None] * (rate[..., None] * diff)[..., None, :], diff
+        return w + k[..., :, None] * (rate[..., None] * diff)[..., None, :]
 
-    new, diffs = zip(*(update(w, b[..., i]) for i, w in enumerate(W)))
-    return SRWMWeights(*new), y, (q, k, b, diffs)
+    new = SRWMWeights(*(update(w, b[..., i]) for i, w in enumerate(W)))
+    return new, y
 
 
-def _scan_chunk(W, xs, valid, input_softmax, resets=None, save=False):
+def _scan_chunk(W, xs, valid, input_softmax, resets=None):
     """Runs steps xs [C, B, H, d] from W; steps with valid[t] False leave W unchanged.
 
     resets: None, or (mask [C, B] bool, W_reset): where mask[t, b], W of sequence b is replaced
-    by W_reset before step t. save: also return each step's (q, k, b, u) (see `_step`).
-    Returns (ys [C, B, H, dy], or (ys, vectors) with save; W at the chunk's end).
+    by W_reset before step t.
     """
-    def run(w, x_t, ok):
-        w_new, y_t, vectors = _step(w, x_t, input_softmax)
-        w_new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), w_new, w)
-        return w_new, ((y_t, vectors) if save else y_t)
-
     if resets is None:
         def body(w, inputs):
-            return run(w, *inputs)
+            x_t, ok = inputs
+            w_new, y_t = srwm_step(w, x_t, input_softmax)
+            w_new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), w_new, w)
+            return w_new, y_t
 
         W_end, ys = lax.scan(body, W, (xs, valid))
         return ys, W_end
@@ -92,7 +82,9 @@ def _scan_chunk(W, xs, valid, input_softmax, resets=None, save=False):
     def body_reset(w, inputs):
         x_t, ok, r_t = inputs
         w = jax.tree.map(lambda f, a: jnp.where(r_t[:, None, None, None], f, a), W_reset, w)
-        return run(w, x_t, ok)
+        w_new, y_t = srwm_step(w, x_t, input_softmax)
+        w_new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), w_new, w)
+        return w_new, y_t
 
     W_end, ys = lax.scan(body_reset, W, (xs, valid, mask))
     return ys, W_end
@@ -115,204 +107,79 @@ def _to_chunks(xs, C, n):
 
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _srwm_time_major(xs, W, resets, input_softmax):
-    return _srwm_forward(xs, W, resets, input_softmax, save=False)
+    ys, W_T, _ = _srwm_forward(xs, W, resets, input_softmax)
+    return ys, W_T
 
 
-def _srwm_forward(xs, W, resets, input_softmax, save):
+def _srwm_forward(xs, W, resets, input_softmax):
     T, d = xs.shape[0], xs.shape[-1]
     C, n = _chunking(T, d)
     xc, valid = _to_chunks(xs, C, n)
     if resets is None:
         def chunk(w, inputs):
             x_c, ok = inputs
-            ys, w_end = _scan_chunk(w, x_c, ok, input_softmax, save=save)
-            return w_end, ys
+            ys, w_end = _scan_chunk(w, x_c, ok, input_softmax)
+            return w_end, (ys, w)
 
-        W_T, ys = lax.scan(chunk, W, (xc, valid))
+        W_T, (ys, W_starts) = lax.scan(chunk, W, (xc, valid))
     else:
         mask, W_reset = resets
         mc, _ = _to_chunks(mask, C, n)  # padded steps never reset
 
         def chunk(w, inputs):
             x_c, ok, m_c = inputs
-            ys, w_end = _scan_chunk(w, x_c, ok, input_softmax, (m_c, W_reset), save=save)
-            return w_end, ys
+            ys, w_end = _scan_chunk(w, x_c, ok, input_softmax, (m_c, W_reset))
+            return w_end, (ys, w)
 
-        W_T, ys = lax.scan(chunk, W, (xc, valid, mc))
-    ys = jax.tree.map(lambda a: a.reshape((n * C,) + a.shape[2:])[:T], ys)
-    return ys, W_T
+        W_T, (ys, W_starts) = lax.scan(chunk, W, (xc, valid, mc))
+    ys = ys.reshape((n * C,) + ys.shape[2:])[:T]
+    return ys, W_T, W_starts
 
 
 def _srwm_fwd(xs, W, resets, input_softmax):
-    (ys, (q, k, b, diffs)), W_T = _srwm_forward(xs, W, resets, input_softmax, save=True)
-    # Saved: the inputs, and per step q, k, b and u = (q - k) W_{t-1} (all four matrices as
-    # one vector of N = dy + 2d + 4): O(T*d) per head, never a W per step.
-    u = jnp.concatenate(diffs, -1)
-    return (ys, W_T), (xs, W, resets, (q, k, b, u))
-
-
-def _block_map(dy, d):
-    """[N, 4] one-hot: column j of M = [W_y W_q W_k W_b] belongs to matrix i (rate b[i])."""
-    sizes = (dy, d, d, 4)
-    return jnp.repeat(jnp.eye(4, dtype=jnp.float32), jnp.array(sizes), axis=0,
-                      total_repeat_length=sum(sizes))
-
-
-def _segments(mask):
-    """mask [C, B] bool (reset before step t) -> segment index [B, C] of each step
-    (resets at or before t; a matmul: jnp.cumsum is slow on CPU)."""
-    C = mask.shape[0]
-    t_idx = jnp.arange(C)
-    return jnp.einsum("ts,sb->bt", (t_idx[:, None] >= t_idx[None, :]).astype(jnp.float32),
-                      mask.astype(jnp.float32))
-
-
-def _chunk_backward(m_start, vecs, dy, g_end, resets):
-    """The reverse recurrence over one chunk, by hand.
-
-    m_start: [B, H, d, N] M = [W_y W_q W_k W_b] entering the chunk; vecs: (x', q, k, b, u, ok)
-    [C, B, H, ...] (x' the read input, softmaxed or not; ok [C] the valid steps); dy: [C, B, H,
-    dy]; g_end: dL/dM at the chunk's end; resets: None or (mask [C, B], M_reset [B, H, d, N]).
-    Returns (dL/dM entering the chunk, (dx', dq-part..)) — see the module docstring.
-
-    With c_s = rate_s * u_s the row update of step s, M_{t-1} = M_base + sum_{s<t} outer(k_s, c_s)
-    over the earlier steps of t's segment (M_base: the chunk's start, or M_reset after a reset),
-    so every product M_{t-1} v is M_base v + K^T (mask * (C v)): nothing is undone by
-    subtraction and no per-step M is stored. With G = dL/dM_t, per step backwards:
-        dc = k G;  du = rate dc;  db_i = <dc, u> over matrix i's columns;  d(q-k) = M_{t-1} du
-        dq = d(q-k);  dk = G c - d(q-k);  dr = [dy, softmax'(q) dq, softmax'(k) dk, b(1-b) db]
-        G_{t-1} = G + outer(q - k, du) + outer(x', dr)
-    and after the scan, batched over the chunk: dx' = M_{t-1} dr.
-    """
-    xp, q, k, b, u, ok = vecs
-    C = q.shape[0]
-    dy_n, d = dy.shape[-1], q.shape[-1]
-    E = _block_map(dy_n, d)
-    okf = ok.astype(jnp.float32)[:, None, None, None]
-    k = k * okf                     # padded steps: no update, so no gradient through them
-    rate = jnp.einsum("tbhx,nx->tbhn", b, E)
-    c = rate * u * okf
-    kT = jnp.moveaxis(k, 0, 2)      # [B, H, C, d]
-    cT = jnp.moveaxis(c, 0, 2)      # [B, H, C, N]
-    t_idx = jnp.arange(C)
-    if resets is None:
-        seg = jnp.zeros((1, C), jnp.float32)
-        mask, m_reset = jnp.zeros((C, 1), bool), m_start
-    else:
-        mask, m_reset = resets
-        seg = _segments(mask)                                          # [B, C]
-
-    def rev_body(g, step):
-        t, xp_t, q_t, k_t, b_t, rate_t, u_t, c_t, dy_t, r_t = step
-        dc = jnp.einsum("bhi,bhio->bho", k_t, g, precision=_HI)
-        gc = jnp.einsum("bhio,bho->bhi", g, c_t, precision=_HI)
-        du = rate_t * dc
-        db = jnp.einsum("bhn,nx->bhx", dc * u_t, E, precision=_HI)
-        # M_{t-1} du: the segment's base, plus the updates of its earlier steps.
-        scores = jnp.einsum("bhsn,bhn->bhs", cT, du, precision=_HI)
-        if resets is None:
-            scores = jnp.where(t_idx < t, scores, 0.0)
-            base = jnp.einsum("bhin,bhn->bhi", m_start, du, precision=_HI)
-        else:
-            seg_t = seg[:, t]
-            before = (t_idx < t)[None, :] & (seg == seg_t[:, None])    # [B, C]
-            scores = jnp.where(before[:, None, :], scores, 0.0)
-            base = jnp.where((seg_t == 0)[:, None, None],
-                             jnp.einsum("bhin,bhn->bhi", m_start, du, precision=_HI),
-                             jnp.einsum("bhin,bhn->bhi", m_reset, du, precision=_HI))
-        dqk = base + jnp.einsum("bhs,bhsi->bhi", scores, kT, precision=_HI)
-        dkt = gc - dqk
-        dzq = q_t * (dqk - jnp.sum(q_t * dqk, -1, keepdims=True))
-        dzk = k_t * (dkt - jnp.sum(k_t * dkt, -1, keepdims=True))
-        dr = jnp.concatenate([dy_t, dzq, dzk, db * b_t * (1.0 - b_t)], -1)
-        g = g + jnp.einsum("bhik,bhkn->bhin", jnp.stack([q_t - k_t, xp_t], -1),
-                           jnp.stack([du, dr], -2), precision=_HI)
-        if resets is None:
-            return g, (dr, None)
-        # A reset at t: the state entering step t was M_reset, not M_{t-1}.
-        m = r_t[:, None, None, None]
-        return jnp.where(m, 0.0, g), (dr, jnp.where(m, g, 0.0))
-
-    g_start, (dr, d_reset) = lax.scan(
-        rev_body, g_end, (t_idx, xp, q, k, b, rate, u, c, dy, mask), reverse=True)
-    # dx' = M_{t-1} dr for every t of the chunk at once.
-    same = seg[:, :, None] == seg[:, None, :]                           # [B, t, s]
-    before = (t_idx[:, None] > t_idx[None, :])[None] & same
-    scores = jnp.einsum("tbhn,bhsn->bhts", dr, cT, precision=_HI)
-    scores = jnp.where(before[:, None], scores, 0.0)
-    from_start = (seg.T == 0)[:, :, None, None]                         # [C, B, 1, 1]
-    base = jnp.einsum("bhin,tbhn->tbhi", m_start, dr, precision=_HI)
-    if resets is not None:
-        base = jnp.where(from_start, base,
-                         jnp.einsum("bhin,tbhn->tbhi", m_reset, dr, precision=_HI))
-    dxp = base + jnp.einsum("bhts,bhsi->tbhi", scores, kT, precision=_HI)
-    return g_start, dxp, (None if resets is None else jnp.sum(d_reset, 0))
-
-
-def _chunk_end(m_start, k, c, resets):
-    """M at the end of a chunk from its start: M_base + sum over the last segment of
-    outer(k_s, c_s). k [C, B, H, d], c [C, B, H, N] (zero on padded steps)."""
-    if resets is None:
-        return m_start + jnp.einsum("sbhi,sbhn->bhin", k, c, precision=_HI)
-    mask, m_reset = resets
-    seg = _segments(mask)                                               # [B, C]
-    last = (seg == seg[:, -1:]).astype(jnp.float32)                     # [B, C]
-    base = jnp.where((seg[:, -1] == 0)[:, None, None, None], m_start, m_reset)
-    return base + jnp.einsum("sbhi,bs,sbhn->bhin", k, last, c, precision=_HI)
+    ys, W_T, W_starts = _srwm_forward(xs, W, resets, input_softmax)
+    # Saved: inputs, W every C steps, and (with resets) the bool mask and the one reset state:
+    # O(T*d + (T/C)*d^2 + d^2) per head, never a W per step.
+    return (ys, W_T), (xs, W_starts, resets)
 
 
 def _srwm_bwd(input_softmax, residuals, cotangents):
-    xs, W0, resets, (q, k, b, u) = residuals
+    xs, W_starts, resets = residuals
     d_ys, d_WT = cotangents
     T, d = xs.shape[0], xs.shape[-1]
-    dy_n = W0.y.shape[-1]
     C, n = _chunking(T, d)
-    xp = jax.nn.softmax(xs, axis=-1) if input_softmax else xs
-    (xpc, qc, kc, bc, uc, d_yc), valid = zip(*(_to_chunks(a, C, n) for a in (xp, q, k, b, u, d_ys)))
-    valid = valid[0]
-    E = _block_map(dy_n, d)
-    okf = valid.astype(jnp.float32)[:, :, None, None, None]
-    kc = kc * okf
-    cc = jnp.einsum("ntbhx,mx->ntbhm", bc, E) * uc * okf  # c = rate * u, the row updates
-    m0 = jnp.concatenate(W0, -1)
-    g_T = jnp.concatenate(d_WT, -1)
+    xc, valid = _to_chunks(xs, C, n)
+    d_yc, _ = _to_chunks(d_ys, C, n)
+
     if resets is None:
-        mc, m_reset, chunk_resets = None, None, lambda m_c: None
+        def chunk_back(d_w_end, inputs):
+            w_start, x_c, ok, d_y = inputs
+            _, vjp = jax.vjp(lambda w, x: _scan_chunk(w, x, ok, input_softmax), w_start, x_c)
+            d_w_start, d_x = vjp((d_y, d_w_end))
+            return d_w_start, d_x
+
+        d_W0, d_xc = lax.scan(chunk_back, d_WT, (W_starts, xc, valid, d_yc), reverse=True)
+        d_resets = None
     else:
         mask, W_reset = resets
         mc, _ = _to_chunks(mask, C, n)
-        m_reset = jnp.concatenate(W_reset, -1)
-        chunk_resets = lambda m_c: (m_c, m_reset)  # noqa: E731
 
-    # M entering each chunk, rebuilt forwards from M_0 by whole-chunk sums (no per-step M).
-    def forward_chunk(m, inputs):
-        k_c, c_c, m_c = inputs
-        return _chunk_end(m, k_c, c_c, chunk_resets(m_c)), m
-
-    mc_in = mc if mc is not None else jnp.zeros((n, C, 1), bool)
-    _, m_starts = lax.scan(forward_chunk, m0, (kc, cc, mc_in))
-
-    def chunk_back(carry, inputs):
-        g_end, d_reset = carry
-        m_start, xp_c, q_c, k_c, b_c, u_c, ok, m_c, d_y = inputs
-        g_start, dxp, d_r = _chunk_backward(m_start, (xp_c, q_c, k_c, b_c, u_c, ok), d_y, g_end,
-                                            chunk_resets(m_c))
-        if d_r is not None:
+        def chunk_back(carry, inputs):
+            d_w_end, d_w_reset = carry
+            w_start, x_c, ok, m_c, d_y = inputs
+            _, vjp = jax.vjp(
+                lambda w, x, wr: _scan_chunk(w, x, ok, input_softmax, (m_c, wr)),
+                w_start, x_c, W_reset)
+            d_w_start, d_x, d_wr = vjp((d_y, d_w_end))
             # The reset state is read at every reset point: its gradient sums over them.
-            d_reset = d_reset + d_r
-        return (g_start, d_reset), dxp
+            return (d_w_start, jax.tree.map(jnp.add, d_w_reset, d_wr)), d_x
 
-    (g_0, d_m_reset), dxpc = lax.scan(
-        chunk_back, (g_T, jnp.zeros_like(g_T)),
-        (m_starts, xpc, qc, kc, bc, uc, valid, mc_in, d_yc), reverse=True)
-    dxp = dxpc.reshape((n * C,) + dxpc.shape[2:])[:T]
-    d_xs = xp * (dxp - jnp.sum(xp * dxp, -1, keepdims=True)) if input_softmax else dxp
-
-    def split(m):
-        return SRWMWeights(*jnp.split(m, [dy_n, dy_n + d, dy_n + 2 * d], axis=-1))
-
-    d_resets = None if resets is None else (None, split(d_m_reset))
-    return d_xs, split(g_0), d_resets
+        zeros = jax.tree.map(jnp.zeros_like, W_reset)
+        (d_W0, d_W_reset), d_xc = lax.scan(chunk_back, (d_WT, zeros),
+                                           (W_starts, xc, valid, mc, d_yc), reverse=True)
+        d_resets = (None, d_W_reset)
+    d_xs = d_xc.reshape((n * C,) + d_xc.shape[2:])[:T]
+    return d_xs, d_W0, d_resets
 
 
 _srwm_time_major.defvjp(_srwm_fwd, _srwm_bwd)
