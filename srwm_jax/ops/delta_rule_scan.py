@@ -131,9 +131,8 @@ def _chunk_backward(s_start, inp, d_y, d_s_end, resets):
     (within the segment since the last reset, which starts from S_reset), so every product
     S_{t-1} w_t is one masked [C, C] matmul per chunk; no state is stacked, recomputed step by
     step or undone by subtraction. With G = dL/dS_t, only G is a scan (backwards):
-        dins = k G + <k, q> dy  (= k G^, G^ = G + outer(q, dy));
-        G_{t-1} = G + outer(q, dy) - beta outer(k, dins)   (one rank-2 update)
-    and then, batched over the chunk (G^_t rebuilt like S_{t-1}, from the later steps' terms):
+        G^ = G + outer(q, dy);  dins = k G^;  G_{t-1} = G^ - beta outer(k, dins)
+    and then, batched over the chunk:
         dq = S_t dy;  dk = G^ ins - S_{t-1} (beta dins);  dv = beta dins;
         dbeta = <dins, v - k S_{t-1}>
     Zero-padded steps (k = beta = 0) are identities, so padding needs no mask.
@@ -142,13 +141,11 @@ def _chunk_backward(s_start, inp, d_y, d_s_end, resets):
     ins = beta[..., None] * v_delta
 
     def rev_step(g, q_t, k_t, b_t, dy_t, ins_t):
-        # k G^ = k G + <k, q> dy: G^ is never formed, and G^ ins (for dk) is rebuilt after
-        # the scan, so each step touches G twice (one mat-vec, one rank-2 update).
-        d_ins = (jnp.einsum("bhi,bhio->bho", k_t, g, precision=_HI)
-                 + jnp.sum(k_t * q_t, -1, keepdims=True) * dy_t)
-        g = g + jnp.einsum("bhik,bhko->bhio", jnp.stack([q_t, -k_t], -1),
-                           jnp.stack([dy_t, b_t[..., None] * d_ins], -2), precision=_HI)
-        return g, d_ins
+        g = g + q_t[..., :, None] * dy_t[..., None, :]
+        d_ins = jnp.einsum("bhi,bhio->bho", k_t, g, precision=_HI)
+        dk_part = jnp.einsum("bhio,bho->bhi", g, ins_t, precision=_HI)
+        g = g - k_t[..., :, None] * (b_t[..., None] * d_ins)[..., None, :]
+        return g, (d_ins, dk_part)
 
     C = q.shape[0]
     t_idx = jnp.arange(C)
@@ -156,11 +153,11 @@ def _chunk_backward(s_start, inp, d_y, d_s_end, resets):
         def rev_body(g, step):
             return rev_step(g, *step)
 
-        d_s_start, d_ins = lax.scan(rev_body, d_s_end, (q, k, beta, d_y, ins), reverse=True)
+        d_s_start, (d_ins, dk_part) = lax.scan(rev_body, d_s_end, (q, k, beta, d_y, ins),
+                                               reverse=True)
         d_reset = None
         same = jnp.ones((1, 1, C, C), bool)           # [B, H, t, s]: s and t in one segment
         from_start = jnp.ones((C, 1, 1, 1), bool)      # [t, B, H, 1]: segment starts at S_start
-        to_end = from_start                            # [t, B, H, 1]: segment reaches the end
         s_reset = s_start
     else:
         mask, s_reset = resets
@@ -173,7 +170,7 @@ def _chunk_backward(s_start, inp, d_y, d_s_end, resets):
             m = r_t[:, None, None, None]
             return (jnp.where(m, 0.0, g), d_f + jnp.where(m, g, 0.0)), out
 
-        (d_s_start, d_reset), d_ins = lax.scan(
+        (d_s_start, d_reset), (d_ins, dk_part) = lax.scan(
             rev_body, (d_s_end, jnp.zeros_like(d_s_end)), (q, k, beta, d_y, ins, mask),
             reverse=True)
         # Segment of step t = resets at or before t (a matmul: jnp.cumsum is slow on CPU).
@@ -181,7 +178,6 @@ def _chunk_backward(s_start, inp, d_y, d_s_end, resets):
                          mask.astype(jnp.float32))
         same = (seg[:, :, None] == seg[:, None, :])[:, None]
         from_start = (seg.T == 0)[:, :, None, None]
-        to_end = (seg.T == seg.T[-1:])[:, :, None, None]
 
     b_ins = beta[..., None] * d_ins
     w = jnp.stack([d_y, b_ins], -1)                                  # [C, B, H, dv, 2]
@@ -190,18 +186,11 @@ def _chunk_backward(s_start, inp, d_y, d_s_end, resets):
                      jnp.einsum("bhio,tbhox->tbhix", s_start, w, precision=_HI),
                      jnp.einsum("bhio,tbhox->tbhix", s_reset, w, precision=_HI))
     # ... plus the updates of earlier steps of its segment: sum_s k_s <ins_s, w_t>.
-    raw = jnp.einsum("sbho,tbhox->bhxts", ins, w, precision=_HI)     # <ins_s, w_t>
+    scores = jnp.einsum("sbho,tbhox->bhxts", ins, w, precision=_HI)
     before = (t_idx[:, None] > t_idx[None, :]) & same                # s < t
     upto = (t_idx[:, None] >= t_idx[None, :]) & same                 # s <= t (S_t for dq)
-    scores = jnp.where(jnp.stack([upto, before], 2), raw, 0.0)
+    scores = jnp.where(jnp.stack([upto, before], 2), scores, 0.0)
     reads = base + jnp.einsum("bhxts,sbhi->tbhix", scores, k, precision=_HI)
-    # G^_t ins_t, G^_t = G_end + sum_{s>=t} outer(q_s, dy_s) - sum_{s>t} outer(k_s, beta dins_s)
-    # over the later steps of t's segment (G_end only if it reaches the chunk's end).
-    after = jnp.stack([jnp.swapaxes(upto, -1, -2), jnp.swapaxes(before, -1, -2)], 2)
-    later = jnp.where(after, jnp.swapaxes(raw, -1, -2), 0.0)          # <ins_t, w_s>, s >= t
-    dk_part = (jnp.where(to_end, jnp.einsum("bhio,tbho->tbhi", d_s_end, ins, precision=_HI), 0.0)
-               + jnp.einsum("bhts,sbhi->tbhi", later[:, :, 0], q, precision=_HI)
-               - jnp.einsum("bhts,sbhi->tbhi", later[:, :, 1], k, precision=_HI))
     dq = reads[..., 0]
     dk = dk_part - reads[..., 1]
     dbeta = jnp.sum(d_ins * v_delta, -1)
