@@ -64,11 +64,14 @@ def fwd_and_fwd_bwd(fn, args, repeats):
 
 
 def load_before(checkout):
-    """The scan ops (`srwm_scan`, `delta_rule_scan`) of another checkout, e.g. before a change."""
+    """The scan ops (`srwm_scan`, `delta_rule_scan`) of another checkout, e.g. before a change.
+
+    Loads the scan modules themselves (they import only jax): loading the public `srwm.py` /
+    `delta_rule.py` would import this checkout's scan modules through `srwm_jax`."""
     mods = {}
     for name in ("srwm", "delta_rule"):
         spec = importlib.util.spec_from_file_location(
-            f"before_{name}", os.path.join(checkout, "srwm_jax", "ops", f"{name}.py"))
+            f"before_{name}", os.path.join(checkout, "srwm_jax", "ops", f"{name}_scan.py"))
         mods[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mods[name])
     return mods["srwm"].srwm_scan, mods["delta_rule"].delta_rule_scan
@@ -78,7 +81,13 @@ def fla_reference():
     """fla's chunkwise delta rule in plain PyTorch (no Triton), or None when not installed."""
     try:
         import torch  # noqa: PLC0415 (optional peer)
-        from fla.ops.delta_rule.naive import delta_rule_chunkwise  # noqa: PLC0415
+        # Only the file: fla's package __init__ imports Triton, absent on CPU-only installs.
+        spec = importlib.util.find_spec("fla")
+        naive = os.path.join(os.path.dirname(spec.origin), "ops", "delta_rule", "naive.py")
+        spec = importlib.util.spec_from_file_location("fla_delta_rule_naive", naive)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        delta_rule_chunkwise = module.delta_rule_chunkwise
     except Exception:  # noqa: BLE001 (any import failure = peer absent)
         return None
     torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "1")))
