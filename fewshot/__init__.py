@@ -3,9 +3,9 @@
 Modules:
     train                command line: python -m fewshot.train --config configs/fewshot/<name>.py
                          --workdir DIR
-    training             train_and_evaluate(config, workdir), build, validate_config (the library)
+    training             train_and_evaluate(config, workdir), build (the library)
     config_checks        a rule per config field; checks against the data and devices
-                         (validate_config)
+                         (validate_config); resumable and renamed fields
     tasks                the task registry: sync, sequential, bootstrap (samplers, losses,
                          eval steps)
     steps                TrainState, optimiser, train step, the sync task's loss and eval step
@@ -13,6 +13,8 @@ Modules:
     bootstrap            bootstrapped K-shot / (K+F)-shot loss
     models               vision backbones + SequenceLearner (srwm_jax.layers.MemoryStack)
     warm_start           copy matching weights from another run (config.init_from)
+    finished_run         a finished run read back: config, model and checkpoint (load_run,
+                         restore_run)
     evaluation           testing finished runs (evaluate, evaluate_sequential, tables, plots)
     evaluate             command line: python -m fewshot.evaluate --workdir DIR
     evaluate_sequential  command line: python -m fewshot.evaluate_sequential --workdir DIR ...

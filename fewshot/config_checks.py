@@ -5,6 +5,9 @@ fails when a field is added there without one). `validate_config` runs, in order
 rules and the rules between fields (`field_problems`), the device split and the data
 (`data_problems`: class and image counts of the splits used, read from the dataset's metadata),
 and raises one ConfigError listing every problem, before a run writes anything.
+
+Beside the rules: the fields a resumed run may change (`RESUMABLE_FIELDS`, `locked_fields`) and
+the keys renamed since older runs were written (`RENAMED_KEYS`).
 """
 from __future__ import annotations
 
@@ -28,6 +31,25 @@ SCHEDULES = ("constant", "cosine", "decay_end", "warmup")
 # Conv4 and Res-12 halve the image four times: below 16 px a pooling gets an empty input.
 MIN_IMAGE_SIZE = 16
 Probability = Float(0.0, 1.0, hi_open=True)
+
+# The defaults of every field (configs/fewshot/default.py of a clone; None in an installed copy,
+# which has no configs/): the evaluation CLIs fill the fields an older run's config.json lacks
+# from it (srwm_jax.training.cli.define_defaults_flag).
+_DEFAULT_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "configs", "fewshot", "default.py")
+DEFAULT_CONFIG_FILE = _DEFAULT_FILE if os.path.exists(_DEFAULT_FILE) else None
+
+# config.json keys renamed since older runs were written: {old: new}. Older run directories
+# still load for evaluation (srwm_jax.training.run_config.load_config maps them).
+RENAMED_KEYS = {"log_every": "log_every_steps", "eval_every": "eval_every_steps",
+                "checkpoint_every": "checkpoint_every_steps"}
+
+# Fields a resumed run may change (srwm_jax.training.workdir.open_run_dir); the rest must be
+# the run's own. They leave the training computation alone: total_steps only extends or ends
+# the run early when the schedule does not depend on it (see `locked_fields`).
+RESUMABLE_FIELDS = ("total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+                    "keep_checkpoints", "data_dir", "second_data_dir", "eval_batch_size",
+                    "cpu_devices")  # the device layout: a run may resume on other hardware
 
 FIELD_RULES = {
     # Data
@@ -198,6 +220,16 @@ def validate_config(config, num_devices: int | None = None, splits=("train", "va
         problems += data_problems(config, splits)
     if problems:
         raise ConfigError("bad config: " + "; ".join(problems))
+
+
+def locked_fields(config) -> dict:
+    """{field: why} of the RESUMABLE_FIELDS this config may not change on resume: total_steps
+    under a schedule laid out over it (cosine, decay_end), where another value changes the
+    learning rate at every step, so the resumed run would match no uninterrupted run."""
+    if config.schedule in ("cosine", "decay_end"):
+        return {"total_steps": f"the {config.schedule} learning-rate schedule is laid out over "
+                "total_steps; to train longer start a fresh run (e.g. init_from this one)"}
+    return {}
 
 
 def check_split_name(split: str) -> None:

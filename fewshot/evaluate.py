@@ -7,11 +7,13 @@ protocol is fewshot.evaluation.evaluate's.
 
 from absl import flags
 
+from .config_checks import DEFAULT_CONFIG_FILE
 from .data import DatasetError
 from .data.core import SPLITS
 from .evaluation import evaluate
-from srwm_jax.training.cli import errors_exit_2, exit_with_error, run, start_cli
-from srwm_jax.training.run_config import define_defaults_flag, load_config_file
+from srwm_jax.training.cli import (define_defaults_flag, errors_exit_2, exit_with_error, run,
+                                   start_cli)
+from srwm_jax.training.run_config import load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory of a run made by fewshot.train.")
@@ -24,7 +26,7 @@ flags.DEFINE_integer("seed", None, "Seed of the test episodes (default: the conf
                      lower_bound=0)
 flags.DEFINE_string("out", None, "Where to write the result as JSON (default: "
                     "DIR/eval_<split>.json; e.g. for a run on a read-only share).")
-_DEFAULTS = define_defaults_flag("fewshot")
+_DEFAULTS = define_defaults_flag(DEFAULT_CONFIG_FILE)
 flags.mark_flags_as_required(["workdir"])
 
 

@@ -11,11 +11,12 @@ import os
 
 from absl import flags
 
+from .config_checks import DEFAULT_CONFIG_FILE
 from .data import DatasetError
 from .data.core import SPLITS
 from .evaluation import evaluate_sequential, markdown_tables, write_outputs
-from srwm_jax.training.cli import errors_exit_2, run, start_cli
-from srwm_jax.training.run_config import define_defaults_flag, load_config_file
+from srwm_jax.training.cli import define_defaults_flag, errors_exit_2, run, start_cli
+from srwm_jax.training.run_config import load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("workdir", None,
@@ -33,7 +34,7 @@ flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to
 flags.DEFINE_integer("seed", None, "Seed of the test sequences (default: config.eval_seed + 1000).",
                      lower_bound=0)
 flags.DEFINE_string("data_dir", None, "Override the config's data_dir.")
-_DEFAULTS = define_defaults_flag("fewshot")
+_DEFAULTS = define_defaults_flag(DEFAULT_CONFIG_FILE)
 flags.mark_flags_as_required(["workdir"])
 
 

@@ -14,8 +14,8 @@ for each order (A then B, B then A) and pooled over both, on `num_sequences` fix
 (half in each order). Writes workdir/eval_sequential_<split>.json; `write_outputs` adds table.md,
 curves.csv and accuracy_curve.png for several runs.
 
-Run configs are read with srwm_jax.training.run_config.load_config, merged onto `defaults`
-(the CLIs pass configs/fewshot/default.py) so older runs load with today's fields.
+Runs are read back by fewshot.finished_run (config merged onto `defaults`, the CLIs' default
+config file, so older runs load with today's fields).
 """
 from __future__ import annotations
 
@@ -26,50 +26,13 @@ import os
 import numpy as np
 
 from .config_checks import check_split_name, validate_config
+from .finished_run import load_run, restore_run
 from .plots import plot_accuracy_curves
 from .sequential import INSTANCE_OCCURRENCES, SequentialEpisodeSampler, evaluate_sequences
-from .tasks import episode_accuracy, get_task
-from .training import RENAMED_KEYS, RESUMABLE_FIELDS, build, initial_state
+from .tasks import episode_accuracy
 from srwm_jax.stats import t_interval
-from srwm_jax.training.checkpoints import Checkpoints
-from srwm_jax.training.run_config import load_config, workdir_fingerprint
-from srwm_jax.training.workdir import check_kind
 
 COLUMNS = tuple(str(j + 1) for j in INSTANCE_OCCURRENCES)
-
-
-def load_run(workdir, defaults=None, evaluator="fewshot.evaluate"):
-    """The config of the run in `workdir`, checked to be testable by `evaluator`.
-
-    Raises:
-      FileNotFoundError: workdir/config.json is missing.
-      ValueError: the run's task is tested by another command, or it is an RL run (the
-        message names the command).
-    """
-    check_kind(workdir, "fewshot")
-    config = load_config(workdir, defaults, renames=RENAMED_KEYS)
-    task = get_task(config)
-    if task.evaluator != evaluator:
-        raise ValueError(f"{workdir} is a {task.name!r} run: test it with "
-                         f"python -m {task.evaluator} --workdir {workdir}")
-    return config, task
-
-
-def restore_run(config, workdir, checkpoint, example_batch):
-    """-> (mesh, eval_step, state restored from workdir's `checkpoint`: best | latest).
-
-    Raises:
-      FileNotFoundError: no such checkpoint; CheckpointError (a RuntimeError): it cannot be
-      restored, or was made under another config than the config.json beside it."""
-    model, optimizer, mesh, _, eval_step = build(config)
-    state = initial_state(config, model, optimizer, mesh, example_batch)
-    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, read_only=True,
-                              fingerprint=workdir_fingerprint(workdir, RESUMABLE_FIELDS))
-    try:
-        state = checkpoints.restore(state, which=checkpoint)
-    finally:
-        checkpoints.close()
-    return mesh, eval_step, state
 
 
 def evaluate(workdir, split="test", num_sets=5, episodes_per_set=1000, checkpoint="best",
@@ -90,24 +53,24 @@ def evaluate(workdir, split="test", num_sets=5, episodes_per_set=1000, checkpoin
       `out` as JSON. If that fails (a read-only run directory, say) the result is still
       returned, with result["write_error"] saying where and why (never raised).
     Raises:
-      FileNotFoundError, ValueError (see load_run), RuntimeError (checkpoint),
+      FileNotFoundError, ValueError (fewshot.finished_run.load_run), RuntimeError (checkpoint),
       fewshot.config_checks.ConfigError (a field of the run's config, or its episodes do not
       fit the split's data), fewshot.data.DatasetError (data missing).
     """
-    config, task = load_run(workdir, defaults)
+    config, task = load_run(workdir, defaults, evaluator="fewshot.evaluate")
     check_split_name(split)
     validate_config(config, splits=(split,), allow_extra=True)
     seed = config.eval_seed if seed is None else seed
     batch_size = batch_size or config.eval_batch_size
     sampler = task.make_sampler(config, split, config.seed)
-    mesh, eval_step, state = restore_run(config, workdir, checkpoint, sampler.sample(1, 0))
+    run = restore_run(config, task, workdir, checkpoint, sampler.sample(1, 0))
     # Set i uses seed + 1000 * (i + 1): disjoint from the validation episodes (seed itself).
-    set_acc = [episode_accuracy(eval_step, mesh, state, sampler, episodes_per_set,
+    set_acc = [episode_accuracy(run.eval_step, run.mesh, run.state, sampler, episodes_per_set,
                                 seed + 1000 * (i + 1), batch_size) for i in range(num_sets)]
     mean, ci95 = t_interval(set_acc, 0.95)[:2]  # ci95: nan for a single set
     result = {"accuracy": mean, "ci95": ci95, "set_accuracies": set_acc, "split": split,
               "num_sets": num_sets, "episodes_per_set": episodes_per_set, "checkpoint": checkpoint,
-              "step": int(state.step), "model": config.model, "dataset": config.dataset,
+              "step": int(run.state.step), "model": config.model, "dataset": config.dataset,
               "n_way": config.n_way, "k_shot": config.k_shot, "seed": seed}
     result["markdown"] = (f"| {config.dataset} {config.n_way}-way {config.k_shot}-shot "
                           f"| {config.model} | {100 * mean:.2f} ± {100 * ci95:.2f} |")
@@ -144,11 +107,11 @@ def evaluate_sequential(workdir, split="test", num_sequences=1000, checkpoint="b
       Result dict (fewshot.sequential.SequentialAccuracy.summary plus run facts and the
       accuracy curves [2 orders, T]); also written to workdir/eval_sequential_<split>.json.
     Raises:
-      FileNotFoundError, ValueError (see load_run), RuntimeError (checkpoint),
+      FileNotFoundError, ValueError (fewshot.finished_run.load_run), RuntimeError (checkpoint),
       fewshot.config_checks.ConfigError (a field of the run's config, or its episodes do not
       fit the split's data), fewshot.data.DatasetError (data missing).
     """
-    config, _ = load_run(workdir, defaults, evaluator="fewshot.evaluate_sequential")
+    config, task = load_run(workdir, defaults, evaluator="fewshot.evaluate_sequential")
     if data_dir:
         config.data_dir = data_dir
     check_split_name(split)
@@ -157,12 +120,12 @@ def evaluate_sequential(workdir, split="test", num_sequences=1000, checkpoint="b
     seed = config.eval_seed + 1000 if seed is None else seed
     batch_size = batch_size or config.eval_batch_size
     sequences = SequentialEpisodeSampler(config, split, seed)
-    mesh, eval_step, state = restore_run(config, workdir, checkpoint,
-                                         sequences.sample(1, 0, train=False))
-    acc = evaluate_sequences(eval_step, mesh, state, sequences, num_sequences, batch_size)
+    run = restore_run(config, task, workdir, checkpoint, sequences.sample(1, 0, train=False))
+    acc = evaluate_sequences(run.eval_step, run.mesh, run.state, sequences, num_sequences,
+                             batch_size)
     result = acc.summary(sequences.names)
     result.update(split=split, num_sequences=num_sequences, checkpoint=checkpoint,
-                  step=int(state.step), model=config.model, datasets=list(sequences.names),
+                  step=int(run.state.step), model=config.model, datasets=list(sequences.names),
                   seed=seed, n_way=config.n_way, segment_length=sequences.length // 2,
                   curves=[[None if np.isnan(a) else float(a) for a in row] for row in acc.curves()])
     write_result(result, os.path.join(workdir, f"eval_sequential_{split}.json"))

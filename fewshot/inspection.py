@@ -34,15 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config_checks import validate_config
-from .evaluation import restore_run
+from .finished_run import load_run, restore_run
 from .models import sync_episode_inputs
 from .sequential import SequentialEpisodeSampler, delayed_label_inputs
 from .tasks import get_task
-from .training import RENAMED_KEYS, build
 from srwm_jax.introspect import MATRICES, STATS_COLLECTION, collect_layers
 from srwm_jax.introspect_report import ensure_dir, heatmap, layer_rows, line_grid, write_csv
-from srwm_jax.training.run_config import load_config
 
 FAST_WEIGHT_MODELS = ("srwm", "deltanet", "srdelta", "vsml")
 
@@ -60,10 +57,10 @@ def load_run_config(workdir, defaults=None):
         configs/fewshot/default.py; see srwm_jax.training.run_config.load_config).
     Raises:
       FileNotFoundError: no config.json; InspectError: the model has no fast weights;
-      fewshot.config_checks.ConfigError (a ValueError): a bad field, e.g. an unknown task.
+      ValueError: an RL run; fewshot.config_checks.ConfigError (a ValueError): a bad field
+      (fewshot.finished_run.load_run).
     """
-    config = load_config(workdir, defaults, renames=RENAMED_KEYS)
-    validate_config(config, splits=(), allow_extra=True)  # before any checkpoint is read
+    config, _ = load_run(workdir, defaults)
     if config.model not in FAST_WEIGHT_MODELS:
         raise InspectError(f"{workdir} is a {config.model!r} run: only fast-weight models "
                            f"{FAST_WEIGHT_MODELS} have statistics to inspect.")
@@ -71,16 +68,17 @@ def load_run_config(workdir, defaults=None):
 
 
 def restore_model(config, workdir, checkpoint="best"):
-    """(model, variables) of the run `config` (load_run_config) in `workdir`.
+    """(model, variables) of the run `config` (load_run_config) in `workdir`
+    (fewshot.finished_run.restore_run: the model built once).
 
     Raises:
       FileNotFoundError: no such checkpoint (checkpoint: best | latest); RuntimeError: it
       cannot be restored; fewshot.data.DatasetError: the run's data is missing.
     """
-    example = get_task(config).make_sampler(config, "test", config.seed).sample(1, 0)
-    _, _, state = restore_run(config, workdir, checkpoint, example)
-    model = build(config)[0]  # the model restore_run's steps were built around
-    return model, {"params": state.params, "batch_stats": state.batch_stats}
+    task = get_task(config)
+    run = restore_run(config, task, workdir, checkpoint,
+                      task.make_sampler(config, "test", config.seed).sample(1, 0))
+    return run.model, run.variables
 
 
 def is_sequential(config):

@@ -11,10 +11,11 @@ summary; the outputs and the episodes are fewshot.inspection.inspect's.
 
 from absl import flags
 
+from .config_checks import DEFAULT_CONFIG_FILE
 from .data import DatasetError
 from .inspection import inspect
-from srwm_jax.training.cli import errors_exit_2, run, start_cli
-from srwm_jax.training.run_config import define_defaults_flag, load_config_file
+from srwm_jax.training.cli import define_defaults_flag, errors_exit_2, run, start_cli
+from srwm_jax.training.run_config import load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("workdir", None,
@@ -25,7 +26,7 @@ flags.DEFINE_integer("layer", 0, "Memory layer of the heat map.", lower_bound=0)
 flags.DEFINE_integer("head", 0, "Head of the heat map.", lower_bound=0)
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to load.")
 flags.DEFINE_integer("seed", None, "Seed of the episodes (default: eval_seed + 1000, test set 1).")
-_DEFAULTS = define_defaults_flag("fewshot")
+_DEFAULTS = define_defaults_flag(DEFAULT_CONFIG_FILE)
 flags.mark_flags_as_required(["workdir"])
 
 

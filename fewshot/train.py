@@ -2,7 +2,7 @@
 
 Dotted overrides: `--config.batch_size=64 --config.model=deltanet`. A run resumes from the
 latest checkpoint in DIR by default, if its config is DIR's (only the fields
-fewshot.training.RESUMABLE_FIELDS may differ); `--noresume` refuses a DIR that holds a run and
+fewshot.config_checks.RESUMABLE_FIELDS may differ); `--noresume` refuses a DIR that holds a run and
 `--overwrite` deletes it first. Several processes (one command per host): add
 `--num_processes=P --process_id=I --coordinator_address=HOST:PORT` (or `--distributed` under
 SLURM / Open MPI); config.batch_size stays the global batch.

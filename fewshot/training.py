@@ -21,59 +21,26 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from .config_checks import validate_config as check_config
+from .config_checks import RESUMABLE_FIELDS, locked_fields, validate_config
 from .models import SequenceLearner
 from .steps import make_optimizer, make_schedule, make_train_step
-from .tasks import example_batch, get_task
+from .tasks import Task, example_batch, get_task
 from .warm_start import warm_start
 from srwm_jax.training.distributed import DistributedError
 from srwm_jax.training.mesh import DataParallel, count_params
 from srwm_jax.training.run_context import RunContext, check_finite_scalars
 
-# config.json keys renamed since older runs were written: {old: new}. Older run directories
-# still load for evaluation (srwm_jax.training.run_config.load_config maps them).
-RENAMED_KEYS = {"log_every": "log_every_steps", "eval_every": "eval_every_steps",
-                "checkpoint_every": "checkpoint_every_steps"}
-
-# Fields a resumed run may change (srwm_jax.training.workdir.open_run_dir); the rest must be
-# the run's own. They leave the training computation alone: total_steps only extends or ends
-# the run early when the schedule does not depend on it (see `locked_fields`).
-RESUMABLE_FIELDS = ("total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
-                    "keep_checkpoints", "data_dir", "second_data_dir", "eval_batch_size",
-                    "cpu_devices")  # the device layout: a run may resume on other hardware
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Checks every field of `config`, the batch split over the devices and the episodes
-    against the train and val data (metadata only), before anything is written.
-
-    Raises:
-      ConfigError: one line naming every bad field (fewshot.config_checks.validate_config).
-      fewshot.data.DatasetError: the data is missing or malformed.
-    """
-    check_config(config, num_devices=jax.device_count(), splits=("train", "val"))
-
-
-def locked_fields(config) -> dict:
-    """{field: why} of the RESUMABLE_FIELDS this config may not change on resume: total_steps
-    under a schedule laid out over it (cosine, decay_end), where another value changes the
-    learning rate at every step, so the resumed run would match no uninterrupted run."""
-    if config.schedule in ("cosine", "decay_end"):
-        return {"total_steps": f"the {config.schedule} learning-rate schedule is laid out over "
-                "total_steps; to train longer start a fresh run (e.g. init_from this one)"}
-    return {}
-
-
-def build(config):
+def build(config, task: Task | None = None):
     """Model, optimiser, mesh and jitted steps for `config` (shared by training and evaluation).
 
+    `task`: config's fewshot.tasks.Task, if the caller has looked it up (default: get_task).
     Returns:
       (model: SequenceLearner, optimizer: optax.GradientTransformation, mesh: DataParallel,
        train_step(state, batch, dropout_key) -> (state, metrics),
        eval_step(state, batch) -> bool correct [B] or [B, T]); batches are host arrays with
        B divisible by the device count.
     """
-    task = get_task(config)
+    task = task or get_task(config)
     model = SequenceLearner(ml_collections.FrozenConfigDict(config))
     optimizer = make_optimizer(config)
     mesh = DataParallel()
@@ -91,9 +58,10 @@ def make_sampler(config, split: str, seed: int):
     return get_task(config).make_sampler(config, split, seed)
 
 
-def initial_state(config, model, optimizer, mesh, batch):
-    """Fresh replicated TrainState from the first episode of `batch` (key: config.seed)."""
-    init = get_task(config).init_state
+def initial_state(config, model, optimizer, mesh, batch, task: Task | None = None):
+    """Fresh replicated TrainState from the first episode of `batch` (key: config.seed); `task`
+    as in `build`."""
+    init = (task or get_task(config)).init_state
     example = example_batch(batch)
     return jax.jit(lambda k: init(model, optimizer, config, example, k),
                    out_shardings=mesh.replicated)(jax.random.key(config.seed))
@@ -127,7 +95,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, resume: 
       srwm_jax.training.checkpoints.DiskFullError: a checkpoint could not be written.
     SIGTERM / SIGUSR1 stop the loop at the next step with a checkpoint of it (run_context).
     """
-    validate_config(config)
+    validate_config(config, num_devices=jax.device_count(), splits=("train", "val"))
     task = get_task(config)
     with RunContext(workdir, config, resume=resume, overwrite=overwrite, kind="fewshot",
                     resumable=RESUMABLE_FIELDS, locked=locked_fields(config)) as run:
@@ -141,8 +109,8 @@ def _train(config, workdir, task, run: RunContext):
         print(f"Resuming {workdir} with " + "; ".join(run.changes), flush=True)
     train_sampler = task.make_sampler(config, "train", config.seed)
     val_sampler = task.make_sampler(config, "val", config.seed)
-    model, optimizer, mesh, train_step, eval_step = build(config)
-    state = initial_state(config, model, optimizer, mesh, train_sampler.sample(1, 0))
+    model, optimizer, mesh, train_step, eval_step = build(config, task)
+    state = initial_state(config, model, optimizer, mesh, train_sampler.sample(1, 0), task)
     if checkpoints.latest_step() is not None:
         state = checkpoints.restore(state)
         if main:

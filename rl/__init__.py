@@ -5,7 +5,8 @@ Modules:
     impala          the same command under the design's name (python -m rl.impala)
     training        train_and_evaluate(config, workdir): the run (logging, checkpoints, evals)
                     on the shared run layer srwm_jax.training
-    config_checks   a rule per config field; device checks (validate_config)
+    config_checks   a rule per config field; device checks (validate_config); resumable and
+                    renamed fields
     sebulba         actor threads, bounded rollout queue, params publishing, failure propagation
     learner         IMPALA loss (sums, as torchbeast) and the jitted data-parallel update
     vtrace          V-trace targets (own implementation; rho_bar = c_bar = 1)

@@ -4,8 +4,13 @@
 name ("agent.core"); tests/test_config_checks.py fails when a field is added there without
 one. `validate_config` raises one ValueError (ConfigError) listing every problem, before a
 run writes anything.
+
+Beside the rules: the fields a resumed run may change (`RESUMABLE_FIELDS`, `locked_fields`) and
+the keys renamed since older runs were written (`RENAMED_KEYS`).
 """
 from __future__ import annotations
+
+import os
 
 from .agent import CORE_KINDS
 from .envs import MODE_GAMES, NUM_ACTIONS, mode_has_game
@@ -17,6 +22,25 @@ from srwm_jax.training.config_schema import ConfigError, config_problems
 DISTRIBUTION_MODES = ("easy", "hard", "memory", "exploration", "extreme")
 Game = Choice(*sorted(PROCGEN_RETURN_RANGES))
 Probability = Float(0.0, 1.0, hi_open=True)
+
+# The defaults of every field (configs/rl/default.py of a clone; None in an installed copy, which
+# has no configs/): the evaluation CLIs fill the fields an older run's config.json lacks from it
+# (srwm_jax.training.cli.define_defaults_flag).
+_DEFAULT_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "configs", "rl", "default.py")
+DEFAULT_CONFIG_FILE = _DEFAULT_FILE if os.path.exists(_DEFAULT_FILE) else None
+
+# config.json keys renamed since older runs were written: {old: new} (see load_config).
+RENAMED_KEYS = {"max_checkpoints": "keep_checkpoints"}
+
+# Fields a resumed run may change (rl.training.train_and_evaluate; the others must be the run's
+# own): they decide when to stop, log, checkpoint and evaluate, not what is learned. The config
+# fingerprint stored with every checkpoint leaves them out.
+RESUMABLE_FIELDS = ("max_minutes", "log_every_seconds", "checkpoint_every_minutes",
+                    "keep_checkpoints", "eval_every_steps", "eval_episodes",
+                    "unroll_timeout_seconds", "params_check_every_updates",
+                    # the device layout: a run may resume on other hardware / process counts
+                    "actor_device_ids", "learner_device_ids")
 
 FIELD_RULES = {
     "seed": Int(0, 2**31 - 1),            # ProcGen's level seeds are C ints (rl.envs)
@@ -140,3 +164,12 @@ def validate_config(config, num_devices: int | None = None, allow_extra: bool = 
         problems += device_problems(config, num_devices, num_processes)
     if problems:
         raise ConfigError("bad config: " + "; ".join(problems))
+
+
+def locked_fields(config) -> dict:
+    """{field: why} of the RESUMABLE_FIELDS this config may not change on resume: total_steps,
+    over which the learning rate decays linearly to 0 (another value changes it at every
+    update, so the resumed run would match no uninterrupted run)."""
+    del config  # the same for every RL config
+    return {"total_steps": "the learning rate decays linearly to 0 over total_steps; stop "
+            "earlier with max_minutes, or start a fresh run to train longer"}

@@ -9,10 +9,12 @@ import os
 
 from absl import flags
 
+from .config_checks import DEFAULT_CONFIG_FILE
 from .agent import make_agent
 from .evaluation import append_eval_csv, evaluate, format_eval, load_for_eval
-from srwm_jax.training.cli import errors_exit_2, exit_with_error, run, start_cli
-from srwm_jax.training.run_config import define_defaults_flag, load_config_file
+from srwm_jax.training.cli import (define_defaults_flag, errors_exit_2, exit_with_error, run,
+                                   start_cli)
+from srwm_jax.training.run_config import load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory made by rl.train.")
@@ -21,7 +23,7 @@ flags.DEFINE_integer("episodes", None,
 flags.DEFINE_bool("sampled", False, "Sample actions from the policy instead of the argmax.")
 flags.DEFINE_string("out", None, "CSV the rows are appended to (default: DIR/eval.csv; e.g. "
                     "for a run on a read-only share).")
-_DEFAULTS = define_defaults_flag("rl")
+_DEFAULTS = define_defaults_flag(DEFAULT_CONFIG_FILE)
 flags.mark_flags_as_required(["workdir"])
 
 

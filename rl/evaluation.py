@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from .agent import make_agent
-from .config_checks import validate_config
+from .config_checks import RENAMED_KEYS, RESUMABLE_FIELDS, validate_config
 from .envs import NUM_ACTIONS, MultiGameEnv
 from .learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
 from .normalization import aggregate_normalized, constants_for, normalized_score
@@ -21,19 +21,6 @@ from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.metrics import append_csv
 from srwm_jax.training.run_config import load_config, workdir_fingerprint
 from srwm_jax.training.workdir import check_kind
-
-# config.json keys renamed since older runs were written: {old: new} (see load_config).
-RENAMED_KEYS = {"max_checkpoints": "keep_checkpoints"}
-
-# Fields a resumed run may change (rl.training.train_and_evaluate; the others must be the run's
-# own): they decide when to stop, log, checkpoint and evaluate, not what is learned. The config
-# fingerprint stored with every checkpoint leaves them out.
-RESUMABLE_FIELDS = ("max_minutes", "log_every_seconds", "checkpoint_every_minutes",
-                    "keep_checkpoints", "eval_every_steps", "eval_episodes",
-                    "unroll_timeout_seconds", "params_check_every_updates",
-                    # the device layout: a run may resume on other hardware / process counts
-                    "actor_device_ids", "learner_device_ids")
-
 
 def evaluate_split(agent, params, games, *, start_level, num_levels, episodes,
                    distribution_mode="easy", seed=12345, max_steps=10_000, greedy=True,

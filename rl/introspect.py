@@ -11,9 +11,10 @@ and writes stats.csv, episode.png and summary.json into --out (default
 
 from absl import flags
 
+from .config_checks import DEFAULT_CONFIG_FILE
 from .inspection import InspectError, inspect
-from srwm_jax.training.cli import errors_exit_2, run, start_cli
-from srwm_jax.training.run_config import define_defaults_flag, load_config_file
+from srwm_jax.training.cli import define_defaults_flag, errors_exit_2, run, start_cli
+from srwm_jax.training.run_config import load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run made by rl.train (its latest checkpoint is used).")
@@ -26,7 +27,7 @@ flags.DEFINE_integer("level", 0, "ProcGen level to play.", lower_bound=0)
 flags.DEFINE_bool("greedy", False, "Argmax actions instead of sampling (training behaviour).")
 flags.DEFINE_integer("max_steps", 3000, "Cap on env steps.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the env and the action sampling.", lower_bound=0)
-_DEFAULTS = define_defaults_flag("rl")
+_DEFAULTS = define_defaults_flag(DEFAULT_CONFIG_FILE)
 flags.mark_flags_as_required(["workdir", "game"])
 
 

@@ -12,11 +12,11 @@ import os
 import numpy as np
 from absl import app, flags
 
-from .config_checks import DISTRIBUTION_MODES, Game, validate_config
+from .config_checks import DEFAULT_CONFIG_FILE, DISTRIBUTION_MODES, Game, validate_config
 from .evaluation import load_run_config, random_returns
 from srwm_jax.stats import sem as standard_error
-from srwm_jax.training.cli import errors_exit_2, run
-from srwm_jax.training.run_config import define_defaults_flag, load_config_file
+from srwm_jax.training.cli import define_defaults_flag, errors_exit_2, run
+from srwm_jax.training.run_config import load_config_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory: games, levels and mode from its config.json.")
@@ -28,7 +28,7 @@ flags.DEFINE_integer("num_levels", 200, "Number of levels (without --workdir; 0 
 flags.DEFINE_enum("distribution_mode", "easy", DISTRIBUTION_MODES,
                   "ProcGen distribution mode (without --workdir).")
 flags.DEFINE_integer("seed", 0, "Seed of the envs and the random actions.", lower_bound=0)
-_DEFAULTS = define_defaults_flag("rl")
+_DEFAULTS = define_defaults_flag(DEFAULT_CONFIG_FILE)
 flags.register_validator("games", lambda games: all(Game(g) is None for g in games),
                          f"every game must be one of {Game.options}")
 

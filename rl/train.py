@@ -5,7 +5,7 @@
         --config.total_steps=2000000 --config.games='("bigfish",)'
 
 A run resumes from the latest checkpoint in --workdir by default, if its config is the run's
-(only rl.evaluation.RESUMABLE_FIELDS may differ); `--noresume` refuses a workdir that holds a
+(only rl.config_checks.RESUMABLE_FIELDS may differ); `--noresume` refuses a workdir that holds a
 run and `--overwrite` deletes it first. Ctrl-C saves a checkpoint and exits with status 0. Bad
 input (config, used workdir, corrupt checkpoint) exits with status 2 and one error line; a
 failed or hung actor with status 1, one error line and the actor's last frames. Several

@@ -24,8 +24,8 @@ import numpy as np
 
 from . import plots
 from .agent import make_agent
-from .config_checks import validate_config as check_config
-from .evaluation import RESUMABLE_FIELDS, append_eval_csv, evaluate, format_eval
+from .config_checks import RESUMABLE_FIELDS, locked_fields, validate_config
+from .evaluation import append_eval_csv, evaluate, format_eval
 from .learner import Learner, checkpoint_tree, from_checkpoint_tree, init_params, num_updates_for
 from .sebulba import SebulbaRunner
 from srwm_jax.training import distributed
@@ -36,20 +36,6 @@ from srwm_jax.training.run_context import RunContext, check_finite_scalars
 log = logging.getLogger("rl")
 
 TRAIN_RETURN_FIELDS = ["step", "game", "mean_return", "episodes", "sps", "policy_lag_mean"]
-
-# Why a resumed run may not change total_steps (open_run_dir's `locked`).
-TOTAL_STEPS_LOCKED = ("the learning rate decays linearly to 0 over total_steps; stop earlier "
-                      "with max_minutes, or start a fresh run to train longer")
-
-
-def validate_config(config):
-    """Checks every field of `config` and the device ids / batch split before anything is
-    written.
-
-    Raises:
-      rl.config_checks.ConfigError (a ValueError): one line naming every bad field."""
-    check_config(config, num_devices=jax.local_device_count(), num_processes=jax.process_count())
-
 
 def _actor_devices(ids):
     # Indices into this process's own devices (each process runs its own actors).
@@ -115,7 +101,7 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
       config: a full RL config (configs/rl/default.py and its variants).
       workdir: run directory; made if missing. A run already there (config.json or
         checkpoints) is resumed from its latest checkpoint (env steps, updates and RNG
-        included); its config must be this one except rl.evaluation.RESUMABLE_FIELDS.
+        included); its config must be this one except rl.config_checks.RESUMABLE_FIELDS.
       resume: False refuses a workdir that already holds a run.
       env_factory: actor index -> env with the rl.envs.MultiGameEnv interface (default:
         ProcGen); tests pass rl.fake_env.FakeEnv.
@@ -139,9 +125,10 @@ def train_and_evaluate(config, workdir: str, resume: bool = True, env_factory=No
     SIGTERM / SIGUSR1 end the loop at the next update with a checkpoint of it (run_context;
     summary["interrupted"] is True).
     """
-    validate_config(config)
+    validate_config(config, num_devices=jax.local_device_count(),
+                    num_processes=jax.process_count())
     with RunContext(workdir, config, resume=resume, overwrite=overwrite, kind="rl",
-                    resumable=RESUMABLE_FIELDS, locked={"total_steps": TOTAL_STEPS_LOCKED},
+                    resumable=RESUMABLE_FIELDS, locked=locked_fields(config),
                     best=False, tensorboard=use_tensorboard) as run:
         return _train(config, workdir, env_factory, run)
 

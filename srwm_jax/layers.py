@@ -18,7 +18,7 @@ weights, as in the original code, so a parameter update between calls keeps the 
 change on top of the new slow weights.
 
 Every layer checks its arguments first and raises a ValueError naming the argument, the
-expected shape and what it got (`srwm_jax.ops._validate.check_layer_inputs`): x must be a
+expected shape and what it got (`srwm_jax.layer_inputs.check_layer_inputs`): x must be a
 floating-point [B, T, D] array, each state leaf shaped as in `initial_state(B)`, reset a bool
 [B, T] array. Layers are batch-major: a time-major [T, B] mask is refused, except when T == B,
 which no shape check can tell apart, so build masks batch-major (`reset.T` converts).
@@ -36,7 +36,8 @@ from jax import lax
 
 from srwm_jax.dispatch import Impl
 from srwm_jax.feature_maps import elu_p1_sum_norm
-from srwm_jax.ops._validate import check_float, check_layer_inputs
+from srwm_jax.layer_inputs import check_layer_inputs
+from srwm_jax.ops._validate import check_float
 from srwm_jax.introspect import sow_delta_rule, sow_srdelta, sow_srwm
 from srwm_jax.ops.delta_rule import delta_rule
 from srwm_jax.ops.srwm import SRWMWeights, srwm

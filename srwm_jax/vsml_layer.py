@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from srwm_jax.introspect import STATS_COLLECTION, recording
-from srwm_jax.ops._validate import check_layer_inputs
+from srwm_jax.layer_inputs import check_layer_inputs
 from srwm_jax.ops.vsml import (REDUCTIONS, VSMLNetworkState, VSMLParams, network_step,
                                init_network_state, init_vsml_params, vsml_network)
 

@@ -270,7 +270,7 @@ def test_stats_do_not_depend_on_impl():
 # trainer writes; the others are written as the trainers write them but from the initial
 # parameters (compiling a training step costs more than the rest of a test, and the statistics'
 # checks hold for any parameters). Loading trained runs is tested in test_run_layer.py and
-# test_rl_sebulba.py (fewshot.evaluation.restore_run and rl.evaluation.load_for_eval, which the
+# test_rl_sebulba.py (fewshot.finished_run.restore_run and rl.evaluation.load_for_eval, which the
 # tools use).
 
 REPO = Path(__file__).resolve().parents[1]

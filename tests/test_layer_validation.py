@@ -1,5 +1,5 @@
 """Every public layer checks x, state and reset and names the argument, the expected shape with
-its legend and what it got (srwm_jax.ops._validate.check_layer_inputs).
+its legend and what it got (srwm_jax.layer_inputs.check_layer_inputs).
 
 The checks run while tracing, so `jax.eval_shape` of `init` exercises them without compiling.
 """

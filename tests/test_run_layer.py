@@ -9,8 +9,8 @@ import pytest
 
 from configs.fewshot.default import get_config as fewshot_defaults
 from configs.rl.default import get_config as rl_defaults
-from fewshot.training import RENAMED_KEYS as FEWSHOT_RENAMES
-from rl.evaluation import RENAMED_KEYS as RL_RENAMES
+from fewshot.config_checks import RENAMED_KEYS as FEWSHOT_RENAMES
+from rl.config_checks import RENAMED_KEYS as RL_RENAMES
 from srwm_jax.training.checkpoints import Checkpoints
 from srwm_jax.training.mesh import DataParallel, count_params
 from srwm_jax.training.metrics import TENSORBOARD_DIR, MetricWriter, append_csv, read_metrics

@@ -20,12 +20,13 @@ from killable import python_env, run_bounded
 from configs.fewshot.default import get_config as fewshot_defaults
 from configs.fewshot.omniglot_smoke import get_config as smoke_config
 from configs.rl.default import get_config as rl_defaults
+from fewshot import config_checks as fewshot_checks
 from fewshot import training as fewshot_training
-from rl.evaluation import RESUMABLE_FIELDS as RL_RESUMABLE
+from rl import config_checks as rl_checks
+from rl.config_checks import RESUMABLE_FIELDS as RL_RESUMABLE
 from rl.evaluation import load_for_eval
 from rl.fake_env import FakeEnv
 from rl.sebulba import ActorFailed
-from rl.training import TOTAL_STEPS_LOCKED
 from rl.training import train_and_evaluate as rl_train
 from srwm_jax.training.checkpoints import CheckpointError, Checkpoints
 from srwm_jax.training.cli import error_lines
@@ -147,7 +148,7 @@ def test_used_workdir_is_refused_resumed_only_with_its_config_or_overwritten(tmp
     with pytest.raises(RunConfigError, match="total_steps: run 300000000, now 600000000 "
                                              r"\(the learning rate decays"):
         open_run_dir(run, longer, resume=True, overwrite=False, resumable=RL_RESUMABLE,
-                     locked={"total_steps": TOTAL_STEPS_LOCKED})
+                     locked=rl_checks.locked_fields(longer))
     assert (run / "config.json").read_text() == before  # never rewritten with another config
 
     tweaked = rl_defaults()
@@ -180,8 +181,8 @@ def test_fewshot_total_steps_may_change_only_without_a_schedule_over_it(tmp_path
                                                                         may_extend):
     config = fewshot_defaults()
     config.schedule = schedule
-    kw = dict(resumable=fewshot_training.RESUMABLE_FIELDS,
-              locked=fewshot_training.locked_fields(config))
+    kw = dict(resumable=fewshot_checks.RESUMABLE_FIELDS,
+              locked=fewshot_checks.locked_fields(config))
     open_run_dir(tmp_path, config, resume=True, overwrite=False, **kw)
     longer = fewshot_defaults()
     longer.schedule, longer.total_steps = schedule, config.total_steps + 1000

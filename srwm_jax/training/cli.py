@@ -105,6 +105,17 @@ def run_failures_exit_1():
         exit_with_error(str(e), status=1)
 
 
+def define_defaults_flag(path: str | None):
+    """Defines the `--defaults` flag of an evaluation CLI: the config file whose fields fill
+    those an older run's config.json lacks, by default `path` (the caller's default config file,
+    e.g. fewshot.config_checks.DEFAULT_CONFIG_FILE; None where there is none, as in an installed
+    copy: a run's own config.json is then used as it is, which is complete for runs written by
+    the current trainers). Returns its absl FlagHolder; pass
+    `srwm_jax.training.run_config.load_config_file(holder.value)` as `defaults`."""
+    return flags.DEFINE_string("defaults", path, "Config file whose fields fill those an older "
+                               "run's config.json lacks.")
+
+
 def error_lines(error: BaseException, frames: int = 2) -> list[str]:
     """`error: <first line of the message>`, then the last `frames` frames of its cause (an
     exception raised in another thread, such as an RL actor's), one line each:

@@ -18,9 +18,6 @@ import ml_collections
 from .config_schema import closest
 
 CONFIG_FILE = "config.json"
-# The checkout's configs/ folder (the package is installed editable or run from the checkout).
-CONFIGS_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 
 
 class RunConfigError(ValueError):
@@ -188,20 +185,6 @@ def register_config_package(path: str) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-
-
-def define_defaults_flag(area: str):
-    """Defines the `--defaults` flag of an evaluation CLI: the config file whose fields fill
-    those an older run's config.json lacks (default: configs/<area>/default.py of the checkout).
-    Returns its absl FlagHolder; pass `load_config_file(holder.value)` as `defaults`. Outside a
-    checkout (an installed copy) the default is None: a run's own config.json is then used as
-    it is, which is complete for runs written by the current trainers."""
-    from absl import flags  # noqa: PLC0415 - only CLIs need absl
-
-    path = os.path.join(CONFIGS_DIR, area, "default.py")
-    return flags.DEFINE_string("defaults", path if os.path.exists(path) else None,
-                               "Config file whose fields fill those an older run's config.json "
-                               "lacks.")
 
 
 def config_flag_problem(argv: Sequence[str]) -> str | None:
