@@ -103,8 +103,8 @@ def _fewshot_config(**overrides):
 def test_fewshot_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_build = fewshot_training.build
 
-    def build_that_diverges_after_step_5(config):
-        model, optimizer, mesh, train_step, eval_step = real_build(config)
+    def build_that_diverges_after_step_5(config, task=None):
+        model, optimizer, mesh, train_step, eval_step = real_build(config, task)
 
         def step(state, batch, key):
             state, metrics = train_step(state, batch, key)
