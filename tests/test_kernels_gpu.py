@@ -74,6 +74,17 @@ def _tolerances(dtype, seq_len):
     return (lambda _: 1e-5), (lambda _: 1e-4)
 
 
+def _check_against_scan(kernel, scan, args, dtype, seq_len):
+    """kernel vs the scan reference on the same args: the forward program, then the outputs and
+    every gradient of the grad program, each within the dtype's tolerances."""
+    tol_out, tol_grad = _tolerances(dtype, seq_len)
+    _assert_trees_close("forward", jax.jit(kernel)(*args), jax.jit(scan)(*args), tol_out)
+    out, grads = _outputs_and_grads(kernel, args)
+    out_ref, grads_ref = _outputs_and_grads(scan, args)
+    _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
+    _assert_trees_close("gradients", grads, grads_ref, tol_grad)
+
+
 SRWM_CASES = ([(d, True, jnp.float32, 76) for d in (16, 32, 64)]
               + [(d, False, jnp.bfloat16, 76) for d in (16, 32, 64)]
               + [(16, True, jnp.float32, t) for t in (1, 4096)])
@@ -87,12 +98,7 @@ def test_srwm_kernel_matches_scan_on_gpu(d, input_softmax, dtype, seq_len):
                                            jnp.float32) for n in (d, d, d, 4)))
     kernel = functools.partial(kernels.srwm_pallas, input_softmax=input_softmax)
     scan = functools.partial(srwm_jax.srwm, input_softmax=input_softmax, impl="scan")
-    tol_out, tol_grad = _tolerances(dtype, seq_len)
-    _assert_trees_close("forward", jax.jit(kernel)(x, W), jax.jit(scan)(x, W), tol_out)
-    out, grads = _outputs_and_grads(kernel, (x, W))
-    out_ref, grads_ref = _outputs_and_grads(scan, (x, W))
-    _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
-    _assert_trees_close("gradients", grads, grads_ref, tol_grad)
+    _check_against_scan(kernel, scan, (x, W), dtype, seq_len)
 
 
 DELTA_CASES = ([(dk, dv, jnp.float32, 76) for dk, dv in delta_code_paths()]
@@ -113,12 +119,7 @@ def test_delta_rule_kernel_matches_scan_on_gpu(dk, dv, dtype, seq_len):
             jnp.asarray(rng.standard_normal((B, H, dk, dv)) / np.sqrt(dk), jnp.float32))
     kernel = kernels.delta_rule_pallas
     scan = functools.partial(srwm_jax.delta_rule, impl="scan")
-    tol_out, tol_grad = _tolerances(dtype, seq_len)
-    _assert_trees_close("forward", jax.jit(kernel)(*args), jax.jit(scan)(*args), tol_out)
-    out, grads = _outputs_and_grads(kernel, args)
-    out_ref, grads_ref = _outputs_and_grads(scan, args)
-    _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
-    _assert_trees_close("gradients", grads, grads_ref, tol_grad)
+    _check_against_scan(kernel, scan, args, dtype, seq_len)
 
 
 def _mosaic_runs_here():
@@ -152,12 +153,7 @@ def test_delta_rule_mosaic_kernel_matches_scan_on_gpu(dk, dv, dtype, seq_len, wi
     reset = jnp.asarray(rng.random((B, seq_len)) < 0.05) if with_reset else None
     kernel = functools.partial(kernels.delta_rule_mosaic, reset=reset)
     scan = functools.partial(srwm_jax.delta_rule, reset=reset, impl="scan")
-    tol_out, tol_grad = _tolerances(dtype, seq_len)
-    _assert_trees_close("forward", jax.jit(kernel)(*args), jax.jit(scan)(*args), tol_out)
-    out, grads = _outputs_and_grads(kernel, args)
-    out_ref, grads_ref = _outputs_and_grads(scan, args)
-    _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
-    _assert_trees_close("gradients", grads, grads_ref, tol_grad)
+    _check_against_scan(kernel, scan, args, dtype, seq_len)
 
 
 # Mosaic GPU SRWM (Hopper): d = 16 (G in registers; T=4096), 32 (backward with G and dL/dG in
@@ -179,12 +175,7 @@ def test_srwm_mosaic_kernel_matches_scan_on_gpu(d, input_softmax, dtype, seq_len
     kernel = functools.partial(kernels.srwm_mosaic, input_softmax=input_softmax, reset=reset)
     scan = functools.partial(srwm_jax.srwm, input_softmax=input_softmax, reset=reset,
                              impl="scan")
-    tol_out, tol_grad = _tolerances(dtype, seq_len)
-    _assert_trees_close("forward", jax.jit(kernel)(x, W), jax.jit(scan)(x, W), tol_out)
-    out, grads = _outputs_and_grads(kernel, (x, W))
-    out_ref, grads_ref = _outputs_and_grads(scan, (x, W))
-    _assert_trees_close("outputs (grad program)", out, out_ref, tol_out)
-    _assert_trees_close("gradients", grads, grads_ref, tol_grad)
+    _check_against_scan(kernel, scan, (x, W), dtype, seq_len)
 
 
 def test_pallas_picks_mosaic_on_hopper_and_matches_scan():
