@@ -351,6 +351,30 @@ print("SAVED")
     assert float(restored["w"][0]) == 1.0
 
 
+def test_a_save_whose_error_surfaces_after_its_directory_exists_leaves_no_directory(
+        tmp_path, monkeypatch):
+    """An asynchronous save's full-disk error can surface at the next wait, when the failed
+    step's directory may already be there: it is removed, so a resume reads the older one."""
+    import errno  # noqa: PLC0415
+
+    from srwm_jax.training.checkpoints import DiskFullError  # noqa: PLC0415
+    tree = {"w": np.ones(4, np.float32), "step": np.asarray(1, np.int64)}
+    ckpt = Checkpoints(tmp_path, keep=3)
+    assert ckpt.save(1, tree)
+    assert ckpt.save(2, {**tree, "w": np.full(4, 2.0, np.float32)})
+    ckpt.periodic.wait_until_finished()  # step 2 is on disk, as a committed directory
+    assert step_dirs(tmp_path / "checkpoints") == [1, 2]
+
+    def full_disk():
+        raise OSError(errno.EFBIG, "File too large")
+    monkeypatch.setattr(ckpt.periodic, "wait_until_finished", full_disk)
+    with pytest.raises(DiskFullError, match="checkpoint 2 could not be written"):
+        ckpt.save(3, tree)
+    assert step_dirs(tmp_path / "checkpoints") == [1]
+    monkeypatch.undo()
+    assert float(Checkpoints(tmp_path, read_only=True).restore(tree)["w"][0]) == 1.0
+
+
 # --- kind 6: glob characters in the workdir ---------------------------------------------------
 
 @pytest.mark.parametrize("name", ["sweep[1]", "lr*2 ?a", "[ab] ünï"])
@@ -483,5 +507,6 @@ def test_fewshot_cli_stops_on_a_full_disk_with_one_line(tmp_path, cache_dir):
     failed = int(re.search(r"the disk is full: checkpoint (\d+) could not be written", line)[1])
     assert str(workdir / "checkpoints") in line
     # (Which save hits the limit first depends on how TensorStore batches its writes.)
-    assert all(s < failed for s in step_dirs(workdir / "checkpoints"))  # older ones intact
+    held = step_dirs(workdir / "checkpoints")
+    assert all(s < failed for s in held), (failed, held, line)  # older ones intact
     assert max(_logged_steps(workdir)) <= failed + 4  # stopped at the failed save
