@@ -17,8 +17,8 @@ case ${1:-} in
   start)
     rm -rf "$LOGS"
     mkdir -p "$LOGS"
-    # setsid + timeout: each job ends by itself (45 / 30 min) even if the caller is gone.
-    setsid timeout 2700 bash -c "bash '$ROOT/.ci/python_versions.sh' setup \
+    # setsid + timeout: each job ends by itself (60 / 30 min) even if the caller is gone.
+    setsid timeout 3600 bash -c "bash '$ROOT/.ci/python_versions.sh' setup \
         && JAX_PLATFORMS=cpu bash '$ROOT/.ci/python_versions.sh' test" > "$LOGS/legs.log" 2>&1 &
     echo $! > "$LOGS/legs.pid"
     JAX_PLATFORMS=cpu setsid timeout 1800 bash "$ROOT/.ci/offline_node.sh" > "$LOGS/offline.log" 2>&1 &
