@@ -5,10 +5,9 @@
 #                             # offline-node check (.ci/offline_node.sh); logs in $CI_VENVS/logs
 #   bash .ci/legs.sh finish   # waits for them (each bounded by `timeout`), prints their logs,
 #                             # fails if either failed
-# Between the two, the README's test command runs the main suite on the system Python. The
-# suite's timing-bound tests (heartbeats, stop signals, hung actors) take their margins from
-# waits on events, not from CPU time; they passed with both legs' whole suites and five compile
-# jobs beside them (load average 12 on 2 cores), see the closing note of issue 23.
+# Between the two, the README's test command runs the main suite on the system Python. Its
+# timing-bound tests (heartbeats, stop signals, hung actors) passed with both legs' whole suites
+# and five compile jobs beside them (load average 8-12 on 2 cores; the closing note of issue 23).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENVS=${CI_VENVS:-/tmp/srwm_jax_ci_venvs}
