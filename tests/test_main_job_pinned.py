@@ -17,8 +17,8 @@ Two records, by jaxlib: jaxlib 0.10.2's XLA CPU compiler miscompiles the jitted 
 which the README's 90.64 was measured, hold a wrong backbone gradient from step 1 (grad norm
 11.62 where the true one is 11.08); they stay pinned there so that a change to our code still
 shows. jaxlib >= 0.11 computes the right gradient (checked against finite differences); 0.11.2
-and 0.12.1 agree to 3.3e-5 (relative) for 7 steps and then drift apart by rounding (a query prediction flips
-at step 10), so 7 steps are pinned there.
+and 0.12.1 agree to 3.3e-5 (relative) for 7 steps and then drift apart by rounding (a query
+prediction flips at step 10), so 7 steps are pinned there.
 """
 import json
 import os
